@@ -1,0 +1,66 @@
+package middleware
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Header names the signer sets besides the Standard Webhooks ones.
+const (
+	// HeaderLegacySecret is the seed's "signature" header: the raw secret.
+	HeaderLegacySecret = "X-Webhook-Secret"
+	// HeaderWebhookID is the Standard Webhooks id header: the event id.
+	HeaderWebhookID = "webhook-id"
+	// HeaderWebhookTimestamp is the Standard Webhooks timestamp header.
+	HeaderWebhookTimestamp = "webhook-timestamp"
+)
+
+// Signer sets the headers of one delivery attempt and hands them to the
+// deliver handler through the message context (WithHeaders), never through
+// metadata, so no credential reaches a transport. It sits inside Retry:
+// every attempt gets fresh headers (a fresh timestamp) while webhook-id, the
+// message UUID, stays the same.
+type Signer struct {
+	// Token, when set, is sent as "Authorization: Bearer <Token>" (seed).
+	Token string
+	// LegacySecret, when set, is sent as-is in X-Webhook-Secret (the seed's
+	// header, for old receivers). Empty sends no such header.
+	LegacySecret string
+	// UserAgent is the User-Agent header; empty means "memhook".
+	UserAgent string
+	// Now is the clock for webhook-timestamp; nil means time.Now.
+	Now func() time.Time
+}
+
+// Middleware implements message.HandlerMiddleware.
+func (s Signer) Middleware(h message.HandlerFunc) message.HandlerFunc {
+	ua := s.UserAgent
+	if ua == "" {
+		ua = "memhook"
+	}
+	now := s.Now
+	if now == nil {
+		now = time.Now
+	}
+	return func(msg *message.Message) ([]*message.Message, error) {
+		ts := now()
+		hd := make(http.Header, 7)
+		hd.Set("Content-Type", "application/json")
+		hd.Set("User-Agent", ua)
+		hd.Set(HeaderWebhookID, msg.UUID)
+		hd.Set(HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
+		if s.Token != "" {
+			hd.Set("Authorization", "Bearer "+s.Token)
+		}
+		if s.LegacySecret != "" {
+			hd.Set(HeaderLegacySecret, s.LegacySecret)
+		}
+		ctx := msg.Context()
+		msg.SetContext(WithHeaders(ctx, hd))
+		defer msg.SetContext(ctx)
+		return h(msg)
+	}
+}
