@@ -1,0 +1,286 @@
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/handlers"
+)
+
+// Transport names, the values of MEMHOOK_TRANSPORT.
+const (
+	TransportMemory = "memory"
+	TransportRedis  = "redis"
+	TransportHTTP   = "http"
+)
+
+// Disabled as an int or duration field of Config turns that feature off
+// where the field's comment says so.
+const Disabled = -1
+
+// Config is everything the bus needs. Zero values mean the documented
+// default; ConfigFromEnv fills it from the seed's MEM0_* variables and
+// memhook's MEMHOOK_* ones. New calls setDefaults and Validate.
+type Config struct {
+	// WebhookURL receives the webhooks (MEM0_WEBHOOK_URL). Empty turns
+	// webhooks off: events are accepted and counted as filtered.
+	WebhookURL string
+	// Token is sent as "Authorization: Bearer <Token>" (MEM0_WEBHOOK_TOKEN);
+	// empty sends no Authorization header.
+	Token string
+	// Secret is the signing secret (MEM0_WEBHOOK_SECRET); empty signs
+	// nothing. It is also sent as-is in the seed's X-Webhook-Secret header
+	// unless DisableLegacySecretHeader is set.
+	Secret string
+	// DisableLegacySecretHeader stops sending the raw secret in
+	// X-Webhook-Secret (MEMHOOK_LEGACY_SECRET_HEADER=false). Default false:
+	// the header is sent, as the seed does.
+	DisableLegacySecretHeader bool
+	// Timeout bounds one delivery attempt (MEM0_WEBHOOK_TIMEOUT, seconds);
+	// 0 means 30s.
+	Timeout time.Duration
+	// RetryCount is how many times a failed delivery is retried
+	// (MEM0_WEBHOOK_RETRY_COUNT); 0 means 3, Disabled means no retry.
+	RetryCount int
+	// RetryDelay is the first retry's delay, doubled for each next one
+	// (MEM0_WEBHOOK_RETRY_DELAY, seconds); 0 means 1s.
+	RetryDelay time.Duration
+	// MaxRetryAfter caps a receiver's Retry-After (MEMHOOK_MAX_RETRY_AFTER);
+	// 0 means 60s.
+	MaxRetryAfter time.Duration
+	// Events selects the events sent (MEM0_WEBHOOK_EVENTS: "all", "none" or
+	// a comma list); empty means "all".
+	Events string
+	// BotVersion is the envelope's bot_version (BOT_VERSION); empty means
+	// "1.0.0".
+	BotVersion string
+	// Source is the envelope's source (MEMHOOK_SOURCE); empty means
+	// "markdown-brain-bot".
+	Source string
+	// Transport is "memory", "redis" or "http" (MEMHOOK_TRANSPORT); empty
+	// means "memory".
+	Transport string
+	// QueueCapacity bounds the in-memory queue (MEMHOOK_QUEUE_CAPACITY);
+	// 0 means 10 000. Emit returns ErrQueueFull when it is full.
+	QueueCapacity int
+	// Concurrency is how many deliveries run at once
+	// (MEMHOOK_CONCURRENCY); 0 means 16.
+	Concurrency int
+}
+
+// Defaults of Config, applied by setDefaults.
+const (
+	DefaultTimeout       = 30 * time.Second
+	DefaultRetryCount    = 3
+	DefaultRetryDelay    = time.Second
+	DefaultMaxRetryAfter = 60 * time.Second
+	DefaultBotVersion    = "1.0.0"
+	DefaultQueueCapacity = 10_000
+	DefaultConcurrency   = 16
+)
+
+func (c *Config) setDefaults() {
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.RetryCount == 0 {
+		c.RetryCount = DefaultRetryCount
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = DefaultRetryDelay
+	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if c.Events == "" {
+		c.Events = "all"
+	}
+	if c.BotVersion == "" {
+		c.BotVersion = DefaultBotVersion
+	}
+	if c.Source == "" {
+		c.Source = event.DefaultSource
+	}
+	if c.Transport == "" {
+		c.Transport = TransportMemory
+	}
+	if c.QueueCapacity == 0 {
+		c.QueueCapacity = DefaultQueueCapacity
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+}
+
+// Validate reports every problem of c at once (errors.Join), each naming the
+// field, its variable and the bad value — never a secret's value.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, env, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s (%s): %s", env, field, fmt.Sprintf(format, args...)))
+	}
+	if c.WebhookURL != "" {
+		if err := handlers.ValidateURL(c.WebhookURL); err != nil {
+			bad("WebhookURL", "MEM0_WEBHOOK_URL", "%v", err)
+		}
+	}
+	if c.Timeout < 0 {
+		bad("Timeout", "MEM0_WEBHOOK_TIMEOUT", "must be positive, got %s", c.Timeout)
+	}
+	if c.RetryCount < 0 && c.RetryCount != Disabled {
+		bad("RetryCount", "MEM0_WEBHOOK_RETRY_COUNT", "must not be negative, got %d", c.RetryCount)
+	}
+	if c.RetryDelay < 0 {
+		bad("RetryDelay", "MEM0_WEBHOOK_RETRY_DELAY", "must not be negative, got %s", c.RetryDelay)
+	}
+	if c.MaxRetryAfter < 0 {
+		bad("MaxRetryAfter", "MEMHOOK_MAX_RETRY_AFTER", "must not be negative, got %s", c.MaxRetryAfter)
+	}
+	if _, err := event.ParseSet(c.Events); err != nil {
+		bad("Events", "MEM0_WEBHOOK_EVENTS", "%v", err)
+	}
+	switch c.Transport {
+	case "", TransportMemory, TransportRedis, TransportHTTP:
+	default:
+		bad("Transport", "MEMHOOK_TRANSPORT", "%q is not one of memory, redis, http", c.Transport)
+	}
+	if c.QueueCapacity < 0 {
+		bad("QueueCapacity", "MEMHOOK_QUEUE_CAPACITY", "must not be negative, got %d", c.QueueCapacity)
+	}
+	if c.Concurrency < 0 {
+		bad("Concurrency", "MEMHOOK_CONCURRENCY", "must not be negative, got %d", c.Concurrency)
+	}
+	return errors.Join(errs...)
+}
+
+// ConfigFromEnv reads Config from the process environment; see
+// ConfigFromLookup.
+func ConfigFromEnv() (Config, error) {
+	return ConfigFromLookup(os.LookupEnv)
+}
+
+// ConfigFromLookup reads Config from the variables lookup returns: the
+// seed's MEM0_WEBHOOK_URL, _TOKEN, _SECRET, _TIMEOUT (seconds, may be
+// fractional, or a Go duration such as "500ms"), _RETRY_COUNT, _RETRY_DELAY
+// (like _TIMEOUT), _EVENTS and BOT_VERSION, and memhook's MEMHOOK_TRANSPORT,
+// MEMHOOK_QUEUE_CAPACITY, MEMHOOK_CONCURRENCY, MEMHOOK_MAX_RETRY_AFTER,
+// MEMHOOK_SOURCE and MEMHOOK_LEGACY_SECRET_HEADER. Unset or empty variables
+// keep the default. Every bad value is reported at once, naming the
+// variable and the value (secrets are never echoed). The result is
+// validated.
+func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
+	var c Config
+	var errs []error
+	get := func(name string) string {
+		v, _ := lookup(name)
+		return strings.TrimSpace(v)
+	}
+	bad := func(name, val, problem string) {
+		errs = append(errs, fmt.Errorf("%s=%q: %s", name, val, problem))
+	}
+	duration := func(name string, dst *time.Duration) {
+		v := get(name)
+		if v == "" {
+			return
+		}
+		d, err := ParseSeconds(v)
+		if err != nil {
+			bad(name, v, err.Error())
+			return
+		}
+		*dst = d
+	}
+	integer := func(name string, dst *int, zero int) {
+		v := get(name)
+		if v == "" {
+			return
+		}
+		n, err := strconv.Atoi(v)
+		switch {
+		case err != nil:
+			bad(name, v, "not a whole number")
+		case n < 0:
+			bad(name, v, "must not be negative")
+		case n == 0:
+			*dst = zero
+		default:
+			*dst = n
+		}
+	}
+
+	c.WebhookURL = get("MEM0_WEBHOOK_URL")
+	if c.WebhookURL != "" {
+		if err := handlers.ValidateURL(c.WebhookURL); err != nil {
+			errs = append(errs, fmt.Errorf("MEM0_WEBHOOK_URL: %w", err))
+		}
+	}
+	c.Token = get("MEM0_WEBHOOK_TOKEN")
+	c.Secret = get("MEM0_WEBHOOK_SECRET")
+	duration("MEM0_WEBHOOK_TIMEOUT", &c.Timeout)
+	if c.Timeout < 0 || (get("MEM0_WEBHOOK_TIMEOUT") != "" && c.Timeout == 0) {
+		bad("MEM0_WEBHOOK_TIMEOUT", get("MEM0_WEBHOOK_TIMEOUT"), "must be more than 0")
+		c.Timeout = 0
+	}
+	integer("MEM0_WEBHOOK_RETRY_COUNT", &c.RetryCount, Disabled)
+	duration("MEM0_WEBHOOK_RETRY_DELAY", &c.RetryDelay)
+	if c.RetryDelay < 0 {
+		bad("MEM0_WEBHOOK_RETRY_DELAY", get("MEM0_WEBHOOK_RETRY_DELAY"), "must not be negative")
+		c.RetryDelay = 0
+	}
+	if v := get("MEM0_WEBHOOK_EVENTS"); v != "" {
+		if _, err := event.ParseSet(v); err != nil {
+			bad("MEM0_WEBHOOK_EVENTS", v, err.Error())
+		}
+		c.Events = v
+	}
+	c.BotVersion = get("BOT_VERSION")
+	c.Source = get("MEMHOOK_SOURCE")
+	if v := get("MEMHOOK_LEGACY_SECRET_HEADER"); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			bad("MEMHOOK_LEGACY_SECRET_HEADER", v, "must be true or false")
+		}
+		c.DisableLegacySecretHeader = err == nil && !on
+	}
+	if v := get("MEMHOOK_TRANSPORT"); v != "" {
+		c.Transport = strings.ToLower(v)
+		switch c.Transport {
+		case TransportMemory, TransportRedis, TransportHTTP:
+		default:
+			bad("MEMHOOK_TRANSPORT", v, "must be memory, redis or http")
+		}
+	}
+	integer("MEMHOOK_QUEUE_CAPACITY", &c.QueueCapacity, 0)
+	integer("MEMHOOK_CONCURRENCY", &c.Concurrency, 0)
+	duration("MEMHOOK_MAX_RETRY_AFTER", &c.MaxRetryAfter)
+	if c.MaxRetryAfter < 0 {
+		bad("MEMHOOK_MAX_RETRY_AFTER", get("MEMHOOK_MAX_RETRY_AFTER"), "must not be negative")
+		c.MaxRetryAfter = 0
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	c.setDefaults()
+	return c, c.Validate()
+}
+
+// ParseSeconds reads a duration the seed's way, a number of seconds that
+// may be fractional ("30", "1.0", "0.25"), or as a Go duration ("500ms").
+func ParseSeconds(v string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f != f || f > float64(1<<62)/float64(time.Second) || f < -float64(1<<62)/float64(time.Second) {
+			return 0, errors.New("out of range")
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New("not a number of seconds or a duration such as 500ms")
+	}
+	return d, nil
+}

@@ -1,0 +1,272 @@
+// Package handlers holds memhook's Watermill handlers: the delivery handler
+// that POSTs a webhook, and the HTTP endpoints of the router process.
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/memhook/memhook/middleware"
+)
+
+// DeliverConfig configures the delivery handler.
+type DeliverConfig struct {
+	// URL receives the webhooks; required, http or https.
+	URL string
+	// Timeout bounds one attempt, from dialling to the end of the
+	// response; 0 means 30s (the seed's MEM0_WEBHOOK_TIMEOUT).
+	Timeout time.Duration
+	// MaxIdleConns is how many keep-alive connections to the receiver are
+	// kept; 0 means 64. Set it to at least the deliveries in flight.
+	MaxIdleConns int
+	// MaxResponseBytes caps how much of a response body is read (and
+	// discarded, to reuse the connection); 0 means 64 KiB.
+	MaxResponseBytes int64
+	// Transport is the base RoundTripper; nil means a clone of
+	// http.DefaultTransport sized by MaxIdleConns. Tests and integrators
+	// may set their own (TLS settings, a proxy).
+	Transport http.RoundTripper
+	// OnDelivered, if set, is called after a 2xx answer with the status,
+	// the attempt number and the attempt's duration.
+	OnDelivered func(msg *message.Message, status, attempt int, took time.Duration)
+	// Logger for watermill-http's publisher; nil means none.
+	Logger watermill.LoggerAdapter
+}
+
+func (c *DeliverConfig) setDefaults() {
+	if c.Timeout == 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.MaxIdleConns == 0 {
+		c.MaxIdleConns = 64
+	}
+	if c.MaxResponseBytes == 0 {
+		c.MaxResponseBytes = 64 << 10
+	}
+	if c.Logger == nil {
+		c.Logger = watermill.NopLogger{}
+	}
+}
+
+// Validate reports every problem at once. The URL is never echoed whole: it
+// may carry credentials.
+func (c DeliverConfig) Validate() error {
+	var errs []error
+	if err := ValidateURL(c.URL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("deliver: Timeout must not be negative, got %s", c.Timeout))
+	}
+	if c.MaxIdleConns < 0 {
+		errs = append(errs, fmt.Errorf("deliver: MaxIdleConns must not be negative, got %d", c.MaxIdleConns))
+	}
+	if c.MaxResponseBytes < 0 {
+		errs = append(errs, fmt.Errorf("deliver: MaxResponseBytes must not be negative, got %d", c.MaxResponseBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateURL checks that raw is an absolute http(s) URL with a host. Its
+// error shows the URL with credentials and query removed (RedactURL).
+func ValidateURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("webhook URL is not a URL: %s", RedactURL(raw))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("webhook URL %s: scheme must be http or https", RedactURL(raw))
+	}
+	if u.Host == "" {
+		return fmt.Errorf("webhook URL %s: host is missing", RedactURL(raw))
+	}
+	return nil
+}
+
+// RedactURL returns raw fit for logs, errors and status output: user
+// information and query values are replaced by "REDACTED" (a token often
+// travels in either). A string that does not parse is replaced whole.
+func RedactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "REDACTED"
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// Deliver POSTs each message's payload to the webhook URL through
+// watermill-http's Publisher, called inside the handler so that Retry and
+// PoisonQueue wrap the real HTTP call. Headers come from the context
+// (middleware.Signer). Its http.Client has the attempt timeout, follows no
+// redirect, and a RoundTripper that turns every non-2xx answer into a
+// *middleware.StatusError and drains (up to MaxResponseBytes) and closes
+// every response body so connections are reused.
+//
+// Handle returns nil on 2xx (ack), the *middleware.StatusError of another
+// answer, or the transport error (timeout, connection refused) with the URL
+// redacted.
+type Deliver struct {
+	cfg      DeliverConfig
+	redacted string
+	pub      *whttp.Publisher
+}
+
+// NewDeliver returns the delivery handler for cfg.
+func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	base := cfg.Transport
+	if base == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConns = cfg.MaxIdleConns
+		t.MaxIdleConnsPerHost = cfg.MaxIdleConns
+		t.ResponseHeaderTimeout = cfg.Timeout
+		base = t
+	}
+	client := &http.Client{
+		Timeout:   cfg.Timeout,
+		Transport: statusTransport{base: base, limit: cfg.MaxResponseBytes},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	pub, err := whttp.NewPublisher(whttp.PublisherConfig{
+		MarshalMessageFunc:                marshalRequest,
+		Client:                            client,
+		DoNotLogResponseBodyOnServerError: true,
+	}, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Deliver{cfg: cfg, redacted: RedactURL(cfg.URL), pub: pub}, nil
+}
+
+// URL returns the webhook URL redacted for display.
+func (d *Deliver) URL() string { return d.redacted }
+
+// Handle is a message.NoPublishHandlerFunc: one delivery attempt.
+func (d *Deliver) Handle(msg *message.Message) error {
+	rec := &record{}
+	ctx := msg.Context()
+	msg.SetContext(context.WithValue(ctx, recordKey{}, rec))
+	defer msg.SetContext(ctx)
+	start := time.Now()
+	err := d.pub.Publish(d.cfg.URL, msg)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = d.redacted
+		}
+		var se *middleware.StatusError
+		if errors.As(err, &se) {
+			return se // the publisher's wrapping adds nothing but the message id
+		}
+		return fmt.Errorf("delivering %s: %w", msg.UUID, unwrapPublisher(err))
+	}
+	if d.cfg.OnDelivered != nil {
+		d.cfg.OnDelivered(msg, rec.status, middleware.AttemptFromContext(ctx), time.Since(start))
+	}
+	return nil
+}
+
+// unwrapPublisher drops watermill-http's "publishing message X failed"
+// wrapper (pkg/errors) to keep the transport error short.
+func unwrapPublisher(err error) error {
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return ue
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return ne
+	}
+	return err
+}
+
+// Close releases the publisher. Deliveries after Close fail.
+func (d *Deliver) Close() error { return d.pub.Close() }
+
+type recordKey struct{}
+
+// record carries the status code of a 2xx answer out of the RoundTripper.
+type record struct{ status int }
+
+func marshalRequest(target string, msg *message.Message) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(msg.Context(), http.MethodPost, target, bytes.NewReader(msg.Payload))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range middleware.HeadersFromContext(msg.Context()) {
+		req.Header[k] = v
+	}
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// statusTransport turns non-2xx answers into *middleware.StatusError and
+// makes sure every body is drained (capped) and closed.
+type statusTransport struct {
+	base  http.RoundTripper
+	limit int64
+}
+
+func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if rec, ok := req.Context().Value(recordKey{}).(*record); ok {
+			rec.status = resp.StatusCode
+		}
+		resp.Body = &drainBody{rc: resp.Body, limit: t.limit}
+		return resp, nil
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, t.limit))
+	_ = resp.Body.Close()
+	return nil, &middleware.StatusError{
+		Code:       resp.StatusCode,
+		RetryAfter: middleware.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+	}
+}
+
+// drainBody reads what is left (up to limit) before closing, so the
+// connection goes back to the pool.
+type drainBody struct {
+	rc    io.ReadCloser
+	limit int64
+}
+
+func (b *drainBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
+
+func (b *drainBody) Close() error {
+	_, _ = io.Copy(io.Discard, io.LimitReader(b.rc, b.limit))
+	return b.rc.Close()
+}

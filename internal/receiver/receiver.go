@@ -1,0 +1,131 @@
+// Package receiver is a webhook receiver on loopback that records what it
+// gets. memhook's tests, `memhook demo` and `memhook bench` use it; it is a
+// real net/http server, not a mock.
+package receiver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Request is one request the receiver got.
+type Request struct {
+	At     time.Time
+	Method string
+	Path   string
+	Header http.Header
+	Body   []byte
+	// Status is what the receiver answered.
+	Status int
+}
+
+// Respond decides the answer to the n-th request (1-based). It may write
+// headers and sleep; it returns the status code to send. Nil answers 200.
+type Respond func(w http.ResponseWriter, r *http.Request, n int) int
+
+// Receiver records every request and answers with Respond.
+type Receiver struct {
+	// URL is the receiver's base URL, http://127.0.0.1:port.
+	URL string
+
+	respond Respond
+	srv     *http.Server
+	ln      net.Listener
+
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced on every new request
+	requests []Request
+	record   bool
+	count    int // requests arrived
+	answered int // requests answered
+}
+
+// Start listens on a free loopback port. With record false only the count
+// is kept (for benchmarks).
+func Start(respond Respond, record bool) (*Receiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &Receiver{URL: "http://" + ln.Addr().String(), respond: respond, ln: ln, record: record, changed: make(chan struct{})}
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = r.srv.Serve(ln) }()
+	return r, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(req.Body, 8<<20))
+	r.mu.Lock()
+	r.count++
+	n := r.count
+	r.mu.Unlock()
+	status := http.StatusOK
+	if r.respond != nil {
+		status = r.respond(w, req, n)
+	}
+	w.WriteHeader(status)
+	r.mu.Lock()
+	if r.record {
+		r.requests = append(r.requests, Request{
+			At: time.Now(), Method: req.Method, Path: req.URL.Path,
+			Header: req.Header.Clone(), Body: body, Status: status,
+		})
+	}
+	r.answered++
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// Count returns how many requests were answered.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.answered
+}
+
+// Requests returns a copy of the recorded requests, in arrival order.
+func (r *Receiver) Requests() []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Request(nil), r.requests...)
+}
+
+// ErrTimeout is returned by WaitFor when fewer requests arrived in time.
+var ErrTimeout = errors.New("receiver: timed out waiting for requests")
+
+// WaitFor waits until at least n requests were answered, or timeout.
+func (r *Receiver) WaitFor(n int, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		done := r.answered >= n
+		ch := r.changed
+		r.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return ErrTimeout
+		}
+	}
+}
+
+// Close stops the server, cutting open connections.
+func (r *Receiver) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := r.srv.Shutdown(ctx); err != nil {
+		return r.srv.Close()
+	}
+	return nil
+}
