@@ -140,7 +140,7 @@ func (m *Memory) Publish(topic string, messages ...*message.Message) error {
 	q := m.topic(topic)
 	for i, msg := range messages {
 		select {
-		case q.ch <- msg.Copy():
+		case q.ch <- msg: // handOut sends copies; the original stays here
 			q.outstanding++
 		default:
 			if len(messages) == 1 {
@@ -238,17 +238,18 @@ func (m *Memory) handOut(ctx context.Context, q *queue, msg *message.Message, ou
 				return false
 			}
 		}
-		select {
-		case <-c.Acked():
-			cancel()
+		acked, nacked := m.waitAck(c)
+		cancel()
+		if acked {
 			m.mu.Lock()
 			delete(q.held, msg)
 			q.outstanding--
 			m.idle.Broadcast()
 			m.mu.Unlock()
 			return true
-		case <-c.Nacked():
-			cancel()
+		}
+		if !nacked {
+			return false // shut down while the handler held it
 		}
 		// Nacked: wait before handing it out again, never spin.
 		t := time.NewTimer(delay)
@@ -264,6 +265,33 @@ func (m *Memory) handOut(ctx context.Context, q *queue, msg *message.Message, ou
 		delay = min(delay*2, m.cfg.NackDelay*32)
 	}
 }
+
+// waitAck waits for the handler's verdict on c. After Shutdown it waits at
+// most abortGrace more (the handler's context is cancelled, so it returns
+// soon), then gives up: acked and nacked both false.
+func (m *Memory) waitAck(c *message.Message) (acked, nacked bool) {
+	select {
+	case <-c.Acked():
+		return true, false
+	case <-c.Nacked():
+		return false, true
+	case <-m.ctx.Done():
+	}
+	t := time.NewTimer(abortGrace)
+	defer t.Stop()
+	select {
+	case <-c.Acked():
+		return true, false
+	case <-c.Nacked():
+		return false, true
+	case <-t.C:
+		return false, false
+	}
+}
+
+// abortGrace is how long a handler may take to give back a message after
+// Shutdown cancelled its context.
+const abortGrace = 500 * time.Millisecond
 
 // requeue moves a held message back to the tail of its queue; false when
 // the queue is full.

@@ -1,0 +1,101 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/memhook/memhook/bus"
+	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/internal/receiver"
+)
+
+// benchEvent is a realistic memory_added event (~400 bytes on the wire).
+func benchEvent() event.Event {
+	e := event.NewMemoryAdded("user_1234567890", event.Memory{
+		ID:       "mem_9f8e7d6c5b4a",
+		Content:  "User prefers morning meetings before 10am and works from the North Austin facility on Tuesdays and Thursdays.",
+		Metadata: map[string]any{"type": "preference", "category": "schedule", "source": "conversation"},
+	})
+	e.RequestID = "req_0123456789abcdef"
+	return e
+}
+
+// BenchmarkEmit measures Emit alone: the receiver holds every request, so
+// the one delivery worker stays parked and the queue only grows.
+func BenchmarkEmit(b *testing.B) {
+	release := make(chan struct{})
+	rcv, err := receiver.Start(func(_ http.ResponseWriter, r *http.Request, _ int) int {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return http.StatusOK
+	}, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rcv.Close()
+	bs, err := bus.New(bus.Config{WebhookURL: rcv.URL, QueueCapacity: b.N + 1, Concurrency: 1},
+		bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := benchEvent()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := bs.Emit(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	close(release)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	_ = bs.Close(cctx)
+}
+
+// BenchmarkJSONMarshalEnvelope is the yardstick for Emit: encoding/json
+// marshalling the same envelope as a struct.
+func BenchmarkJSONMarshalEnvelope(b *testing.B) {
+	e := benchEvent()
+	rid := e.RequestID
+	type envelope struct {
+		Event      event.Type `json:"event"`
+		UserID     string     `json:"user_id"`
+		Data       any        `json:"data"`
+		Timestamp  time.Time  `json:"timestamp"`
+		Source     string     `json:"source"`
+		BotVersion string     `json:"bot_version"`
+		RequestID  *string    `json:"request_id"`
+		ID         string     `json:"id"`
+	}
+	env := envelope{e.Type, e.UserID, e.Data, time.Now().UTC(), event.DefaultSource, "1.0.0", &rid, "6ba7b810-9dad-11d1-80b4-00c04fd430c8"}
+	b.ReportAllocs()
+	for range b.N {
+		if _, err := json.Marshal(env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEncode measures the envelope encoding Emit does.
+func BenchmarkEncode(b *testing.B) {
+	e := benchEvent()
+	m := event.Meta{ID: "6ba7b810-9dad-11d1-80b4-00c04fd430c8", Time: time.Now(), BotVersion: "1.0.0"}
+	b.ReportAllocs()
+	var n int
+	for range b.N {
+		p, err := event.Encode(e, m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(p)
+	}
+	b.ReportMetric(float64(n), "bytes/envelope")
+}
