@@ -11,7 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +37,10 @@ const Topic = "memory.events"
 // PoisonTopic is where events that failed for good are published.
 const PoisonTopic = middleware.PoisonTopic
 
+// IncomingTopic carries the events other systems POST to the router's
+// /webhooks/memory. They are never sent out again as webhooks.
+const IncomingTopic = "memory.incoming"
+
 // Errors returned by Emit and Close.
 var (
 	// ErrQueueFull is returned by Emit when the in-memory queue holds
@@ -46,8 +50,11 @@ var (
 	// ErrClosed is returned by Emit after Close has begun.
 	ErrClosed = errors.New("bus: closed")
 	// ErrUnsupportedTransport is returned by New for a transport this build
-	// cannot run embedded.
+	// cannot run.
 	ErrUnsupportedTransport = errors.New("bus: transport not supported")
+	// ErrNotDelivering is returned by Send on a bus that hands its events to
+	// another process (transport http or redis without a router here).
+	ErrNotDelivering = errors.New("bus: this process does not deliver webhooks")
 )
 
 // Undelivered is one event that Close could not finish.
@@ -82,59 +89,23 @@ func (e *UndeliveredError) Error() string {
 // Unwrap returns the cause, usually context.DeadlineExceeded.
 func (e *UndeliveredError) Unwrap() error { return e.Cause }
 
-// Option changes how New builds a Bus.
-type Option func(*options)
-
-type options struct {
-	logger     *slog.Logger
-	middleware []message.HandlerMiddleware
-	poison     message.NoPublishHandlerFunc
-	transport  http.RoundTripper
-}
-
-// WithLogger sends the bus's logs (and watermill's) to l; the default is
-// slog.Default().
-func WithLogger(l *slog.Logger) Option {
-	return func(o *options) { o.logger = l }
-}
-
-// WithMiddleware inserts integrators' middleware into the delivery chain,
-// after the filter and before retry: it sees only events that will be
-// delivered, runs once per event (not per attempt), and may change the
-// message (its payload, its metadata) or fail it (the error goes to the
-// poison queue, without retry). Several calls append in order.
-func WithMiddleware(m ...message.HandlerMiddleware) Option {
-	return func(o *options) { o.middleware = append(o.middleware, m...) }
-}
-
-// WithPoisonHandler consumes the poison topic: h gets every event that
-// failed for good, with the reason (middleware.PoisonReasonKey), the last
-// status and the attempts in metadata. An error from h nacks the message,
-// which comes back after a delay. Without it, poisoned events are logged and
-// counted, then dropped.
-func WithPoisonHandler(h message.NoPublishHandlerFunc) Option {
-	return func(o *options) { o.poison = h }
-}
-
-// WithHTTPTransport sets the RoundTripper under the delivery client (TLS
-// settings, a proxy); the default is a clone of http.DefaultTransport.
-func WithHTTPTransport(rt http.RoundTripper) Option {
-	return func(o *options) { o.transport = rt }
-}
-
-// Bus accepts memory events and delivers them as webhooks. It is safe for
-// concurrent use.
+// Bus accepts memory events and delivers them as webhooks, or hands them
+// to the process that does. It is safe for concurrent use.
 type Bus struct {
 	cfg    Config
 	events event.Set
 	log    *slog.Logger
 	stats  *stats
+	opts   options
 
-	mem     *transports.Memory
-	router  *message.Router
-	deliver *handlers.Deliver
+	mem     *transports.Memory // the in-process queue; nil when Emit writes to Redis
+	pub     message.Publisher  // where Emit publishes
+	router  *message.Router    // nil when this process runs no handler
+	deliver *handlers.Deliver  // delivers webhooks, or forwards to the router
+	handle  message.HandlerFunc
 	runErr  chan error
-	webhook bool // webhooks on: URL set and some event selected
+	webhook bool // this process delivers webhooks: URL set and some event selected
+	forward bool // transport http: events go to the router process
 
 	mu     sync.RWMutex // Emit holds it shared; Close exclusively, to set closed
 	closed bool
@@ -145,9 +116,15 @@ type Bus struct {
 	lastDropLog atomic.Int64
 }
 
-// New validates cfg, applies its defaults and starts the in-process router
-// on the in-memory transport. With WebhookURL empty, or Events "none",
-// webhooks are off: Emit accepts and counts events and sends nothing.
+// New validates cfg, applies its defaults and starts what the transport
+// needs in this process:
+//
+//   - "memory": the in-process queue and the router that delivers from it.
+//     With WebhookURL empty, or Events "none", webhooks are off: Emit
+//     accepts and counts events and sends nothing.
+//   - "http": the in-process queue and a router that forwards every event to
+//     the `memhook serve` process at RouterURL, retrying with backoff while
+//     it is down; the router process delivers.
 func New(cfg Config, opts ...Option) (*Bus, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -157,74 +134,119 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if cfg.Transport != TransportMemory {
-		return nil, fmt.Errorf("%w: %q (only %q runs embedded in this version)", ErrUnsupportedTransport, cfg.Transport, TransportMemory)
-	}
 	events, _ := event.ParseSet(cfg.Events) // validated above
 	b := &Bus{
 		cfg:    cfg,
 		events: events,
 		log:    o.logger,
 		stats:  newStats(),
+		opts:   o,
 		runErr: make(chan error, 1),
 	}
-	b.webhook = cfg.WebhookURL != "" && events != event.NoTypes
-	if !b.webhook {
-		b.log.Info("memhook: webhooks are off; events are counted, not sent",
-			"url_set", cfg.WebhookURL != "", "events", events.String())
-		return b, nil
+	wlog := watermill.NewSlogLoggerWithLevelMapping(b.log, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug, // the router's own chatter
+	})
+	switch cfg.Transport {
+	case TransportMemory:
+		b.webhook = cfg.WebhookURL != "" && events != event.NoTypes
+		if !b.webhook {
+			b.log.Info("memhook: webhooks are off; events are counted, not sent",
+				"url_set", cfg.WebhookURL != "", "events", events.String())
+		}
+	case TransportHTTP:
+		b.forward = true
+	default:
+		return nil, fmt.Errorf("%w: %q", ErrUnsupportedTransport, cfg.Transport)
 	}
-	if err := b.start(o); err != nil {
+	mem, err := transports.NewMemory(transports.MemoryConfig{
+		Capacity: cfg.QueueCapacity,
+		Workers:  cfg.Concurrency,
+		Logger:   wlog,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.mem, b.pub = mem, mem
+	if err := b.start(wlog); err != nil {
+		mem.Shutdown()
 		return nil, err
 	}
 	return b, nil
 }
 
-func (b *Bus) start(o options) error {
-	wlog := watermill.NewSlogLoggerWithLevelMapping(b.log, map[slog.Level]slog.Level{
-		slog.LevelInfo: slog.LevelDebug, // the router's own chatter
-	})
-	mem, err := transports.NewMemory(transports.MemoryConfig{
-		Capacity: b.cfg.QueueCapacity,
-		Workers:  b.cfg.Concurrency,
-		Logger:   wlog,
-	})
-	if err != nil {
-		return err
-	}
-	deliver, err := handlers.NewDeliver(handlers.DeliverConfig{
-		URL:          b.cfg.WebhookURL,
-		Timeout:      b.cfg.Timeout,
-		MaxIdleConns: b.cfg.Concurrency,
-		Transport:    o.transport,
-		OnDelivered:  b.onDelivered,
-		Logger:       wlog,
-	})
-	if err != nil {
-		return err
-	}
+// start builds and runs the router: delivery (or forwarding) from the
+// events topic, and consumers of the poison and incoming topics.
+func (b *Bus) start(wlog watermill.LoggerAdapter) error {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
 	if err != nil {
 		return err
 	}
-	h := router.AddConsumerHandler("memhook.deliver", Topic, mem, deliver.Handle)
-	h.AddMiddleware(b.Chain(mem, o.middleware...)...)
-
-	poison := o.poison
-	if poison == nil {
-		poison = func(*message.Message) error { return nil }
+	switch {
+	case b.webhook:
+		b.deliver, err = handlers.NewDeliver(handlers.DeliverConfig{
+			URL:          b.cfg.WebhookURL,
+			Timeout:      b.cfg.Timeout,
+			MaxIdleConns: b.cfg.Concurrency,
+			Transport:    b.opts.transport,
+			OnDelivered:  b.onDelivered,
+			Logger:       wlog,
+		})
+		if err != nil {
+			return err
+		}
+		chain := b.Chain(b.mem, b.opts.middleware...)
+		router.AddConsumerHandler("memhook.deliver", Topic, b.mem, b.deliver.Handle).AddMiddleware(chain...)
+		b.handle = compose(chain, b.deliver.Handle)
+	case b.forward:
+		b.deliver, err = handlers.NewDeliver(handlers.DeliverConfig{
+			URL:          strings.TrimSuffix(b.cfg.RouterURL, "/") + IngestPath,
+			Timeout:      b.cfg.Timeout,
+			MaxIdleConns: b.cfg.Concurrency,
+			Transport:    b.opts.transport,
+			OnDelivered:  b.onDelivered,
+			Logger:       wlog,
+		})
+		if err != nil {
+			return err
+		}
+		router.AddConsumerHandler("memhook.forward", Topic, b.mem, b.deliver.Handle).AddMiddleware(b.forwardChain()...)
 	}
-	router.AddConsumerHandler("memhook.poison", PoisonTopic, mem, poison)
-
-	b.mem, b.router, b.deliver = mem, router, deliver
+	poison := b.opts.poison
+	if poison == nil {
+		poison = func(*message.Message) error { return nil } // logged and counted by the chain
+	}
+	router.AddConsumerHandler("memhook.poison", PoisonTopic, b.mem, poison)
+	incoming := b.opts.incoming
+	if incoming == nil {
+		incoming = func(msg *message.Message) error {
+			b.log.Info("memhook: incoming event", "event", msg.Metadata.Get(event.MetaType), "id", msg.UUID,
+				"user_id", msg.Metadata.Get(event.MetaUserID))
+			return nil
+		}
+	}
+	router.AddConsumerHandler("memhook.incoming", IncomingTopic, b.mem, incoming)
+	for _, f := range b.opts.routerSetup {
+		if err := f(router); err != nil {
+			return err
+		}
+	}
+	b.router = router
 	go func() { b.runErr <- router.Run(context.Background()) }()
 	select {
 	case <-router.Running():
 		return nil
 	case err := <-b.runErr:
-		mem.Shutdown()
 		return fmt.Errorf("bus: router did not start: %w", err)
 	}
+}
+
+// compose wraps h in chain, outermost first, as the router does.
+func compose(chain []message.HandlerMiddleware, h message.NoPublishHandlerFunc) message.HandlerFunc {
+	out := func(msg *message.Message) ([]*message.Message, error) { return nil, h(msg) }
+	for i := len(chain) - 1; i >= 0; i-- {
+		out = chain[i](out)
+	}
+	return out
 }
 
 // Chain returns the delivery chain as the bus builds it, outermost first:
@@ -261,6 +283,28 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 	)
 }
 
+// forwardChain is the chain of transport "http": hand each event to the
+// router process, retrying with backoff (at most RetryDelay × 2ⁿ capped at
+// forwardMaxInterval) for as long as the bus runs; a permanent refusal
+// (401, 413, 422 …) poisons the event locally, logged at ERROR.
+func (b *Bus) forwardChain() []message.HandlerMiddleware {
+	return []message.HandlerMiddleware{
+		wmiddleware.Recoverer,
+		middleware.PoisonQueue{Publisher: b.mem, Topic: PoisonTopic, OnPoisoned: b.onPoisoned}.Middleware,
+		middleware.Retry{
+			MaxRetries:      math.MaxInt32,
+			InitialInterval: b.cfg.RetryDelay,
+			MaxInterval:     forwardMaxInterval,
+			MaxRetryAfter:   b.cfg.MaxRetryAfter,
+			OnRetry:         b.onRetry,
+		}.Middleware,
+		middleware.Forward{Token: b.cfg.IngestToken, UserAgent: "memhook/" + Version}.Middleware,
+	}
+}
+
+// forwardMaxInterval caps the wait between two tries to reach the router.
+const forwardMaxInterval = 10 * time.Second
+
 // Emit hands e to the delivery queue and returns at once: it never waits
 // for a webhook. It returns a *event.FieldError (errors.Is ErrInvalid) for
 // an invalid event, ErrQueueFull when the queue is full, ErrClosed after
@@ -270,10 +314,8 @@ func (b *Bus) Emit(ctx context.Context, e event.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	id := uuid.NewString()
-	payload, err := event.Encode(e, event.Meta{ID: id, Time: time.Now(), Source: b.cfg.Source, BotVersion: b.cfg.BotVersion})
+	msg, err := b.message(e)
 	if err != nil {
-		b.stats.invalid.Add(1)
 		return err
 	}
 	c := b.stats.of(string(e.Type))
@@ -282,24 +324,135 @@ func (b *Bus) Emit(ctx context.Context, e event.Event) error {
 	if b.closed {
 		return ErrClosed
 	}
-	if !b.webhook {
+	if !b.webhook && !b.forward {
 		c.accepted.Add(1)
 		c.filtered.Add(1)
 		return nil
 	}
+	return b.publish(Topic, msg, c)
+}
+
+// message encodes e into the Watermill message the chain carries.
+func (b *Bus) message(e event.Event) (*message.Message, error) {
+	id := uuid.NewString()
+	payload, err := event.Encode(e, event.Meta{ID: id, Time: time.Now(), Source: b.cfg.Source, BotVersion: b.cfg.BotVersion})
+	if err != nil {
+		b.stats.invalid.Add(1)
+		return nil, err
+	}
 	msg := message.NewMessage(id, payload)
 	msg.Metadata[event.MetaType] = string(e.Type)
 	msg.Metadata[event.MetaUserID] = e.UserID
-	if err := b.mem.Publish(Topic, msg); err != nil {
+	return msg, nil
+}
+
+// publish puts msg on topic, counting it accepted or dropped. The caller
+// holds b.mu shared.
+func (b *Bus) publish(topic string, msg *message.Message, c *counters) error {
+	if err := b.pub.Publish(topic, msg); err != nil {
 		if errors.Is(err, transports.ErrQueueFull) {
 			c.dropped.Add(1)
-			b.logDrop(e.Type, id)
+			b.logDrop(event.Type(msg.Metadata.Get(event.MetaType)), msg.UUID)
 			return ErrQueueFull
 		}
 		return fmt.Errorf("bus: %w", err)
 	}
 	c.accepted.Add(1)
 	return nil
+}
+
+// Ingest hands an event built by another process to the delivery queue:
+// the router's ingest endpoint calls it with the message watermill-http
+// rebuilt (UUID = event id, metadata event_type and user_id set from the
+// validated envelope). Errors as for Emit.
+func (b *Bus) Ingest(msg *message.Message) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	c := b.stats.of(msg.Metadata.Get(event.MetaType))
+	if !b.webhook && !b.forward {
+		c.accepted.Add(1)
+		c.filtered.Add(1)
+		return nil
+	}
+	return b.publish(Topic, msg, c)
+}
+
+// Incoming publishes an event another system sent to the router's POST
+// /webhooks/memory on IncomingTopic, for integrators' handlers. It is never
+// delivered as an outgoing webhook. Errors as for Emit.
+func (b *Bus) Incoming(msg *message.Message) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if err := b.pub.Publish(IncomingTopic, msg); err != nil {
+		if errors.Is(err, transports.ErrQueueFull) {
+			return ErrQueueFull
+		}
+		return fmt.Errorf("bus: %w", err)
+	}
+	return nil
+}
+
+// Outcome is what became of one event sent with Send.
+type Outcome struct {
+	ID        string        `json:"id"`
+	Delivered bool          `json:"delivered"`
+	Filtered  bool          `json:"filtered"`
+	Poisoned  bool          `json:"poisoned"`
+	Status    int           `json:"status"` // the receiver's last answer; 0 if none
+	Attempts  int           `json:"attempts"`
+	Error     string        `json:"error,omitempty"`
+	Took      time.Duration `json:"took_ns"`
+}
+
+type outcomeKey struct{}
+
+func outcomeFrom(msg *message.Message) *Outcome {
+	o, _ := msg.Context().Value(outcomeKey{}).(*Outcome)
+	return o
+}
+
+// Send runs e through the delivery chain now, in the calling goroutine,
+// bypassing the queue, and returns what became of it: delivered, filtered or
+// poisoned (then also published to the poison topic), with the receiver's
+// status and the attempts. It waits for every retry; ctx bounds it. The
+// router's /webhooks/memory/test and `memhook emit` use it. It returns
+// ErrNotDelivering on a bus that forwards to a router, and the errors of
+// Emit.
+func (b *Bus) Send(ctx context.Context, e event.Event) (Outcome, error) {
+	if b.forward {
+		return Outcome{}, ErrNotDelivering
+	}
+	msg, err := b.message(e)
+	if err != nil {
+		return Outcome{}, err
+	}
+	c := b.stats.of(string(e.Type))
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return Outcome{}, ErrClosed
+	}
+	out := &Outcome{ID: msg.UUID}
+	c.accepted.Add(1)
+	if !b.webhook {
+		c.filtered.Add(1)
+		out.Filtered = true
+		return *out, nil
+	}
+	start := time.Now()
+	msg.SetContext(context.WithValue(ctx, outcomeKey{}, out))
+	_, err = b.handle(msg)
+	out.Took = time.Since(start)
+	if err != nil && out.Error == "" {
+		out.Error = err.Error()
+	}
+	return *out, err
 }
 
 // logDrop logs a dropped event at WARN, at most once a second, with the
@@ -331,7 +484,7 @@ func (b *Bus) close(ctx context.Context) error {
 	if b.router == nil {
 		return nil
 	}
-	drainErr := b.mem.Drain(ctx, Topic, PoisonTopic)
+	drainErr := b.mem.Drain(ctx, Topic, PoisonTopic, IncomingTopic)
 	left := b.mem.Shutdown()
 	var errs []error
 	if err := b.router.Close(); err != nil {
@@ -340,12 +493,14 @@ func (b *Bus) close(ctx context.Context) error {
 	if err := <-b.runErr; err != nil {
 		errs = append(errs, fmt.Errorf("bus: router: %w", err))
 	}
-	if err := b.deliver.Close(); err != nil {
-		errs = append(errs, err)
+	if b.deliver != nil {
+		if err := b.deliver.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if drainErr != nil || len(left) > 0 {
 		ue := &UndeliveredError{Cause: drainErr}
-		for _, topic := range []string{Topic, PoisonTopic} {
+		for _, topic := range []string{Topic, PoisonTopic, IncomingTopic} {
 			for _, msg := range left[topic] {
 				ue.Events = append(ue.Events, Undelivered{
 					ID: msg.UUID, Type: event.Type(msg.Metadata.Get(event.MetaType)), Topic: topic, Payload: msg.Payload,

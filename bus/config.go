@@ -71,7 +71,23 @@ type Config struct {
 	// Concurrency is how many deliveries run at once
 	// (MEMHOOK_CONCURRENCY); 0 means 16.
 	Concurrency int
+	// RouterURL is the base URL of the `memhook serve` process an
+	// application with Transport "http" hands its events to
+	// (MEMHOOK_ROUTER_URL); empty means http://127.0.0.1:8000. Events are
+	// POSTed to RouterURL + IngestPath.
+	RouterURL string
+	// IngestToken is the bearer token of the router's ingest endpoint
+	// (MEMHOOK_INGEST_TOKEN): sent by an application with Transport "http",
+	// required by `memhook serve` when set.
+	IngestToken string
 }
+
+// IngestPath is the path of the router's ingest endpoint.
+const IngestPath = "/ingest"
+
+// DefaultRouterURL is where an application with Transport "http" finds the
+// router unless RouterURL says otherwise.
+const DefaultRouterURL = "http://127.0.0.1:8000"
 
 // Defaults of Config, applied by setDefaults.
 const (
@@ -115,6 +131,9 @@ func (c *Config) setDefaults() {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
+	if c.RouterURL == "" {
+		c.RouterURL = DefaultRouterURL
+	}
 }
 
 // Validate reports every problem of c at once (errors.Join), each naming the
@@ -155,6 +174,11 @@ func (c Config) Validate() error {
 	if c.Concurrency < 0 {
 		bad("Concurrency", "MEMHOOK_CONCURRENCY", "must not be negative, got %d", c.Concurrency)
 	}
+	if c.RouterURL != "" {
+		if err := handlers.ValidateURL(c.RouterURL); err != nil {
+			bad("RouterURL", "MEMHOOK_ROUTER_URL", "%v", err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -169,7 +193,8 @@ func ConfigFromEnv() (Config, error) {
 // fractional, or a Go duration such as "500ms"), _RETRY_COUNT, _RETRY_DELAY
 // (like _TIMEOUT), _EVENTS and BOT_VERSION, and memhook's MEMHOOK_TRANSPORT,
 // MEMHOOK_QUEUE_CAPACITY, MEMHOOK_CONCURRENCY, MEMHOOK_MAX_RETRY_AFTER,
-// MEMHOOK_SOURCE and MEMHOOK_LEGACY_SECRET_HEADER. Unset or empty variables
+// MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL and
+// MEMHOOK_INGEST_TOKEN. Unset or empty variables
 // keep the default. Every bad value is reported at once, naming the
 // variable and the value (secrets are never echoed). The result is
 // validated.
@@ -258,6 +283,8 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	integer("MEMHOOK_QUEUE_CAPACITY", &c.QueueCapacity, 0)
 	integer("MEMHOOK_CONCURRENCY", &c.Concurrency, 0)
 	duration("MEMHOOK_MAX_RETRY_AFTER", &c.MaxRetryAfter)
+	c.RouterURL = get("MEMHOOK_ROUTER_URL")
+	c.IngestToken = get("MEMHOOK_INGEST_TOKEN")
 	if c.MaxRetryAfter < 0 {
 		bad("MEMHOOK_MAX_RETRY_AFTER", get("MEMHOOK_MAX_RETRY_AFTER"), "must not be negative")
 		c.MaxRetryAfter = 0

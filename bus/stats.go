@@ -2,6 +2,7 @@ package bus
 
 import (
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -103,7 +104,14 @@ func (b *Bus) logAttrs(msg *message.Message) []any {
 }
 
 func (b *Bus) onDelivered(msg *message.Message, status, attempt int, took time.Duration) {
-	b.stats.of(msg.Metadata.Get(event.MetaType)).delivered.Add(1)
+	t := msg.Metadata.Get(event.MetaType)
+	b.stats.of(t).delivered.Add(1)
+	if o := outcomeFrom(msg); o != nil {
+		o.Delivered, o.Status, o.Attempts = true, status, attempt
+	}
+	if b.opts.observe != nil {
+		b.opts.observe(event.Type(t), status, took)
+	}
 	b.log.Info("memhook: webhook delivered", append(b.logAttrs(msg),
 		"status", status, "attempt", attempt, "duration", took)...)
 }
@@ -116,6 +124,10 @@ func (b *Bus) onRetry(msg *message.Message, attempt int, delay time.Duration, er
 
 func (b *Bus) onPoisoned(poisoned *message.Message, err error) {
 	b.stats.of(poisoned.Metadata.Get(event.MetaType)).poisoned.Add(1)
+	if o := outcomeFrom(poisoned); o != nil {
+		o.Poisoned, o.Status, o.Error = true, statusOf(err), err.Error()
+		o.Attempts, _ = strconv.Atoi(poisoned.Metadata.Get(middleware.PoisonAttemptsKey))
+	}
 	b.log.Error("memhook: webhook failed for good, sent to poison queue", append(b.logAttrs(poisoned),
 		"status", statusOf(err),
 		"attempts", poisoned.Metadata.Get(middleware.PoisonAttemptsKey),
@@ -124,6 +136,9 @@ func (b *Bus) onPoisoned(poisoned *message.Message, err error) {
 
 func (b *Bus) onFiltered(msg *message.Message) {
 	b.stats.of(msg.Metadata.Get(event.MetaType)).filtered.Add(1)
+	if o := outcomeFrom(msg); o != nil {
+		o.Filtered = true
+	}
 	b.log.Debug("memhook: event filtered out", "event", msg.Metadata.Get(event.MetaType), "id", msg.UUID)
 }
 

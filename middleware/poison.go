@@ -84,6 +84,7 @@ func (p PoisonQueue) Middleware(h message.HandlerFunc) message.HandlerFunc {
 // same UUID and payload, metadata plus the reason, status and attempts.
 func Poisoned(msg *message.Message, err error) *message.Message {
 	c := message.NewMessage(msg.UUID, msg.Payload)
+	c.SetContext(msg.Context()) // in-process values (e.g. who waits for the outcome) follow
 	for k, v := range msg.Metadata {
 		c.Metadata.Set(k, v)
 	}

@@ -1,0 +1,49 @@
+package middleware
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Forward sets the headers with which an application hands an event to a
+// `memhook serve` router over HTTP (transport "http"): the message UUID and
+// metadata in watermill-http's headers (Watermill-UUID,
+// Watermill-Metadata), so the router's watermill-http subscriber rebuilds
+// the same message, and the router's ingest token. Like Signer it passes
+// headers through the context; put the deliver handler after it.
+type Forward struct {
+	// Token, when set, is sent as "Authorization: Bearer <Token>".
+	Token string
+	// UserAgent is the User-Agent header; empty means "memhook".
+	UserAgent string
+}
+
+// Middleware implements message.HandlerMiddleware.
+func (f Forward) Middleware(h message.HandlerFunc) message.HandlerFunc {
+	ua := f.UserAgent
+	if ua == "" {
+		ua = "memhook"
+	}
+	return func(msg *message.Message) ([]*message.Message, error) {
+		meta, err := json.Marshal(msg.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("forward: metadata: %w", err)
+		}
+		hd := make(http.Header, 5)
+		hd.Set("Content-Type", "application/json")
+		hd.Set("User-Agent", ua)
+		hd.Set(whttp.HeaderUUID, msg.UUID)
+		hd.Set(whttp.HeaderMetadata, string(meta))
+		if f.Token != "" {
+			hd.Set("Authorization", "Bearer "+f.Token)
+		}
+		ctx := msg.Context()
+		msg.SetContext(WithHeaders(ctx, hd))
+		defer msg.SetContext(ctx)
+		return h(msg)
+	}
+}
