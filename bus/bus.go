@@ -527,3 +527,10 @@ func (b *Bus) Config() Config { return b.cfg }
 
 // WebhookURL returns the webhook URL with credentials and query redacted.
 func (b *Bus) WebhookURL() string { return handlers.RedactURL(b.cfg.WebhookURL) }
+
+// Enabled reports whether this bus sends webhooks itself: the transport
+// delivers here, the URL is set and some event is selected.
+func (b *Bus) Enabled() bool { return b.webhook }
+
+// Events returns the events selected for delivery (MEM0_WEBHOOK_EVENTS).
+func (b *Bus) Events() event.Set { return b.events }

@@ -175,7 +175,9 @@ func (m *Memory) Subscribe(ctx context.Context, topic string) (<-chan *message.M
 			m.work(ctx, topic, q, out)
 		}()
 	}
+	m.workers.Add(1) // Shutdown returns only after out is closed
 	go func() {
+		defer m.workers.Done()
 		wg.Wait()
 		close(out)
 	}()

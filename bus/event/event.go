@@ -102,7 +102,7 @@ type FieldError struct {
 
 // Error implements error.
 func (e *FieldError) Error() string {
-	return "event: " + e.Field + ": " + e.Problem
+	return "event field " + e.Field + ": " + e.Problem
 }
 
 // Unwrap makes errors.Is(err, ErrInvalid) true.

@@ -4,6 +4,7 @@
 package receiver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -24,8 +25,9 @@ type Request struct {
 	Status int
 }
 
-// Respond decides the answer to the n-th request (1-based). It may write
-// headers and sleep; it returns the status code to send. Nil answers 200.
+// Respond decides the answer to the n-th request (1-based). It may read the
+// body, write headers and sleep; it returns the status code to send. Nil
+// answers 200.
 type Respond func(w http.ResponseWriter, r *http.Request, n int) int
 
 // Receiver records every request and answers with Respond.
@@ -65,6 +67,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.count++
 	n := r.count
 	r.mu.Unlock()
+	req.Body = io.NopCloser(bytes.NewReader(body)) // Respond may read it again
 	status := http.StatusOK
 	if r.respond != nil {
 		status = r.respond(w, req, n)

@@ -1,0 +1,107 @@
+// Command memhook runs memhook as a process: `memhook serve` is the router
+// (the seed's HTTP endpoints, ingest for applications on transport http,
+// webhook delivery), `memhook emit` publishes one event, `memhook demo` runs
+// the whole flow on one machine with nothing set up.
+//
+// Configuration comes from the seed's MEM0_* variables, BOT_VERSION and
+// memhook's MEMHOOK_* variables; every MEMHOOK_* setting that is not a
+// secret also has a flag, and flags win. `memhook --help` lists them all.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/memhook/memhook/bus"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
+}
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitFailed      = 1 // the command ran and failed (not delivered, cannot listen)
+	exitUsage       = 2 // bad flag, bad variable
+	exitUndelivered = 3 // serve: events left undelivered at shutdown (logged)
+)
+
+func run(args []string, stdout, stderr io.Writer, lookup func(string) (string, bool)) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stdout, stderr, lookup)
+	case "emit":
+		return emit(args[1:], stdout, stderr, lookup)
+	case "demo":
+		return demo(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "memhook %s (%s %s/%s)\n", bus.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	case "-h", "--help", "help":
+		usage(stdout)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "memhook: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `memhook — memory events as signed webhooks
+
+Usage:
+  memhook serve  [flags]   run the router: endpoints, ingest, delivery
+  memhook emit   --event TYPE --user ID [--data JSON] [--request-id ID]
+  memhook demo             the whole flow on loopback, nothing to set up
+  memhook version
+
+'memhook <command> --help' lists the command's flags.
+
+Configuration (flags win over variables):
+`)
+	printSettings(w)
+}
+
+// oneLine joins a multi-problem error (errors.Join) into one line.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// newLogger builds the process logger from MEMHOOK_LOG_FORMAT and
+// MEMHOOK_LOG_LEVEL.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	switch strings.ToLower(level) {
+	case "", "info":
+		lv = slog.LevelInfo
+	case "debug":
+		lv = slog.LevelDebug
+	case "warn", "warning":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	default:
+		return nil, fmt.Errorf("MEMHOOK_LOG_LEVEL=%q: must be debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("MEMHOOK_LOG_FORMAT=%q: must be text or json", format)
+}
+
+var errUsage = errors.New("usage")

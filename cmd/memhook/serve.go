@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	wmetrics "github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/memhook/memhook/bus"
+	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/handlers"
+)
+
+// serveConfig is what serve reads besides bus.Config.
+type serveConfig struct {
+	Addr            string
+	AdminToken      string
+	IncomingToken   string
+	ShutdownTimeout time.Duration
+	LogFormat       string
+	LogLevel        string
+}
+
+func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
+	get := func(name string) string { v, _ := lookup(name); return v }
+	sc := serveConfig{
+		Addr:            get("MEMHOOK_ADDR"),
+		AdminToken:      get("MEMHOOK_ADMIN_TOKEN"),
+		IncomingToken:   get("MEMHOOK_INCOMING_TOKEN"),
+		LogFormat:       get("MEMHOOK_LOG_FORMAT"),
+		LogLevel:        get("MEMHOOK_LOG_LEVEL"),
+		ShutdownTimeout: 30 * time.Second,
+	}
+	var errs []error
+	if sc.Addr == "" {
+		sc.Addr = "127.0.0.1:8000"
+	}
+	host, _, err := net.SplitHostPort(sc.Addr)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("MEMHOOK_ADDR=%q: not host:port", sc.Addr))
+	} else if !isLoopback(host) && sc.AdminToken == "" {
+		errs = append(errs, fmt.Errorf("MEMHOOK_ADDR=%q is not a loopback address: set MEMHOOK_ADMIN_TOKEN to protect status and test", sc.Addr))
+	}
+	if v := get("MEMHOOK_SHUTDOWN_TIMEOUT"); v != "" {
+		d, err := bus.ParseSeconds(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("MEMHOOK_SHUTDOWN_TIMEOUT=%q: must be a positive number of seconds", v))
+		} else {
+			sc.ShutdownTimeout = d
+		}
+	}
+	return sc, errors.Join(errs...)
+}
+
+// isLoopback reports whether host (from MEMHOOK_ADDR) only listens on
+// loopback. An empty host listens everywhere.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func serve(args []string, stdout, stderr io.Writer, lookup func(string) (string, bool)) int {
+	fs := flag.NewFlagSet("memhook serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := newConfig(fs, lookup)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: memhook serve [flags]\n\nRuns the router process. Flags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintln(fs.Output(), "\nVariables:")
+		printSettings(fs.Output())
+	}
+	if err := c.parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	cfg, err := bus.ConfigFromLookup(c.Lookup)
+	if err == nil {
+		var sc serveConfig
+		sc, err = serveConfigFrom(c.Lookup)
+		if err == nil {
+			return serveWith(cfg, sc, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "memhook serve: %s\n", oneLine(c.explain(err)))
+	return exitUsage
+}
+
+func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
+	logger, err := newLogger(stderr, sc.LogFormat, sc.LogLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
+		return exitUsage
+	}
+	transport := cfg.Transport
+	if cfg.Transport == bus.TransportHTTP {
+		// Applications on transport http hand events to this process;
+		// it delivers them from its in-process queue.
+		cfg.Transport = bus.TransportMemory
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var b *bus.Bus
+	metrics := handlers.NewMetrics(func() handlers.Snapshot { return snapshot(b) })
+	b, err = bus.New(cfg,
+		bus.WithLogger(logger),
+		bus.WithDeliveryObserver(metrics.ObserveDelivery),
+		bus.WithRouterSetup(func(r *message.Router) error {
+			wmetrics.NewPrometheusMetricsBuilder(reg, "memhook", "router").AddPrometheusRouterMetrics(r)
+			return nil
+		}),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "memhook serve: %s\n", oneLine(err))
+		return exitUsage
+	}
+	reg.MustRegister(metrics)
+
+	api := &handlers.API{
+		Incoming:      busy(b.Incoming),
+		Ingest:        busy(b.Ingest),
+		Status:        func() handlers.Status { return status(b, transport) },
+		Test:          func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
+		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		AdminToken:    sc.AdminToken,
+		IncomingToken: sc.IncomingToken,
+		IngestToken:   cfg.IngestToken,
+		Logger:        logger,
+	}
+	ingestCtx, stopIngest := context.WithCancel(context.Background())
+	defer stopIngest()
+	h, err := api.Handler(ingestCtx)
+	if err != nil {
+		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
+		return exitFailed
+	}
+	ln, err := net.Listen("tcp", sc.Addr)
+	if err != nil {
+		_ = b.Close(context.Background())
+		fmt.Fprintf(stderr, "memhook serve: cannot listen on %s: %v\n", sc.Addr, err)
+		return exitFailed
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	logger.Info("memhook: serving",
+		"addr", ln.Addr().String(),
+		"transport", transport,
+		"webhook_url", b.WebhookURL(),
+		"webhooks_enabled", b.Enabled(),
+		"events", b.Events().String(),
+		"timeout", cfg.Timeout,
+		"retry_count", retryCount(cfg),
+		"retry_delay", cfg.RetryDelay,
+		"concurrency", cfg.Concurrency,
+		"queue_capacity", cfg.QueueCapacity,
+		"token", setOrUnset(cfg.Token),
+		"secret", setOrUnset(cfg.Secret),
+		"legacy_secret_header", !cfg.DisableLegacySecretHeader,
+		"admin_token", setOrUnset(sc.AdminToken),
+		"incoming_token", setOrUnset(sc.IncomingToken),
+		"ingest_token", setOrUnset(cfg.IngestToken),
+		"version", bus.Version,
+	)
+
+	code := exitOK
+	select {
+	case <-ctx.Done():
+		logger.Info("memhook: shutting down: intake stopped, draining deliveries", "timeout", sc.ShutdownTimeout)
+	case err := <-serveErr:
+		logger.Error("memhook: server failed", "error", err.Error())
+		code = exitFailed
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), sc.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("memhook: open requests cut at shutdown", "error", err.Error())
+	}
+	stopIngest()
+	if err := b.Close(shutdownCtx); err != nil {
+		var ue *bus.UndeliveredError
+		if errors.As(err, &ue) {
+			for _, u := range ue.Events {
+				logger.Error("memhook: undelivered at shutdown", "id", u.ID, "event", u.Type, "topic", u.Topic, "payload", string(u.Payload))
+			}
+			code = exitUndelivered
+		} else {
+			logger.Error("memhook: shutdown", "error", err.Error())
+			code = exitFailed
+		}
+	}
+	s := b.Stats()
+	logger.Info("memhook: stopped", "accepted", s.Accepted, "delivered", s.Delivered, "filtered", s.Filtered,
+		"poisoned", s.Poisoned, "dropped", s.Dropped, "undelivered", s.Undelivered)
+	return code
+}
+
+// busy maps bus.ErrQueueFull to handlers.ErrBusy.
+func busy(f func(*message.Message) error) func(*message.Message) error {
+	return func(m *message.Message) error {
+		err := f(m)
+		if errors.Is(err, bus.ErrQueueFull) {
+			return fmt.Errorf("%w: %w", handlers.ErrBusy, err)
+		}
+		return err
+	}
+}
+
+func setOrUnset(s string) string {
+	if s == "" {
+		return "unset"
+	}
+	return "set"
+}
+
+func retryCount(cfg bus.Config) int {
+	if cfg.RetryCount == bus.Disabled {
+		return 0
+	}
+	return cfg.RetryCount
+}
+
+func snapshot(b *bus.Bus) handlers.Snapshot {
+	if b == nil {
+		return handlers.Snapshot{}
+	}
+	s := b.Stats()
+	out := handlers.Snapshot{ByType: map[event.Type]handlers.Counts{}, Queued: s.Queued, InFlight: s.InFlight}
+	for t, c := range b.StatsByType() {
+		out.ByType[t] = handlers.Counts{
+			Accepted: c.Accepted, Delivered: c.Delivered, Retried: c.Retried, Filtered: c.Filtered,
+			Poisoned: c.Poisoned, Dropped: c.Dropped, Undelivered: c.Undelivered,
+		}
+	}
+	return out
+}
+
+func status(b *bus.Bus, transport string) handlers.Status {
+	cfg := b.Config()
+	events := []string{}
+	if b.Enabled() {
+		for _, t := range b.Events().Types() {
+			events = append(events, string(t))
+		}
+	}
+	return handlers.Status{
+		Status: "ok",
+		WebhookConfig: handlers.WebhookConfig{
+			Enabled:       b.Enabled(),
+			WebhookURL:    b.WebhookURL(),
+			Timeout:       cfg.Timeout.Seconds(),
+			RetryCount:    retryCount(cfg),
+			EnabledEvents: events,
+			HasToken:      cfg.Token != "",
+			HasSecret:     cfg.Secret != "",
+		},
+		Transport: transport,
+		Counters:  b.Stats(),
+	}
+}
+
+// testEvent is the seed's test webhook.
+func testEvent() event.Event {
+	return event.Event{Type: event.MemoryAdded, UserID: "test_user", Data: map[string]any{"test": true, "content": "Test memory"}}
+}
+
+func testWebhook(ctx context.Context, b *bus.Bus) handlers.TestResult {
+	res := handlers.TestResult{Status: "ok", WebhookEnabled: b.Enabled(), WebhookURL: b.WebhookURL()}
+	if !b.Enabled() {
+		res.Error = "webhooks are off: MEM0_WEBHOOK_URL is unset or MEM0_WEBHOOK_EVENTS is none"
+		return res
+	}
+	out, err := b.Send(ctx, testEvent())
+	res.TestSent = out.Attempts > 0
+	res.Delivered, res.ReceiverStatus, res.Attempts, res.Error = out.Delivered, out.Status, out.Attempts, out.Error
+	if out.Filtered {
+		res.Error = "memory_added is filtered out by MEM0_WEBHOOK_EVENTS"
+	}
+	if err != nil {
+		res.Status = "error"
+		if res.Error == "" {
+			res.Error = err.Error()
+		}
+	} else if !out.Delivered {
+		res.Status = "error"
+	}
+	return res
+}

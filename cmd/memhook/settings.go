@@ -1,0 +1,129 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// setting is one configuration variable; flag is its flag's name, empty
+// when it has none (the seed's MEM0_* variables and secrets stay
+// environment-only: a flag would show a secret in the process list).
+type setting struct {
+	env, flag, def, help string
+}
+
+// settings lists every variable memhook reads, in help order. A function,
+// not a package variable: no package-level state.
+func settings() []setting {
+	return []setting{
+		{"MEM0_WEBHOOK_URL", "", "(unset: webhooks off)", "where webhooks are POSTed (http or https)"},
+		{"MEM0_WEBHOOK_TOKEN", "", "", "bearer token sent in Authorization"},
+		{"MEM0_WEBHOOK_SECRET", "", "", "signing secret (also sent in X-Webhook-Secret unless turned off)"},
+		{"MEM0_WEBHOOK_TIMEOUT", "", "30", "seconds per delivery attempt"},
+		{"MEM0_WEBHOOK_RETRY_COUNT", "", "3", "retries after the first attempt; 0 = none"},
+		{"MEM0_WEBHOOK_RETRY_DELAY", "", "1.0", "first retry delay in seconds, doubled each time"},
+		{"MEM0_WEBHOOK_EVENTS", "", "all", "all, none, or a comma list of event names"},
+		{"BOT_VERSION", "", "1.0.0", "the envelope's bot_version"},
+		{"MEMHOOK_TRANSPORT", "transport", "memory", "memory | http (| redis)"},
+		{"MEMHOOK_ADDR", "addr", "127.0.0.1:8000", "serve: listen address"},
+		{"MEMHOOK_ROUTER_URL", "router-url", "http://127.0.0.1:8000", "transport http: the serve process to hand events to"},
+		{"MEMHOOK_QUEUE_CAPACITY", "queue-capacity", "10000", "events queued in memory before Emit refuses"},
+		{"MEMHOOK_CONCURRENCY", "concurrency", "16", "deliveries in flight at once"},
+		{"MEMHOOK_MAX_RETRY_AFTER", "max-retry-after", "60", "cap on a receiver's Retry-After, seconds"},
+		{"MEMHOOK_SOURCE", "source", "markdown-brain-bot", "the envelope's source"},
+		{"MEMHOOK_LEGACY_SECRET_HEADER", "legacy-secret-header", "true", "false stops sending X-Webhook-Secret"},
+		{"MEMHOOK_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30", "serve: seconds to drain deliveries on SIGTERM"},
+		{"MEMHOOK_LOG_FORMAT", "log-format", "text", "text | json"},
+		{"MEMHOOK_LOG_LEVEL", "log-level", "info", "debug | info | warn | error"},
+		{"MEMHOOK_ADMIN_TOKEN", "", "", "serve: bearer token for status and test (required off loopback)"},
+		{"MEMHOOK_INCOMING_TOKEN", "", "", "serve: bearer token POST /webhooks/memory requires"},
+		{"MEMHOOK_INGEST_TOKEN", "", "", "bearer token of /ingest (serve requires it, transport http sends it)"},
+	}
+}
+
+// config holds one command's flags over the environment.
+type config struct {
+	fs      *flag.FlagSet
+	values  map[string]*string // env name → flag value
+	envOf   map[string]string  // flag name → env name
+	lookup  func(string) (string, bool)
+	fromSet map[string]bool // env names whose value came from a flag
+}
+
+// newConfig registers a flag for every setting that has one; the flag's
+// help shows the variable and the documented default.
+func newConfig(fs *flag.FlagSet, lookup func(string) (string, bool)) *config {
+	c := &config{fs: fs, values: map[string]*string{}, envOf: map[string]string{}, lookup: lookup}
+	for _, s := range settings() {
+		if s.flag == "" {
+			continue
+		}
+		c.values[s.env] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %s)", s.help, s.env, s.def))
+		c.envOf[s.flag] = s.env
+	}
+	return c
+}
+
+// parse parses args and notes which settings came from flags.
+func (c *config) parse(args []string) error {
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	c.fromSet = map[string]bool{}
+	c.fs.Visit(func(f *flag.Flag) {
+		if env, ok := c.envOf[f.Name]; ok {
+			c.fromSet[env] = true
+		}
+	})
+	return nil
+}
+
+// Lookup returns a flag's value when the flag was given (flags win), else
+// the environment's.
+func (c *config) Lookup(name string) (string, bool) {
+	if c.fromSet[name] {
+		return *c.values[name], true
+	}
+	return c.lookup(name)
+}
+
+// explain rewrites an error that names a variable whose value came from a
+// flag so that it names the flag.
+func (c *config) explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	changed := false
+	for _, s := range settings() {
+		if s.flag != "" && c.fromSet[s.env] && strings.Contains(msg, s.env) {
+			msg = strings.ReplaceAll(msg, s.env, "--"+s.flag)
+			changed = true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return fmt.Errorf("%s", msg)
+}
+
+// printSettings writes the variable table of --help.
+func printSettings(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VARIABLE\tFLAG\tDEFAULT\tMEANING")
+	for _, s := range settings() {
+		f := "-"
+		if s.flag != "" {
+			f = "--" + s.flag
+		}
+		def := s.def
+		if def == "" {
+			def = "(unset)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.env, f, def, s.help)
+	}
+	_ = tw.Flush()
+}

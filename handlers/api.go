@@ -1,0 +1,349 @@
+package handlers
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+
+	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/go-chi/chi"
+	"github.com/google/uuid"
+
+	"github.com/memhook/memhook/bus/event"
+)
+
+// MaxBodyBytes caps every request body the API reads.
+const MaxBodyBytes = 1 << 20
+
+// Paths of the router process's endpoints.
+const (
+	PathIncoming = "/webhooks/memory"
+	PathStatus   = "/webhooks/memory/status"
+	PathTest     = "/webhooks/memory/test"
+	PathIngest   = "/ingest"
+	PathHealth   = "/healthz"
+	PathReady    = "/readyz"
+	PathMetrics  = "/metrics"
+)
+
+// ErrBusy is what a Publish func returns (wrapped or not) when the
+// delivery queue cannot take more now; the API answers 503 with
+// Retry-After, so that the sender tries again.
+var ErrBusy = errors.New("handlers: delivery queue is full")
+
+// API is the HTTP face of `memhook serve`: the seed's three endpoints,
+// ingest for applications on transport "http", health, readiness and
+// metrics. It does not know the bus: the process wires it with funcs.
+type API struct {
+	// Incoming publishes an event received on POST /webhooks/memory to the
+	// incoming topic; required.
+	Incoming func(*message.Message) error
+	// Ingest hands an event received on POST /ingest to the delivery queue;
+	// required. Return ErrBusy when the queue is full.
+	Ingest func(*message.Message) error
+	// Status returns the body of GET /webhooks/memory/status; required.
+	Status func() Status
+	// Test sends a test webhook now and returns the body of POST
+	// /webhooks/memory/test; required.
+	Test func(ctx context.Context) TestResult
+	// Ready reports whether the transport is connected (GET /readyz); nil
+	// means always ready.
+	Ready func(ctx context.Context) error
+	// Metrics serves GET /metrics; nil answers 404.
+	Metrics http.Handler
+
+	// AdminToken, when set, is required as a bearer token by status and
+	// test.
+	AdminToken string
+	// IncomingToken, when set, is required as a bearer token by POST
+	// /webhooks/memory.
+	IncomingToken string
+	// IngestToken, when set, is required as a bearer token by POST /ingest.
+	IngestToken string
+	// IngestWorkers is how many ingested requests are handed to the queue
+	// at once; 0 means 8.
+	IngestWorkers int
+
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Status is the body of GET /webhooks/memory/status: the seed's shape plus
+// memhook's counters.
+type Status struct {
+	Status        string        `json:"status"`
+	WebhookConfig WebhookConfig `json:"webhook_config"`
+	Transport     string        `json:"transport"`
+	Counters      any           `json:"counters"`
+}
+
+// WebhookConfig is the seed's "webhook_config". WebhookURL is shown
+// redacted; secrets only as has_token / has_secret.
+type WebhookConfig struct {
+	Enabled       bool     `json:"enabled"`
+	WebhookURL    string   `json:"webhook_url"`
+	Timeout       float64  `json:"timeout"`
+	RetryCount    int      `json:"retry_count"`
+	EnabledEvents []string `json:"enabled_events"`
+	HasToken      bool     `json:"has_token"`
+	HasSecret     bool     `json:"has_secret"`
+}
+
+// TestResult is the body of POST /webhooks/memory/test: the seed's fields
+// plus the outcome.
+type TestResult struct {
+	Status         string `json:"status"`
+	TestSent       bool   `json:"test_sent"`
+	WebhookEnabled bool   `json:"webhook_enabled"`
+	WebhookURL     string `json:"webhook_url"`
+	Delivered      bool   `json:"delivered"`
+	ReceiverStatus int    `json:"receiver_status"`
+	Attempts       int    `json:"attempts"`
+	Error          string `json:"error,omitempty"`
+}
+
+// Handler builds the endpoints and starts the goroutines that move ingested
+// events to the queue; they stop when ctx is done. It fails when a
+// required func is missing.
+func (a *API) Handler(ctx context.Context) (http.Handler, error) {
+	var errs []error
+	if a.Incoming == nil {
+		errs = append(errs, errors.New("handlers: API.Incoming is required"))
+	}
+	if a.Ingest == nil {
+		errs = append(errs, errors.New("handlers: API.Ingest is required"))
+	}
+	if a.Status == nil {
+		errs = append(errs, errors.New("handlers: API.Status is required"))
+	}
+	if a.Test == nil {
+		errs = append(errs, errors.New("handlers: API.Test is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	log := a.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ingest, err := a.ingestHandler(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST "+PathIncoming, a.auth(a.IncomingToken, "incoming", log, http.HandlerFunc(a.incoming(log))))
+	mux.Handle("GET "+PathStatus, a.auth(a.AdminToken, "admin", log, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, a.Status())
+	})))
+	mux.Handle("POST "+PathTest, a.auth(a.AdminToken, "admin", log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.Test(r.Context()))
+	})))
+	mux.Handle("POST "+PathIngest, a.auth(a.IngestToken, "ingest", log, ingest))
+	mux.HandleFunc("GET "+PathHealth, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET "+PathReady, func(w http.ResponseWriter, r *http.Request) {
+		if a.Ready != nil {
+			if err := a.Ready(r.Context()); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	if a.Metrics != nil {
+		mux.Handle("GET "+PathMetrics, a.Metrics)
+	}
+	// Known paths with another method: 405 in JSON (the mux's own answer is
+	// plain text); anything else: 404 in JSON.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		allow := map[string]string{
+			PathIncoming: "POST", PathStatus: "GET", PathTest: "POST", PathIngest: "POST",
+			PathHealth: "GET", PathReady: "GET", PathMetrics: "GET",
+		}
+		if m, ok := allow[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s; use %s", r.Method, r.URL.Path, m))
+			return
+		}
+		writeError(w, http.StatusNotFound, "no endpoint at "+r.URL.Path)
+	})
+	return mux, nil
+}
+
+// auth requires "Authorization: Bearer <token>" when token is set, compared
+// in constant time. A failure is 401 in JSON and a WARN log without the
+// presented value.
+func (a *API) auth(token, realm string, log *slog.Logger, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			log.Warn("memhook: request refused: bad or missing bearer token", "path", r.URL.Path, "realm", realm, "remote", r.RemoteAddr)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readEnvelope applies the checks every event endpoint shares: JSON
+// content type (415), body at most MaxBodyBytes (413), well-formed JSON
+// (400) and a valid envelope (422). On failure it has answered.
+func readEnvelope(w http.ResponseWriter, r *http.Request) ([]byte, event.Envelope, bool) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q is not application/json", ct))
+			return nil, event.Envelope{}, false
+		}
+	} else {
+		writeError(w, http.StatusUnsupportedMediaType, "content type missing; send application/json")
+		return nil, event.Envelope{}, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than %d bytes", MaxBodyBytes))
+		} else {
+			writeError(w, http.StatusBadRequest, "cannot read body")
+		}
+		return nil, event.Envelope{}, false
+	}
+	env, err := event.Decode(body)
+	if err != nil {
+		if errors.Is(err, event.ErrMalformed) {
+			writeError(w, http.StatusBadRequest, err.Error())
+		} else {
+			writeError(w, http.StatusUnprocessableEntity, err.Error())
+		}
+		return nil, event.Envelope{}, false
+	}
+	return body, env, true
+}
+
+// eventMessage builds the Watermill message of a received envelope: the
+// envelope's id (else the given one, else a new one) as UUID, event_type
+// and user_id in metadata.
+func eventMessage(body []byte, env event.Envelope, fallbackID string) *message.Message {
+	id := env.ID
+	if id == "" {
+		id = fallbackID
+	}
+	if id == "" {
+		id = uuid.NewString()
+	}
+	msg := message.NewMessage(id, body)
+	msg.Metadata.Set(event.MetaType, string(env.Event))
+	msg.Metadata.Set(event.MetaUserID, env.UserID)
+	return msg
+}
+
+func (a *API) incoming(log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, env, ok := readEnvelope(w, r)
+		if !ok {
+			return
+		}
+		msg := eventMessage(body, env, r.Header.Get("webhook-id"))
+		if err := a.Incoming(msg); err != nil {
+			if errors.Is(err, ErrBusy) {
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusServiceUnavailable, "incoming queue is full; retry later")
+				return
+			}
+			log.Error("memhook: incoming event not published", "id", msg.UUID, "error", err.Error())
+			writeError(w, http.StatusInternalServerError, "incoming event not published")
+			return
+		}
+		log.Info("memhook: incoming event received", "event", env.Event, "id", msg.UUID, "user_id", env.UserID)
+		writeJSON(w, http.StatusOK, map[string]string{"status": "processed", "action": "memory_logged"})
+	}
+}
+
+// ingestHandler serves POST /ingest with watermill-http's Subscriber
+// mounted on a chi router: a guard validates the request first (answering
+// JSON errors), then the subscriber turns it into a message, and IngestWorkers
+// goroutines hand messages to Ingest; the request is answered only once the
+// event is in the delivery queue (200), or refused (503 when full).
+func (a *API) ingestHandler(ctx context.Context, log *slog.Logger) (http.Handler, error) {
+	r := chi.NewRouter()
+	r.Use(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			body, env, ok := readEnvelope(w, req)
+			if !ok {
+				return
+			}
+			msg := eventMessage(body, env, req.Header.Get(whttp.HeaderUUID))
+			meta, _ := json.Marshal(msg.Metadata)
+			req.Header.Set(whttp.HeaderUUID, msg.UUID)
+			req.Header.Set(whttp.HeaderMetadata, string(meta))
+			req.Body = io.NopCloser(bytes.NewReader(body))
+			next.ServeHTTP(w, req)
+		})
+	})
+	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: r}, nil)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := sub.Subscribe(ctx, PathIngest)
+	if err != nil {
+		return nil, err
+	}
+	workers := a.IngestWorkers
+	if workers <= 0 {
+		workers = 8
+	}
+	for range workers {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case msg := <-msgs:
+					if err := a.Ingest(msg); err != nil {
+						code := http.StatusInternalServerError
+						if errors.Is(err, ErrBusy) {
+							code = http.StatusServiceUnavailable
+						} else {
+							log.Error("memhook: ingested event not queued", "id", msg.UUID, "error", err.Error())
+						}
+						whttp.SetResponseStatusCode(msg, code)
+						msg.Nack()
+						continue
+					}
+					msg.Ack()
+				}
+			}
+		}()
+	}
+	return r, nil
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Error: strings.ReplaceAll(msg, "\n", "; ")})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
