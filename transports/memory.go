@@ -91,7 +91,7 @@ type Memory struct {
 
 type queue struct {
 	ch          chan *message.Message
-	outstanding int                         // accepted and not yet acked; guarded by Memory.mu
+	outstanding int                           // accepted and not yet acked; guarded by Memory.mu
 	held        map[*message.Message]struct{} // taken by a worker and not yet acked
 }
 
