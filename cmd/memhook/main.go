@@ -9,7 +9,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer, lookup func(string) (string, b
 		return emit(args[1:], stdout, stderr, lookup)
 	case "demo":
 		return demo(args[1:], stdout, stderr)
+	case "bench":
+		return bench(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "memhook %s (%s %s/%s)\n", bus.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -64,6 +65,7 @@ Usage:
   memhook serve  [flags]   run the router: endpoints, ingest, delivery
   memhook emit   --event TYPE --user ID [--data JSON] [--request-id ID]
   memhook demo             the whole flow on loopback, nothing to set up
+  memhook bench  [flags]   measure throughput and latency against bare net/http
   memhook version
 
 'memhook <command> --help' lists the command's flags.
@@ -103,5 +105,3 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("MEMHOOK_LOG_FORMAT=%q: must be text or json", format)
 }
-
-var errUsage = errors.New("usage")

@@ -1,0 +1,448 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/memhook/memhook/bus"
+	"github.com/memhook/memhook/bus/event"
+)
+
+// benchResult is one row of the bench table.
+type benchResult struct {
+	Name          string  `json:"name"`
+	Events        int     `json:"events"`
+	Received      int     `json:"received"`
+	Duplicates    int     `json:"duplicates"`
+	Missing       int     `json:"missing"`
+	Seconds       float64 `json:"seconds"`
+	EventsPerSec  float64 `json:"events_per_sec"`
+	RatioToFloor  float64 `json:"ratio_to_floor"`
+	P50Ms         float64 `json:"p50_ms"`
+	P99Ms         float64 `json:"p99_ms"`
+	MaxMs         float64 `json:"max_ms"`
+	CPUPer1000    float64 `json:"cpu_seconds_per_1000"`
+	PeakRSSMiB    float64 `json:"peak_rss_mib"`
+	Error         string  `json:"error,omitempty"`
+	Configuration string  `json:"configuration"`
+}
+
+// benchReceiver answers 200 at once and records, per webhook id, how many
+// times it arrived and the latency from the envelope's timestamp (the time
+// of Emit) to receipt.
+type benchReceiver struct {
+	url string
+	srv *http.Server
+
+	mu      sync.Mutex
+	seen    map[string]int
+	latency []time.Duration
+	done    chan struct{}
+	want    int
+}
+
+func startBenchReceiver() (*benchReceiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	r := &benchReceiver{url: "http://" + ln.Addr().String() + "/hook"}
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = r.srv.Serve(ln) }()
+	return r, nil
+}
+
+func (r *benchReceiver) reset(want int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = make(map[string]int, want)
+	r.latency = make([]time.Duration, 0, want)
+	r.done = make(chan struct{})
+	r.want = want
+}
+
+var tsKey = []byte(`"timestamp":"`)
+
+func (r *benchReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	now := time.Now()
+	var lat time.Duration = -1
+	if i := bytes.Index(body, tsKey); i >= 0 {
+		rest := body[i+len(tsKey):]
+		if j := bytes.IndexByte(rest, '"'); j > 0 {
+			if t, err := time.Parse(event.TimeLayout, string(rest[:j])); err == nil {
+				lat = now.Sub(t)
+			}
+		}
+	}
+	id := req.Header.Get("webhook-id")
+	w.WriteHeader(http.StatusOK)
+	r.mu.Lock()
+	r.seen[id]++
+	if r.seen[id] == 1 && lat >= 0 {
+		r.latency = append(r.latency, lat)
+	}
+	if len(r.seen) == r.want {
+		select {
+		case <-r.done:
+		default:
+			close(r.done)
+		}
+	}
+	r.mu.Unlock()
+}
+
+// cpuAndRSS returns this process's CPU seconds and peak RSS in MiB, plus
+// those of the given child processes (read from /proc before they exit).
+func cpuAndRSS(pids ...int) (float64, float64) {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpu := tv(ru.Utime) + tv(ru.Stime)
+	rss := float64(ru.Maxrss) / 1024
+	for _, pid := range pids {
+		c, r := procStat(pid)
+		cpu += c
+		rss += r
+	}
+	return cpu, rss
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// procStat reads a process's CPU seconds (utime+stime, at 100 ticks/s) and
+// peak RSS (VmHWM) from /proc.
+func procStat(pid int) (float64, float64) {
+	var cpu, rss float64
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+2:])
+			if len(f) > 12 {
+				u, _ := strconv.ParseFloat(f[11], 64)
+				st, _ := strconv.ParseFloat(f[12], 64)
+				cpu = (u + st) / 100
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "VmHWM:") {
+				kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "VmHWM:"), "kB")), 64)
+				rss = kb / 1024
+			}
+		}
+	}
+	return cpu, rss
+}
+
+// benchEvent builds a realistic memory_added event whose envelope is about
+// size bytes.
+func benchEvent(size int) event.Event {
+	content := "User prefers morning meetings before 10am and works from the North Austin facility."
+	e := event.NewMemoryAdded("user_1234567890", event.Memory{ID: "mem_9f8e7d6c5b4a", Content: content,
+		Metadata: map[string]any{"type": "preference", "category": "schedule"}})
+	e.RequestID = "req_0123456789abcdef"
+	probe, _ := event.Encode(e, event.Meta{ID: uuid.NewString(), Time: time.Now(), BotVersion: "1.0.0"})
+	if pad := size - len(probe); pad > 0 {
+		e.Data.(map[string]any)["result"] = event.Memory{ID: "mem_9f8e7d6c5b4a", Content: content + strings.Repeat(".", pad),
+			Metadata: map[string]any{"type": "preference", "category": "schedule"}}
+	}
+	return e
+}
+
+func (r *benchReceiver) finish(name string, n int, took time.Duration, timeout time.Duration) benchResult {
+	select {
+	case <-r.done:
+	case <-time.After(timeout):
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := benchResult{Name: name, Events: n, Received: len(r.seen), Seconds: took.Seconds()}
+	for _, c := range r.seen {
+		if c > 1 {
+			res.Duplicates += c - 1
+		}
+	}
+	res.Missing = n - len(r.seen)
+	if took > 0 {
+		res.EventsPerSec = float64(len(r.seen)) / took.Seconds()
+	}
+	if len(r.latency) > 0 {
+		l := slices.Clone(r.latency)
+		slices.Sort(l)
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		res.P50Ms, res.P99Ms, res.MaxMs = ms(l[len(l)/2]), ms(l[len(l)*99/100]), ms(l[len(l)-1])
+	}
+	return res
+}
+
+func bench(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("memhook bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("n", 20000, "events per run")
+	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor, deliveries in flight of memhook")
+	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
+	which := fs.String("transports", "floor,memory,http", "comma list of: floor, memory, http")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `Usage: memhook bench [flags]
+
+Measures, on one receiver on loopback that answers 200 at once, with the same
+payload and concurrency: the floor (bare net/http POSTs), memhook embedded on
+the in-memory transport with the whole chain (filter, retry, poison queue,
+signer with a token and secret), and memhook through the direct-HTTP
+transport into a 'memhook serve' child process. Checks that every event
+arrived exactly once. Flags:`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if *n <= 0 || *workers <= 0 || *size <= 0 {
+		fmt.Fprintln(stderr, "memhook bench: -n, -w and --payload-size must be positive")
+		return exitUsage
+	}
+	rcv, err := startBenchReceiver()
+	if err != nil {
+		fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+		return exitFailed
+	}
+	defer rcv.srv.Close()
+	e := benchEvent(*size)
+	sample, _ := event.Encode(e, event.Meta{ID: uuid.NewString(), Time: time.Now(), BotVersion: "1.0.0"})
+	config := fmt.Sprintf("n=%d w=%d envelope=%dB GOMAXPROCS=%d", *n, *workers, len(sample), runtimeProcs())
+
+	var results []benchResult
+	var floor float64
+	for _, name := range strings.Split(*which, ",") {
+		var res benchResult
+		switch strings.TrimSpace(name) {
+		case "floor":
+			res = benchFloor(rcv, e, *n, *workers)
+			floor = res.EventsPerSec
+		case "memory":
+			res = benchMemory(rcv, e, *n, *workers)
+		case "http":
+			res = benchHTTP(rcv, e, *n, *workers)
+		default:
+			fmt.Fprintf(stderr, "memhook bench: unknown transport %q\n", name)
+			return exitUsage
+		}
+		res.Configuration = config
+		results = append(results, res)
+	}
+	failed := false
+	for i := range results {
+		if floor > 0 {
+			results[i].RatioToFloor = results[i].EventsPerSec / floor
+		}
+		if results[i].Missing != 0 || results[i].Duplicates != 0 || results[i].Error != "" {
+			failed = true
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(results)
+	} else {
+		fmt.Fprintf(stdout, "memhook bench: %s\n\n", config)
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "run\tevents/s\tx floor\tp50 ms\tp99 ms\tmax ms\tCPU s/1000\tpeak RSS MiB\treceived\tdup\tmissing\t")
+		for _, r := range results {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.0f\t%d\t%d\t%d\t\n",
+				r.Name, r.EventsPerSec, r.RatioToFloor, r.P50Ms, r.P99Ms, r.MaxMs, r.CPUPer1000, r.PeakRSSMiB, r.Received, r.Duplicates, r.Missing)
+		}
+		_ = tw.Flush()
+		for _, r := range results {
+			if r.Error != "" {
+				fmt.Fprintf(stdout, "%s: %s\n", r.Name, r.Error)
+			}
+		}
+	}
+	if failed {
+		return exitFailed
+	}
+	return exitOK
+}
+
+// benchFloor POSTs n pre-encoded envelopes with w keep-alive workers.
+func benchFloor(rcv *benchReceiver, e event.Event, n, w int) benchResult {
+	rcv.reset(n)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = w
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	jobs := make(chan int, w)
+	cpu0, _ := cpuAndRSS()
+	start := time.Now()
+	var wg sync.WaitGroup
+	var errOnce sync.Once
+	var firstErr error
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				id := uuid.NewString()
+				body, _ := event.Encode(e, event.Meta{ID: id, Time: time.Now(), BotVersion: "1.0.0"})
+				req, _ := http.NewRequest(http.MethodPost, rcv.url, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("webhook-id", id)
+				resp, err := client.Do(req)
+				if err != nil {
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+		}()
+	}
+	for i := range n {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	took := time.Since(start)
+	res := rcv.finish("floor (net/http)", n, took, 10*time.Second)
+	cpu1, rss := cpuAndRSS()
+	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
+	res.PeakRSSMiB = rss
+	if firstErr != nil {
+		res.Error = firstErr.Error()
+	}
+	return res
+}
+
+// benchMemory emits n events on the in-memory transport with the whole
+// chain and a secret, and waits until all arrived.
+func benchMemory(rcv *benchReceiver, e event.Event, n, w int) benchResult {
+	rcv.reset(n)
+	b, err := bus.New(bus.Config{
+		WebhookURL: rcv.url, Token: "bench-token", Secret: "bench-secret",
+		Concurrency: w, QueueCapacity: n,
+	}, bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return benchResult{Name: "memory", Error: err.Error()}
+	}
+	cpu0, _ := cpuAndRSS()
+	start := time.Now()
+	ctx := context.Background()
+	for range n {
+		if err := b.Emit(ctx, e); err != nil {
+			_ = b.Close(ctx)
+			return benchResult{Name: "memory", Error: err.Error()}
+		}
+	}
+	res := rcv.finish("memory (embedded, signed)", n, 0, 5*time.Minute)
+	took := time.Since(start)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := b.Close(cctx); err != nil {
+		res.Error = err.Error()
+	}
+	res.Seconds = took.Seconds()
+	res.EventsPerSec = float64(res.Received) / took.Seconds()
+	cpu1, rss := cpuAndRSS()
+	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
+	res.PeakRSSMiB = rss
+	return res
+}
+
+// benchHTTP starts `memhook serve` as a child process delivering to the
+// receiver, and emits n events through the direct-HTTP transport.
+func benchHTTP(rcv *benchReceiver, e event.Event, n, w int) benchResult {
+	const name = "http (app -> serve)"
+	rcv.reset(n)
+	exe, err := os.Executable()
+	if err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	cmd := exec.Command(exe, "serve")
+	cmd.Env = append(os.Environ(),
+		"MEMHOOK_ADDR="+addr, "MEM0_WEBHOOK_URL="+rcv.url, "MEM0_WEBHOOK_TOKEN=bench-token", "MEM0_WEBHOOK_SECRET=bench-secret",
+		"MEMHOOK_CONCURRENCY="+strconv.Itoa(w), "MEMHOOK_QUEUE_CAPACITY="+strconv.Itoa(n), "MEMHOOK_LOG_LEVEL=error", "MEMHOOK_TRANSPORT=http")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	if err := waitHealthy("http://"+addr+"/healthz", 10*time.Second); err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	b, err := bus.New(bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + addr, Concurrency: w, QueueCapacity: n},
+		bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	cpu0, _ := cpuAndRSS(cmd.Process.Pid)
+	start := time.Now()
+	ctx := context.Background()
+	for range n {
+		if err := b.Emit(ctx, e); err != nil {
+			_ = b.Close(ctx)
+			return benchResult{Name: name, Error: err.Error()}
+		}
+	}
+	res := rcv.finish(name, n, 0, 5*time.Minute)
+	took := time.Since(start)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := b.Close(cctx); err != nil {
+		res.Error = err.Error()
+	}
+	res.Seconds = took.Seconds()
+	res.EventsPerSec = float64(res.Received) / took.Seconds()
+	cpu1, rss := cpuAndRSS(cmd.Process.Pid)
+	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
+	res.PeakRSSMiB = rss
+	return res
+}
+
+func waitHealthy(url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		if resp, err := client.Get(url); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not healthy within %s", url, timeout)
+}
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
