@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -204,6 +205,7 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
 	which := fs.String("transports", "floor,memory,http", "comma list of: floor, memory, http")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: memhook bench [flags]
 
@@ -224,6 +226,19 @@ arrived exactly once. Flags:`)
 	if *n <= 0 || *workers <= 0 || *size <= 0 {
 		fmt.Fprintln(stderr, "memhook bench: -n, -w and --payload-size must be positive")
 		return exitUsage
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+			return exitFailed
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+			return exitFailed
+		}
+		defer pprof.StopCPUProfile()
 	}
 	rcv, err := startBenchReceiver()
 	if err != nil {
