@@ -37,6 +37,8 @@ the router at MEMHOOK_ROUTER_URL accepted the event.
 Flags:
 `)
 		fs.PrintDefaults()
+		fmt.Fprintln(fs.Output(), "\nVariables:")
+		printSettings(fs.Output())
 	}
 	if err := c.parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

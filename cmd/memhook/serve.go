@@ -51,8 +51,15 @@ func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
 	host, _, err := net.SplitHostPort(sc.Addr)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("MEMHOOK_ADDR=%q: not host:port", sc.Addr))
-	} else if !isLoopback(host) && sc.AdminToken == "" {
-		errs = append(errs, fmt.Errorf("MEMHOOK_ADDR=%q is not a loopback address: set MEMHOOK_ADMIN_TOKEN to protect status and test", sc.Addr))
+	} else if !isLoopback(host) {
+		// Beyond loopback every endpoint that acts must be protected:
+		// an open ingest would let anyone have memhook sign and send
+		// webhooks in our name.
+		for _, name := range []string{"MEMHOOK_ADMIN_TOKEN", "MEMHOOK_INGEST_TOKEN", "MEMHOOK_INCOMING_TOKEN"} {
+			if get(name) == "" {
+				errs = append(errs, fmt.Errorf("MEMHOOK_ADDR=%q is not a loopback address: set %s", sc.Addr, name))
+			}
+		}
 	}
 	if v := get("MEMHOOK_SHUTDOWN_TIMEOUT"); v != "" {
 		d, err := bus.ParseSeconds(v)
