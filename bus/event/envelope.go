@@ -119,25 +119,38 @@ func ParseTime(s string) (time.Time, error) {
 // ErrInvalid. "event", "user_id" and "data" are required; "timestamp" and
 // "id" are optional but must be well-formed when present.
 func Decode(b []byte) (Envelope, error) {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return Envelope{}, fmt.Errorf("%w: not a JSON object", ErrMalformed)
+	}
 	var env Envelope
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&env); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return Envelope{}, &FieldError{Field: typeErr.Field, Problem: "has the wrong JSON type " + typeErr.Value}
-		}
-		return Envelope{}, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return Envelope{}, fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
-	}
 	var errs []error
+	wrongType := map[string]bool{}
+	// json.Unmarshal rejects trailing data, and on a wrong type goes on
+	// with the other fields but reports only the first: notStrings finds
+	// them all.
+	if err := json.Unmarshal(b, &env); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if !errors.As(err, &typeErr) {
+			return Envelope{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		wrongType[typeErr.Field] = true
+		for _, f := range notStrings(b) {
+			wrongType[f] = true
+		}
+		for _, f := range [...]string{"event", "user_id", "timestamp", "source", "bot_version", "request_id", "id"} {
+			if wrongType[f] {
+				errs = append(errs, &FieldError{Field: f, Problem: "must be a JSON string"})
+			}
+		}
+	}
 	if env.Event == "" {
-		errs = append(errs, &FieldError{Field: "event", Problem: "is required"})
+		if !wrongType["event"] {
+			errs = append(errs, &FieldError{Field: "event", Problem: "is required"})
+		}
 	} else if !env.Event.Valid() {
 		errs = append(errs, &FieldError{Field: "event", Problem: fmt.Sprintf("unknown event type %q", truncate(string(env.Event)))})
 	}
-	if strings.TrimSpace(env.UserID) == "" {
+	if strings.TrimSpace(env.UserID) == "" && !wrongType["user_id"] {
 		errs = append(errs, &FieldError{Field: "user_id", Problem: "is required"})
 	}
 	if len(env.Data) == 0 {
@@ -152,6 +165,34 @@ func Decode(b []byte) (Envelope, error) {
 		return Envelope{}, err
 	}
 	return env, nil
+}
+
+// notStrings names the envelope's string fields whose value in b (a valid
+// JSON object) is neither a string nor null.
+func notStrings(b []byte) []string {
+	var raw struct {
+		Event      json.RawMessage `json:"event"`
+		UserID     json.RawMessage `json:"user_id"`
+		Timestamp  json.RawMessage `json:"timestamp"`
+		Source     json.RawMessage `json:"source"`
+		BotVersion json.RawMessage `json:"bot_version"`
+		RequestID  json.RawMessage `json:"request_id"`
+		ID         json.RawMessage `json:"id"`
+	}
+	_ = json.Unmarshal(b, &raw)
+	var out []string
+	for _, f := range [...]struct {
+		name  string
+		value json.RawMessage
+	}{
+		{"event", raw.Event}, {"user_id", raw.UserID}, {"timestamp", raw.Timestamp}, {"source", raw.Source},
+		{"bot_version", raw.BotVersion}, {"request_id", raw.RequestID}, {"id", raw.ID},
+	} {
+		if len(f.value) > 0 && f.value[0] != '"' && string(f.value) != "null" {
+			out = append(out, f.name)
+		}
+	}
+	return out
 }
 
 // truncate keeps error messages about outside input short.
