@@ -24,6 +24,7 @@ import (
 
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/internal/wmlog"
 	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/transports"
 )
@@ -95,6 +96,7 @@ type Bus struct {
 	cfg    Config
 	events event.Set
 	log    *slog.Logger
+	url    string // WebhookURL redacted, for logs and status
 	stats  *stats
 	opts   options
 
@@ -142,10 +144,9 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		stats:  newStats(),
 		opts:   o,
 		runErr: make(chan error, 1),
+		url:    handlers.RedactURL(cfg.WebhookURL),
 	}
-	wlog := watermill.NewSlogLoggerWithLevelMapping(b.log, map[slog.Level]slog.Level{
-		slog.LevelInfo: slog.LevelDebug, // the router's own chatter
-	})
+	wlog := wmlog.New(b.log, slog.LevelDebug) // the router's own chatter below INFO
 	switch cfg.Transport {
 	case TransportMemory:
 		b.webhook = cfg.WebhookURL != "" && events != event.NoTypes
@@ -526,7 +527,7 @@ func (b *Bus) close(ctx context.Context) error {
 func (b *Bus) Config() Config { return b.cfg }
 
 // WebhookURL returns the webhook URL with credentials and query redacted.
-func (b *Bus) WebhookURL() string { return handlers.RedactURL(b.cfg.WebhookURL) }
+func (b *Bus) WebhookURL() string { return b.url }
 
 // Enabled reports whether this bus sends webhooks itself: the transport
 // delivers here, the URL is set and some event is selected.

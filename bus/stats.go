@@ -1,7 +1,9 @@
 package bus
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -94,7 +96,12 @@ func (b *Bus) StatsByType() map[event.Type]Stats {
 	return out
 }
 
-func (b *Bus) logAttrs(msg *message.Message) []any {
+// logAttrs returns the attributes every delivery log line has, or nil when
+// level is off (so the hot path builds nothing).
+func (b *Bus) logAttrs(level slog.Level, msg *message.Message) []any {
+	if !b.log.Enabled(context.Background(), level) {
+		return nil
+	}
 	return []any{
 		"event", msg.Metadata.Get(event.MetaType),
 		"id", msg.UUID,
@@ -112,14 +119,17 @@ func (b *Bus) onDelivered(msg *message.Message, status, attempt int, took time.D
 	if b.opts.observe != nil {
 		b.opts.observe(event.Type(t), status, took)
 	}
-	b.log.Info("memhook: webhook delivered", append(b.logAttrs(msg),
-		"status", status, "attempt", attempt, "duration", took)...)
+	if attrs := b.logAttrs(slog.LevelInfo, msg); attrs != nil {
+		b.log.Info("memhook: webhook delivered", append(attrs, "status", status, "attempt", attempt, "duration", took)...)
+	}
 }
 
 func (b *Bus) onRetry(msg *message.Message, attempt int, delay time.Duration, err error) {
 	b.stats.of(msg.Metadata.Get(event.MetaType)).retried.Add(1)
-	b.log.Warn("memhook: webhook failed, retrying", append(b.logAttrs(msg),
-		"status", statusOf(err), "attempt", attempt, "retry_in", delay, "error", err.Error())...)
+	if attrs := b.logAttrs(slog.LevelWarn, msg); attrs != nil {
+		b.log.Warn("memhook: webhook failed, retrying", append(attrs,
+			"status", statusOf(err), "attempt", attempt, "retry_in", delay, "error", err.Error())...)
+	}
 }
 
 func (b *Bus) onPoisoned(poisoned *message.Message, err error) {
@@ -128,10 +138,12 @@ func (b *Bus) onPoisoned(poisoned *message.Message, err error) {
 		o.Poisoned, o.Status, o.Error = true, statusOf(err), err.Error()
 		o.Attempts, _ = strconv.Atoi(poisoned.Metadata.Get(middleware.PoisonAttemptsKey))
 	}
-	b.log.Error("memhook: webhook failed for good, sent to poison queue", append(b.logAttrs(poisoned),
-		"status", statusOf(err),
-		"attempts", poisoned.Metadata.Get(middleware.PoisonAttemptsKey),
-		"error", err.Error())...)
+	if attrs := b.logAttrs(slog.LevelError, poisoned); attrs != nil {
+		b.log.Error("memhook: webhook failed for good, sent to poison queue", append(attrs,
+			"status", statusOf(err),
+			"attempts", poisoned.Metadata.Get(middleware.PoisonAttemptsKey),
+			"error", err.Error())...)
+	}
 }
 
 func (b *Bus) onFiltered(msg *message.Message) {

@@ -149,8 +149,9 @@ func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
 		t.ResponseHeaderTimeout = cfg.Timeout
 		base = t
 	}
+	// The attempt timeout is a context deadline set in Handle, not
+	// Client.Timeout, which costs a timer goroutine per request.
 	client := &http.Client{
-		Timeout:   cfg.Timeout,
 		Transport: statusTransport{base: base, limit: cfg.MaxResponseBytes},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
@@ -174,7 +175,9 @@ func (d *Deliver) URL() string { return d.redacted }
 func (d *Deliver) Handle(msg *message.Message) error {
 	rec := &record{}
 	ctx := msg.Context()
-	msg.SetContext(context.WithValue(ctx, recordKey{}, rec))
+	actx, cancel := context.WithTimeout(context.WithValue(ctx, recordKey{}, rec), d.cfg.Timeout)
+	defer cancel()
+	msg.SetContext(actx)
 	defer msg.SetContext(ctx)
 	start := time.Now()
 	err := d.pub.Publish(d.cfg.URL, msg)
