@@ -1,0 +1,170 @@
+package handlers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/middleware"
+)
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"https://hooks.example.com/memory", "https://hooks.example.com/memory"},
+		{"https://user:pa55@hooks.example.com/m", "https://REDACTED@hooks.example.com/m"},
+		{"https://hooks.example.com/m?token=abc&x=1", "https://hooks.example.com/m?token=REDACTED&x=REDACTED"},
+		{"", ""},
+		{"http://[::1", "REDACTED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := handlers.RedactURL(tt.in); got != tt.want {
+				t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateURL(t *testing.T) {
+	tests := []struct {
+		in      string
+		wantErr string
+	}{
+		{"https://hooks.example.com/memory", ""},
+		{"http://127.0.0.1:3000/x", ""},
+		{"ftp://hooks.example.com/x", "scheme must be http or https"},
+		{"hooks.example.com/x", "scheme must be http or https"},
+		{"http:///path", "host is missing"},
+		{"https://u:secretpw@hooks.example.com/x?token=tok", ""},
+		{"ftp://u:secretpw@h/x?token=tok", "scheme"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			err := handlers.ValidateURL(tt.in)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("ValidateURL(%q) = %v", tt.in, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("ValidateURL(%q) = %v, want %q", tt.in, err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), "secretpw") || strings.Contains(err.Error(), "=tok") {
+				t.Errorf("error shows a credential: %v", err)
+			}
+		})
+	}
+}
+
+// Non-2xx answers become *middleware.StatusError with Retry-After; every
+// body is drained so one keep-alive connection carries all requests;
+// redirects are not followed.
+func TestDeliverStatusesAndConnectionReuse(t *testing.T) {
+	var conns, redirected atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/elsewhere", func(http.ResponseWriter, *http.Request) { redirected.Add(1) })
+	mux.HandleFunc("/hook", func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("X-Answer") {
+		case "500":
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(strings.Repeat("e", 10_000)))
+		case "429":
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "302":
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		default:
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write([]byte(strings.Repeat("o", 10_000)))
+		}
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+
+	var delivered []int
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{
+		URL:     srv.URL + "/hook",
+		Timeout: 5 * time.Second,
+		OnDelivered: func(_ *message.Message, status, _ int, _ time.Duration) {
+			delivered = append(delivered, status)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	send := func(answer string) error {
+		msg := message.NewMessage("id-"+answer, []byte(`{}`))
+		msg.SetContext(middleware.WithHeaders(context.Background(), http.Header{"X-Answer": {answer}}))
+		return d.Handle(msg)
+	}
+	for _, tt := range []struct {
+		answer     string
+		wantCode   int
+		retryAfter time.Duration
+	}{
+		{"200", 0, 0}, {"500", 500, 0}, {"429", 429, 7 * time.Second}, {"302", 302, 0}, {"200", 0, 0},
+	} {
+		err := send(tt.answer)
+		if tt.wantCode == 0 {
+			if err != nil {
+				t.Fatalf("answer %s: %v", tt.answer, err)
+			}
+			continue
+		}
+		var se *middleware.StatusError
+		if !errors.As(err, &se) || se.Code != tt.wantCode || se.RetryAfter != tt.retryAfter {
+			t.Fatalf("answer %s: err = %v, want StatusError %d retry-after %s", tt.answer, err, tt.wantCode, tt.retryAfter)
+		}
+	}
+	if redirected.Load() != 0 {
+		t.Error("the redirect was followed")
+	}
+	if fmt.Sprint(delivered) != "[201 201]" {
+		t.Errorf("OnDelivered statuses = %v", delivered)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections for 5 sequential requests: bodies not drained, keep-alive lost", n)
+	}
+}
+
+// A transport error never shows the URL's credentials.
+func TestDeliverRedactsTheURLInErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: "http://user:hunter2@" + addr + "/h?token=s3cr3t", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = d.Handle(message.NewMessage("x", []byte(`{}`)))
+	if err == nil {
+		t.Fatal("delivery to a closed port succeeded")
+	}
+	if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("error shows a credential: %v", err)
+	}
+	if !middleware.Retryable(err) {
+		t.Errorf("connection refused is not retryable: %v", err)
+	}
+}
