@@ -3,6 +3,7 @@ package middleware
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -48,6 +49,9 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	if secs, err := strconv.Atoi(v); err == nil {
 		if secs < 0 {
 			return 0
+		}
+		if secs > int(math.MaxInt64/time.Second) {
+			return math.MaxInt64 // saturate rather than overflow
 		}
 		return time.Duration(secs) * time.Second
 	}
