@@ -205,6 +205,7 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
 	which := fs.String("transports", "floor,memory,http", "comma list of: floor, memory, http")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: memhook bench [flags]
@@ -248,7 +249,7 @@ arrived exactly once. Flags:`)
 	defer rcv.srv.Close()
 	e := benchEvent(*size)
 	sample, _ := event.Encode(e, event.Meta{ID: uuid.NewString(), Time: time.Now(), BotVersion: "1.0.0"})
-	config := fmt.Sprintf("n=%d w=%d envelope=%dB GOMAXPROCS=%d", *n, *workers, len(sample), runtimeProcs())
+	config := fmt.Sprintf("n=%d w=%d rate=%d/s envelope=%dB GOMAXPROCS=%d", *n, *workers, *rate, len(sample), runtimeProcs())
 
 	var results []benchResult
 	var floor float64
@@ -256,12 +257,12 @@ arrived exactly once. Flags:`)
 		var res benchResult
 		switch strings.TrimSpace(name) {
 		case "floor":
-			res = benchFloor(rcv, e, *n, *workers)
+			res = benchFloor(rcv, e, *n, *workers, *rate)
 			floor = res.EventsPerSec
 		case "memory":
-			res = benchMemory(rcv, e, *n, *workers)
+			res = benchMemory(rcv, e, *n, *workers, *rate)
 		case "http":
-			res = benchHTTP(rcv, e, *n, *workers)
+			res = benchHTTP(rcv, e, *n, *workers, *rate)
 		default:
 			fmt.Fprintf(stderr, "memhook bench: unknown transport %q\n", name)
 			return exitUsage
@@ -304,7 +305,7 @@ arrived exactly once. Flags:`)
 }
 
 // benchFloor POSTs n pre-encoded envelopes with w keep-alive workers.
-func benchFloor(rcv *benchReceiver, e event.Event, n, w int) benchResult {
+func benchFloor(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
 	rcv.reset(n)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = w
@@ -335,7 +336,9 @@ func benchFloor(rcv *benchReceiver, e event.Event, n, w int) benchResult {
 			}
 		}()
 	}
+	pace := newPacer(rate)
 	for i := range n {
+		pace.wait(i)
 		jobs <- i
 	}
 	close(jobs)
@@ -353,7 +356,7 @@ func benchFloor(rcv *benchReceiver, e event.Event, n, w int) benchResult {
 
 // benchMemory emits n events on the in-memory transport with the whole
 // chain and a secret, and waits until all arrived.
-func benchMemory(rcv *benchReceiver, e event.Event, n, w int) benchResult {
+func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
 	rcv.reset(n)
 	b, err := bus.New(bus.Config{
 		WebhookURL: rcv.url, Token: "bench-token", Secret: "bench-secret",
@@ -365,7 +368,9 @@ func benchMemory(rcv *benchReceiver, e event.Event, n, w int) benchResult {
 	cpu0, _ := cpuAndRSS()
 	start := time.Now()
 	ctx := context.Background()
-	for range n {
+	pace := newPacer(rate)
+	for i := range n {
+		pace.wait(i)
 		if err := b.Emit(ctx, e); err != nil {
 			_ = b.Close(ctx)
 			return benchResult{Name: "memory", Error: err.Error()}
@@ -388,7 +393,7 @@ func benchMemory(rcv *benchReceiver, e event.Event, n, w int) benchResult {
 
 // benchHTTP starts `memhook serve` as a child process delivering to the
 // receiver, and emits n events through the direct-HTTP transport.
-func benchHTTP(rcv *benchReceiver, e event.Event, n, w int) benchResult {
+func benchHTTP(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
 	const name = "http (app -> serve)"
 	rcv.reset(n)
 	exe, err := os.Executable()
@@ -424,7 +429,9 @@ func benchHTTP(rcv *benchReceiver, e event.Event, n, w int) benchResult {
 	cpu0, _ := cpuAndRSS(cmd.Process.Pid)
 	start := time.Now()
 	ctx := context.Background()
-	for range n {
+	pace := newPacer(rate)
+	for i := range n {
+		pace.wait(i)
 		if err := b.Emit(ctx, e); err != nil {
 			_ = b.Close(ctx)
 			return benchResult{Name: name, Error: err.Error()}
@@ -443,6 +450,31 @@ func benchHTTP(rcv *benchReceiver, e event.Event, n, w int) benchResult {
 	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
 	res.PeakRSSMiB = rss
 	return res
+}
+
+// pacer spaces n sends at rate per second; rate 0 sends as fast as
+// possible.
+type pacer struct {
+	start time.Time
+	every time.Duration
+}
+
+func newPacer(rate int) pacer {
+	p := pacer{start: time.Now()}
+	if rate > 0 {
+		p.every = time.Second / time.Duration(rate)
+	}
+	return p
+}
+
+// wait blocks until send i is due.
+func (p pacer) wait(i int) {
+	if p.every == 0 {
+		return
+	}
+	if d := time.Until(p.start.Add(time.Duration(i) * p.every)); d > 0 {
+		time.Sleep(d)
+	}
 }
 
 func waitHealthy(url string, timeout time.Duration) error {
