@@ -208,17 +208,18 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	bad := func(name, val, problem string) {
 		errs = append(errs, fmt.Errorf("%s=%q: %s", name, val, problem))
 	}
-	duration := func(name string, dst *time.Duration) {
+	duration := func(name string, dst *time.Duration) (set bool) {
 		v := get(name)
 		if v == "" {
-			return
+			return false
 		}
 		d, err := ParseSeconds(v)
 		if err != nil {
 			bad(name, v, err.Error())
-			return
+			return false
 		}
 		*dst = d
+		return true
 	}
 	integer := func(name string, dst *int, zero int) {
 		v := get(name)
@@ -246,8 +247,7 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.Token = get("MEM0_WEBHOOK_TOKEN")
 	c.Secret = get("MEM0_WEBHOOK_SECRET")
-	duration("MEM0_WEBHOOK_TIMEOUT", &c.Timeout)
-	if c.Timeout < 0 || (get("MEM0_WEBHOOK_TIMEOUT") != "" && c.Timeout == 0) {
+	if duration("MEM0_WEBHOOK_TIMEOUT", &c.Timeout) && c.Timeout <= 0 {
 		bad("MEM0_WEBHOOK_TIMEOUT", get("MEM0_WEBHOOK_TIMEOUT"), "must be more than 0")
 		c.Timeout = 0
 	}
@@ -284,6 +284,11 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	integer("MEMHOOK_CONCURRENCY", &c.Concurrency, 0)
 	duration("MEMHOOK_MAX_RETRY_AFTER", &c.MaxRetryAfter)
 	c.RouterURL = get("MEMHOOK_ROUTER_URL")
+	if c.RouterURL != "" {
+		if err := handlers.ValidateURL(c.RouterURL); err != nil {
+			errs = append(errs, fmt.Errorf("MEMHOOK_ROUTER_URL: %w", err))
+		}
+	}
 	c.IngestToken = get("MEMHOOK_INGEST_TOKEN")
 	if c.MaxRetryAfter < 0 {
 		bad("MEMHOOK_MAX_RETRY_AFTER", get("MEMHOOK_MAX_RETRY_AFTER"), "must not be negative")
