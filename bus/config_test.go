@@ -1,0 +1,391 @@
+package bus_test
+
+import (
+	"errors"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/memhook/memhook/bus"
+)
+
+// mapLookup is a ConfigFromLookup lookup over env.
+func mapLookup(env map[string]string) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		v, ok := env[name]
+		return v, ok
+	}
+}
+
+// seedEnv is the seed document's example configuration.
+func seedEnv() map[string]string {
+	return map[string]string{
+		"MEM0_WEBHOOK_URL":         "https://your-server.com/webhooks/memory",
+		"MEM0_WEBHOOK_TOKEN":       "your-secret-token",
+		"MEM0_WEBHOOK_SECRET":      "your-signing-secret",
+		"MEM0_WEBHOOK_TIMEOUT":     "30",
+		"MEM0_WEBHOOK_RETRY_COUNT": "3",
+		"MEM0_WEBHOOK_RETRY_DELAY": "1.0",
+		"MEM0_WEBHOOK_EVENTS":      "all",
+		"BOT_VERSION":              "1.0.0",
+	}
+}
+
+// seedConfig is what seedEnv reads as.
+func seedConfig() bus.Config {
+	return bus.Config{
+		WebhookURL:    "https://your-server.com/webhooks/memory",
+		Token:         "your-secret-token",
+		Secret:        "your-signing-secret",
+		Timeout:       30 * time.Second,
+		RetryCount:    3,
+		RetryDelay:    time.Second,
+		MaxRetryAfter: 60 * time.Second,
+		Events:        "all",
+		BotVersion:    "1.0.0",
+		Source:        "markdown-brain-bot",
+		Transport:     "memory",
+		QueueCapacity: 10000,
+		Concurrency:   16,
+		RouterURL:     "http://127.0.0.1:8000",
+	}
+}
+
+// problems lists the errors joined in err, one per bad value.
+func problems(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func TestConfigFromLookupDefaultsAreTheSeeds(t *testing.T) {
+	got, err := bus.ConfigFromLookup(mapLookup(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := seedConfig()
+	want.WebhookURL, want.Token, want.Secret = "", "", ""
+	if got != want {
+		t.Errorf("defaults =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestConfigFromLookupReadsTheSeedsExample(t *testing.T) {
+	got, err := bus.ConfigFromLookup(mapLookup(seedEnv()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := seedConfig(); got != want {
+		t.Errorf("config =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestConfigFromLookupGoodValues(t *testing.T) {
+	tests := []struct {
+		name   string
+		env    string
+		value  string
+		change func(*bus.Config)
+	}{
+		{name: "timeout seconds", env: "MEM0_WEBHOOK_TIMEOUT", value: "10", change: func(c *bus.Config) { c.Timeout = 10 * time.Second }},
+		{name: "fractional timeout", env: "MEM0_WEBHOOK_TIMEOUT", value: "2.5", change: func(c *bus.Config) { c.Timeout = 2500 * time.Millisecond }},
+		{name: "timeout as a Go duration", env: "MEM0_WEBHOOK_TIMEOUT", value: "1m30s", change: func(c *bus.Config) { c.Timeout = 90 * time.Second }},
+		{name: "spaces around a value", env: "MEM0_WEBHOOK_TIMEOUT", value: " 45 ", change: func(c *bus.Config) { c.Timeout = 45 * time.Second }},
+		{name: "retry count 0 disables retries", env: "MEM0_WEBHOOK_RETRY_COUNT", value: "0", change: func(c *bus.Config) { c.RetryCount = bus.Disabled }},
+		{name: "retry count 5", env: "MEM0_WEBHOOK_RETRY_COUNT", value: "5", change: func(c *bus.Config) { c.RetryCount = 5 }},
+		{name: "retry delay 0.25", env: "MEM0_WEBHOOK_RETRY_DELAY", value: "0.25", change: func(c *bus.Config) { c.RetryDelay = 250 * time.Millisecond }},
+		{name: "retry delay 500ms", env: "MEM0_WEBHOOK_RETRY_DELAY", value: "500ms", change: func(c *bus.Config) { c.RetryDelay = 500 * time.Millisecond }},
+		{name: "event list", env: "MEM0_WEBHOOK_EVENTS", value: "memory_added,memory_deleted", change: func(c *bus.Config) { c.Events = "memory_added,memory_deleted" }},
+		{name: "no events", env: "MEM0_WEBHOOK_EVENTS", value: "none", change: func(c *bus.Config) { c.Events = "none" }},
+		{name: "bot version", env: "BOT_VERSION", value: "2.4.1", change: func(c *bus.Config) { c.BotVersion = "2.4.1" }},
+		{name: "no URL turns webhooks off", env: "MEM0_WEBHOOK_URL", value: "", change: func(c *bus.Config) { c.WebhookURL = "" }},
+		{name: "http URL", env: "MEM0_WEBHOOK_URL", value: "http://127.0.0.1:3000/memory-notifications", change: func(c *bus.Config) { c.WebhookURL = "http://127.0.0.1:3000/memory-notifications" }},
+		{name: "no token", env: "MEM0_WEBHOOK_TOKEN", value: "", change: func(c *bus.Config) { c.Token = "" }},
+		{name: "source", env: "MEMHOOK_SOURCE", value: "my-bot", change: func(c *bus.Config) { c.Source = "my-bot" }},
+		{name: "redis transport", env: "MEMHOOK_TRANSPORT", value: "redis", change: func(c *bus.Config) { c.Transport = "redis" }},
+		{name: "transport in capitals", env: "MEMHOOK_TRANSPORT", value: "HTTP", change: func(c *bus.Config) { c.Transport = "http" }},
+		{name: "queue capacity", env: "MEMHOOK_QUEUE_CAPACITY", value: "100", change: func(c *bus.Config) { c.QueueCapacity = 100 }},
+		{name: "queue capacity 0 is the default", env: "MEMHOOK_QUEUE_CAPACITY", value: "0", change: func(*bus.Config) {}},
+		{name: "concurrency", env: "MEMHOOK_CONCURRENCY", value: "4", change: func(c *bus.Config) { c.Concurrency = 4 }},
+		{name: "max Retry-After", env: "MEMHOOK_MAX_RETRY_AFTER", value: "5", change: func(c *bus.Config) { c.MaxRetryAfter = 5 * time.Second }},
+		{name: "legacy secret header off", env: "MEMHOOK_LEGACY_SECRET_HEADER", value: "false", change: func(c *bus.Config) { c.DisableLegacySecretHeader = true }},
+		{name: "legacy secret header on", env: "MEMHOOK_LEGACY_SECRET_HEADER", value: "true", change: func(*bus.Config) {}},
+		{name: "router URL", env: "MEMHOOK_ROUTER_URL", value: "http://router:8000", change: func(c *bus.Config) { c.RouterURL = "http://router:8000" }},
+		{name: "ingest token", env: "MEMHOOK_INGEST_TOKEN", value: "ingest", change: func(c *bus.Config) { c.IngestToken = "ingest" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := seedEnv()
+			env[tt.env] = tt.value
+			got, err := bus.ConfigFromLookup(mapLookup(env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := seedConfig()
+			tt.change(&want)
+			if got != want {
+				t.Errorf("%s=%q reads as\n%+v\nwant\n%+v", tt.env, tt.value, got, want)
+			}
+		})
+	}
+}
+
+func TestConfigFromLookupBadValues(t *testing.T) {
+	tests := []struct {
+		name        string
+		env         string
+		value       string
+		valueHidden bool // a URL that does not parse is withheld whole: it may hold credentials
+	}{
+		{name: "timeout not a number", env: "MEM0_WEBHOOK_TIMEOUT", value: "abc"},
+		{name: "timeout zero", env: "MEM0_WEBHOOK_TIMEOUT", value: "0"},
+		{name: "timeout negative", env: "MEM0_WEBHOOK_TIMEOUT", value: "-1"},
+		{name: "timeout NaN", env: "MEM0_WEBHOOK_TIMEOUT", value: "NaN"},
+		{name: "timeout beyond a Duration", env: "MEM0_WEBHOOK_TIMEOUT", value: "1e300"},
+		{name: "retry count negative", env: "MEM0_WEBHOOK_RETRY_COUNT", value: "-1"},
+		{name: "retry count not a number", env: "MEM0_WEBHOOK_RETRY_COUNT", value: "x"},
+		{name: "retry count fractional", env: "MEM0_WEBHOOK_RETRY_COUNT", value: "1.5"},
+		{name: "retry delay negative", env: "MEM0_WEBHOOK_RETRY_DELAY", value: "-0.5"},
+		{name: "retry delay not a number", env: "MEM0_WEBHOOK_RETRY_DELAY", value: "soon"},
+		{name: "unknown event", env: "MEM0_WEBHOOK_EVENTS", value: "memory_added,memory_exploded"},
+		{name: "ftp URL", env: "MEM0_WEBHOOK_URL", value: "ftp://x"},
+		{name: "relative URL", env: "MEM0_WEBHOOK_URL", value: "/webhooks/memory"},
+		{name: "URL without host", env: "MEM0_WEBHOOK_URL", value: "https:///webhooks/memory"},
+		{name: "not a URL", env: "MEM0_WEBHOOK_URL", value: "http://your server.com/webhooks", valueHidden: true},
+		{name: "kafka transport", env: "MEMHOOK_TRANSPORT", value: "kafka"},
+		{name: "negative queue capacity", env: "MEMHOOK_QUEUE_CAPACITY", value: "-5"},
+		{name: "queue capacity not a number", env: "MEMHOOK_QUEUE_CAPACITY", value: "lots"},
+		{name: "negative concurrency", env: "MEMHOOK_CONCURRENCY", value: "-1"},
+		{name: "negative max Retry-After", env: "MEMHOOK_MAX_RETRY_AFTER", value: "-1"},
+		{name: "legacy header maybe", env: "MEMHOOK_LEGACY_SECRET_HEADER", value: "maybe"},
+		{name: "ftp router URL", env: "MEMHOOK_ROUTER_URL", value: "ftp://router"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := seedEnv()
+			env[tt.env] = tt.value
+			_, err := bus.ConfigFromLookup(mapLookup(env))
+			if err == nil {
+				t.Fatalf("%s=%q accepted", tt.env, tt.value)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.env) {
+				t.Errorf("error %q does not name %s", msg, tt.env)
+			}
+			if !tt.valueHidden && !strings.Contains(msg, tt.value) {
+				t.Errorf("error %q does not show the value %q", msg, tt.value)
+			}
+			if tt.valueHidden && strings.Contains(msg, tt.value) {
+				t.Errorf("error %q shows the unparsable URL", msg)
+			}
+			if n := len(problems(err)); n != 1 {
+				t.Errorf("one bad value reported as %d problems: %q", n, msg)
+			}
+		})
+	}
+}
+
+func TestConfigFromLookupReportsEveryBadValue(t *testing.T) {
+	bad := map[string]string{
+		"MEM0_WEBHOOK_URL":             "ftp://x",
+		"MEM0_WEBHOOK_TIMEOUT":         "abc",
+		"MEM0_WEBHOOK_RETRY_COUNT":     "x",
+		"MEM0_WEBHOOK_RETRY_DELAY":     "-1",
+		"MEM0_WEBHOOK_EVENTS":          "bogus",
+		"MEMHOOK_TRANSPORT":            "kafka",
+		"MEMHOOK_QUEUE_CAPACITY":       "-5",
+		"MEMHOOK_LEGACY_SECRET_HEADER": "maybe",
+		"MEMHOOK_CONCURRENCY":          "-2",
+		"MEMHOOK_MAX_RETRY_AFTER":      "-3",
+		"MEMHOOK_ROUTER_URL":           "ftp://router",
+	}
+	env := seedEnv()
+	maps.Copy(env, bad)
+	_, err := bus.ConfigFromLookup(mapLookup(env))
+	if err == nil {
+		t.Fatal("bad values accepted")
+	}
+	for name, value := range bad {
+		if !strings.Contains(err.Error(), name+`="`+value+`"`) && !strings.Contains(err.Error(), name+": webhook URL "+value) {
+			t.Errorf("error does not report %s=%s:\n%v", name, value, err)
+		}
+	}
+	if n := len(problems(err)); n != len(bad) {
+		t.Errorf("%d bad values reported as %d problems:\n%v", len(bad), n, err)
+	}
+}
+
+func TestConfigErrorsNeverShowCredentials(t *testing.T) {
+	const (
+		password = "hunter2-PASSWORD"
+		query    = "s3cr3t-QUERY"
+		token    = "tok-ENV-SECRET"
+		secret   = "sec-ENV-SECRET"
+		ingest   = "ingest-ENV-SECRET"
+	)
+	tests := []struct {
+		name string
+		env  string
+		url  string
+	}{
+		{name: "ftp URL with user and password", env: "MEM0_WEBHOOK_URL", url: "ftp://user:" + password + "@example.com/hook?token=" + query},
+		{name: "URL without host", env: "MEM0_WEBHOOK_URL", url: "https://user:" + password + "@/hook?token=" + query},
+		{name: "unparsable URL with password", env: "MEM0_WEBHOOK_URL", url: "http://user:" + password + "@exa mple.com/?token=" + query},
+		{name: "bad port", env: "MEM0_WEBHOOK_URL", url: "http://user:" + password + "@example.com:port/?token=" + query},
+		{name: "token as the user", env: "MEM0_WEBHOOK_URL", url: "ftp://" + password + "@example.com/?token=" + query},
+		{name: "query only", env: "MEM0_WEBHOOK_URL", url: "ftp://example.com/hook?token=" + query + "&x=" + password},
+		{name: "router URL", env: "MEMHOOK_ROUTER_URL", url: "ftp://admin:" + password + "@router/?token=" + query},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := seedEnv()
+			env["MEM0_WEBHOOK_TOKEN"] = token
+			env["MEM0_WEBHOOK_SECRET"] = secret
+			env["MEMHOOK_INGEST_TOKEN"] = ingest
+			env["MEM0_WEBHOOK_TIMEOUT"] = "abc"
+			env[tt.env] = tt.url
+			_, err := bus.ConfigFromLookup(mapLookup(env))
+			if err == nil {
+				t.Fatalf("%s=%q accepted", tt.env, tt.url)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.env) {
+				t.Errorf("error does not name %s: %q", tt.env, msg)
+			}
+			for _, s := range []string{password, query, token, secret, ingest} {
+				if strings.Contains(msg, s) {
+					t.Errorf("error shows %q: %q", s, msg)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigFromLookupNeverShowsSecrets(t *testing.T) {
+	const token, secret = "tok-ENV-SECRET", "sec-ENV-SECRET"
+	env := map[string]string{
+		"MEM0_WEBHOOK_TOKEN":           token,
+		"MEM0_WEBHOOK_SECRET":          secret,
+		"MEM0_WEBHOOK_URL":             "ftp://x",
+		"MEM0_WEBHOOK_TIMEOUT":         "-1",
+		"MEM0_WEBHOOK_RETRY_COUNT":     "-1",
+		"MEM0_WEBHOOK_RETRY_DELAY":     "x",
+		"MEM0_WEBHOOK_EVENTS":          "a,b",
+		"MEMHOOK_TRANSPORT":            "kafka",
+		"MEMHOOK_QUEUE_CAPACITY":       "-5",
+		"MEMHOOK_CONCURRENCY":          "-5",
+		"MEMHOOK_MAX_RETRY_AFTER":      "-5",
+		"MEMHOOK_LEGACY_SECRET_HEADER": "maybe",
+	}
+	_, err := bus.ConfigFromLookup(mapLookup(env))
+	if err == nil {
+		t.Fatal("bad values accepted")
+	}
+	if msg := err.Error(); strings.Contains(msg, token) || strings.Contains(msg, secret) {
+		t.Errorf("error shows a secret: %q", msg)
+	}
+	// A value left after the secrets were read is also not echoed by
+	// Validate.
+	c := seedConfig()
+	c.Token, c.Secret, c.IngestToken = token, secret, "ingest-ENV-SECRET"
+	c.Timeout, c.Transport, c.WebhookURL = -time.Second, "kafka", "ftp://x"
+	err = c.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted bad values")
+	}
+	if msg := err.Error(); strings.Contains(msg, token) || strings.Contains(msg, secret) || strings.Contains(msg, "ingest-ENV-SECRET") {
+		t.Errorf("Validate error shows a secret: %q", msg)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name      string
+		change    func(*bus.Config)
+		wantEnv   string // "" when the config stays valid
+		wantField string
+		wantValue string
+	}{
+		{name: "valid", change: func(*bus.Config) {}},
+		{name: "no URL", change: func(c *bus.Config) { c.WebhookURL = "" }},
+		{name: "zero timeout is the default", change: func(c *bus.Config) { c.Timeout = 0 }},
+		{name: "retries disabled", change: func(c *bus.Config) { c.RetryCount = bus.Disabled }},
+		{name: "no events", change: func(c *bus.Config) { c.Events = "none" }},
+		{name: "event list", change: func(c *bus.Config) { c.Events = "memory_added, graph_built" }},
+		{name: "http transport", change: func(c *bus.Config) { c.Transport = "http" }},
+		{name: "ftp URL", change: func(c *bus.Config) { c.WebhookURL = "ftp://x" },
+			wantEnv: "MEM0_WEBHOOK_URL", wantField: "WebhookURL", wantValue: "ftp://x"},
+		{name: "negative timeout", change: func(c *bus.Config) { c.Timeout = -time.Second },
+			wantEnv: "MEM0_WEBHOOK_TIMEOUT", wantField: "Timeout", wantValue: "-1s"},
+		{name: "retry count below Disabled", change: func(c *bus.Config) { c.RetryCount = -2 },
+			wantEnv: "MEM0_WEBHOOK_RETRY_COUNT", wantField: "RetryCount", wantValue: "-2"},
+		{name: "negative retry delay", change: func(c *bus.Config) { c.RetryDelay = -250 * time.Millisecond },
+			wantEnv: "MEM0_WEBHOOK_RETRY_DELAY", wantField: "RetryDelay", wantValue: "-250ms"},
+		{name: "negative max Retry-After", change: func(c *bus.Config) { c.MaxRetryAfter = -time.Minute },
+			wantEnv: "MEMHOOK_MAX_RETRY_AFTER", wantField: "MaxRetryAfter", wantValue: "-1m0s"},
+		{name: "unknown event", change: func(c *bus.Config) { c.Events = "memory_exploded" },
+			wantEnv: "MEM0_WEBHOOK_EVENTS", wantField: "Events", wantValue: "memory_exploded"},
+		{name: "empty event list", change: func(c *bus.Config) { c.Events = "," },
+			wantEnv: "MEM0_WEBHOOK_EVENTS", wantField: "Events", wantValue: `","`},
+		{name: "kafka transport", change: func(c *bus.Config) { c.Transport = "kafka" },
+			wantEnv: "MEMHOOK_TRANSPORT", wantField: "Transport", wantValue: "kafka"},
+		{name: "negative queue capacity", change: func(c *bus.Config) { c.QueueCapacity = -5 },
+			wantEnv: "MEMHOOK_QUEUE_CAPACITY", wantField: "QueueCapacity", wantValue: "-5"},
+		{name: "negative concurrency", change: func(c *bus.Config) { c.Concurrency = -1 },
+			wantEnv: "MEMHOOK_CONCURRENCY", wantField: "Concurrency", wantValue: "-1"},
+		{name: "ftp router URL", change: func(c *bus.Config) { c.RouterURL = "ftp://router" },
+			wantEnv: "MEMHOOK_ROUTER_URL", wantField: "RouterURL", wantValue: "ftp://router"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := seedConfig()
+			tt.change(&c)
+			err := c.Validate()
+			if tt.wantEnv == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate() = nil, want an error")
+			}
+			for _, s := range []string{tt.wantEnv, tt.wantField, tt.wantValue} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("Validate() = %q, does not name %s", err, s)
+				}
+			}
+			if n := len(problems(err)); n != 1 {
+				t.Errorf("one bad field reported as %d problems: %q", n, err)
+			}
+		})
+	}
+}
+
+func TestConfigValidateZeroIsValid(t *testing.T) {
+	if err := (bus.Config{}).Validate(); err != nil {
+		t.Errorf("the zero Config (all defaults) is invalid: %v", err)
+	}
+}
+
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	c := seedConfig()
+	c.Timeout, c.RetryCount, c.Events, c.Transport = -time.Second, -7, "bogus", "kafka"
+	err := c.Validate()
+	if n := len(problems(err)); n != 4 {
+		t.Fatalf("4 bad fields reported as %d problems: %v", n, err)
+	}
+	for _, env := range []string{"MEM0_WEBHOOK_TIMEOUT", "MEM0_WEBHOOK_RETRY_COUNT", "MEM0_WEBHOOK_EVENTS", "MEMHOOK_TRANSPORT"} {
+		if !strings.Contains(err.Error(), env) {
+			t.Errorf("error does not name %s: %v", env, err)
+		}
+	}
+	if errors.Unwrap(err) != nil {
+		t.Errorf("a joined error unwraps to a single one: %v", errors.Unwrap(err))
+	}
+}
