@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -95,8 +96,9 @@ func ValidateURL(raw string) error {
 }
 
 // RedactURL returns raw fit for logs, errors and status output: user
-// information and query values are replaced by "REDACTED" (a token often
-// travels in either). A string that does not parse is replaced whole.
+// information, query values and bare query names are replaced by
+// "REDACTED" (a token often travels in either). A string that does not
+// parse is replaced whole.
 func RedactURL(raw string) string {
 	if raw == "" {
 		return ""
@@ -109,11 +111,17 @@ func RedactURL(raw string) string {
 		u.User = url.User("REDACTED")
 	}
 	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			q[k] = []string{"REDACTED"}
+		// Keep the names, hide the values; a bare name may itself be a
+		// secret ("?s3cr3t"), so it is hidden whole.
+		parts := strings.Split(u.RawQuery, "&")
+		for i, p := range parts {
+			if k, _, ok := strings.Cut(p, "="); ok {
+				parts[i] = k + "=REDACTED"
+			} else {
+				parts[i] = "REDACTED"
+			}
 		}
-		u.RawQuery = q.Encode()
+		u.RawQuery = strings.Join(parts, "&")
 	}
 	return u.String()
 }

@@ -23,6 +23,8 @@ func TestRedactURL(t *testing.T) {
 		{"https://hooks.example.com/memory", "https://hooks.example.com/memory"},
 		{"https://user:pa55@hooks.example.com/m", "https://REDACTED@hooks.example.com/m"},
 		{"https://hooks.example.com/m?token=abc&x=1", "https://hooks.example.com/m?token=REDACTED&x=REDACTED"},
+		{"https://hooks.example.com/m?s3cr3t", "https://hooks.example.com/m?REDACTED"},
+		{"https://hooks.example.com/m?b=2&a=1", "https://hooks.example.com/m?b=REDACTED&a=REDACTED"},
 		{"", ""},
 		{"http://[::1", "REDACTED"},
 	}
