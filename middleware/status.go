@@ -3,9 +3,11 @@ package middleware
 import (
 	"context"
 	"errors"
+	"io"
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -75,8 +77,14 @@ func Retryable(err error) bool {
 	if errors.As(err, &se) {
 		return se.Temporary()
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true // timeouts; the receiver closed the connection mid-answer
+	}
+	// *url.Error satisfies net.Error whatever it wraps ("unsupported
+	// protocol scheme" too): look at what it wraps.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
 	}
 	var ne net.Error
 	if errors.As(err, &ne) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -102,6 +103,8 @@ func TestRetryable(t *testing.T) {
 		{name: "canceled", err: context.Canceled, want: false},
 		{name: "wrapped canceled", err: fmt.Errorf("attempt: %w", context.Canceled), want: false},
 		{name: "plain error", err: errors.New("cannot build request"), want: false},
+		{name: "unsupported scheme through http.Client", err: unsupportedScheme(t), want: false},
+		{name: "connection closed mid-answer", err: fmt.Errorf("post: %w", io.ErrUnexpectedEOF), want: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +113,15 @@ func TestRetryable(t *testing.T) {
 			}
 		})
 	}
+}
+
+func unsupportedScheme(t *testing.T) error {
+	t.Helper()
+	_, err := (&http.Client{Timeout: time.Second}).Get("gopher://127.0.0.1/x")
+	if err == nil {
+		t.Fatal("a gopher URL was fetched")
+	}
+	return err
 }
 
 func TestRetryableCanceledHTTPRequest(t *testing.T) {
