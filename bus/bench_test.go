@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/internal/receiver"
 )
 
@@ -98,4 +100,57 @@ func BenchmarkEncode(b *testing.B) {
 		n = len(p)
 	}
 	b.ReportMetric(float64(n), "bytes/envelope")
+}
+
+// BenchmarkHTTPTransportEndToEnd emits through transport http into an
+// in-process router (the API of `memhook serve` over a bus) that delivers
+// to a receiver: ns/op is the cost of one event through both hops.
+func BenchmarkHTTPTransportEndToEnd(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	rcv, err := receiver.Start(nil, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rcv.Close()
+	router, err := bus.New(bus.Config{WebhookURL: rcv.URL, QueueCapacity: b.N + 1}, bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	api := &handlers.API{
+		Incoming: router.Incoming, Ingest: router.Ingest,
+		Status: func() handlers.Status { return handlers.Status{} },
+		Test:   func(context.Context) handlers.TestResult { return handlers.TestResult{} },
+		Logger: slog.New(slog.DiscardHandler),
+	}
+	h, err := api.Handler(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	app, err := bus.New(bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + ln.Addr().String(), QueueCapacity: b.N + 1},
+		bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := benchEvent()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := app.Emit(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := rcv.WaitFor(b.N, time.Minute); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	_ = app.Close(ctx)
+	_ = router.Close(ctx)
 }
