@@ -86,7 +86,11 @@ func TestVerify(t *testing.T) {
 		{"missing id", verifierAt(t, at, kaSecret), headers("", kaStamp, kaSig), kaBody, verify.ErrMissingHeader},
 		{"missing signature", verifierAt(t, at, kaSecret), headers(kaID, kaStamp, ""), kaBody, verify.ErrMissingHeader},
 		{"missing timestamp", verifierAt(t, at, kaSecret), func() http.Header { h := headers(kaID, kaStamp, kaSig); h.Del(verify.HeaderTimestamp); return h }(), kaBody, verify.ErrMissingHeader},
-		{"timestamp not a number", verifierAt(t, at, kaSecret), func() http.Header { h := headers(kaID, kaStamp, kaSig); h.Set(verify.HeaderTimestamp, "yesterday"); return h }(), kaBody, verify.ErrInvalidHeader},
+		{"timestamp not a number", verifierAt(t, at, kaSecret), func() http.Header {
+			h := headers(kaID, kaStamp, kaSig)
+			h.Set(verify.HeaderTimestamp, "yesterday")
+			return h
+		}(), kaBody, verify.ErrInvalidHeader},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
