@@ -27,7 +27,19 @@ import (
 	"github.com/memhook/memhook/internal/wmlog"
 	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/transports"
+	"github.com/memhook/memhook/verify"
 )
+
+// firstSecret is the first of the space- or comma-separated secrets, as
+// written: what the seed's X-Webhook-Secret header carries during a
+// rotation.
+func firstSecret(s string) string {
+	f := strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' })
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
 
 // Version is memhook's version, sent in the User-Agent header.
 const Version = "0.1.0"
@@ -97,8 +109,10 @@ type Bus struct {
 	events event.Set
 	log    *slog.Logger
 	url    string // WebhookURL redacted, for logs and status
-	stats  *stats
-	opts   options
+
+	secrets []verify.Secret // parsed from Config.Secret
+	stats   *stats
+	opts    options
 
 	mem     *transports.Memory // the in-process queue; nil when Emit writes to Redis
 	pub     message.Publisher  // where Emit publishes
@@ -137,14 +151,19 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		opt(&o)
 	}
 	events, _ := event.ParseSet(cfg.Events) // validated above
+	var secrets []verify.Secret
+	if cfg.Secret != "" {
+		secrets, _ = verify.ParseSecrets(cfg.Secret) // validated above
+	}
 	b := &Bus{
-		cfg:    cfg,
-		events: events,
-		log:    o.logger,
-		stats:  newStats(),
-		opts:   o,
-		runErr: make(chan error, 1),
-		url:    handlers.RedactURL(cfg.WebhookURL),
+		cfg:     cfg,
+		events:  events,
+		log:     o.logger,
+		stats:   newStats(),
+		opts:    o,
+		runErr:  make(chan error, 1),
+		url:     handlers.RedactURL(cfg.WebhookURL),
+		secrets: secrets,
 	}
 	wlog := wmlog.New(b.log, slog.LevelDebug) // the router's own chatter below INFO
 	switch cfg.Transport {
@@ -256,8 +275,8 @@ func compose(chain []message.HandlerMiddleware, h message.NoPublishHandlerFunc) 
 // that the router process and tests build exactly the same chain.
 func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware) []message.HandlerMiddleware {
 	legacy := ""
-	if !b.cfg.DisableLegacySecretHeader {
-		legacy = b.cfg.Secret
+	if !b.cfg.DisableLegacySecretHeader && len(b.secrets) > 0 {
+		legacy = firstSecret(b.cfg.Secret)
 	}
 	retries := b.cfg.RetryCount
 	if retries == Disabled {
@@ -279,6 +298,7 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 		middleware.Signer{
 			Token:        b.cfg.Token,
 			LegacySecret: legacy,
+			Secrets:      b.secrets,
 			UserAgent:    "memhook/" + Version,
 		}.Middleware,
 	)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/verify"
 )
 
 // Transport names, the values of MEMHOOK_TRANSPORT.
@@ -34,8 +35,11 @@ type Config struct {
 	// empty sends no Authorization header.
 	Token string
 	// Secret is the signing secret (MEM0_WEBHOOK_SECRET); empty signs
-	// nothing. It is also sent as-is in the seed's X-Webhook-Secret header
-	// unless DisableLegacySecretHeader is set.
+	// nothing. Several secrets separated by spaces or commas all sign
+	// (rotation). "whsec_<base64>" is decoded as Standard Webhooks says;
+	// any other string is used as raw key bytes. The first secret is also
+	// sent as-is in the seed's X-Webhook-Secret header unless
+	// DisableLegacySecretHeader is set.
 	Secret string
 	// DisableLegacySecretHeader stops sending the raw secret in
 	// X-Webhook-Secret (MEMHOOK_LEGACY_SECRET_HEADER=false). Default false:
@@ -148,6 +152,11 @@ func (c Config) Validate() error {
 			bad("WebhookURL", "MEM0_WEBHOOK_URL", "%v", err)
 		}
 	}
+	if c.Secret != "" {
+		if _, err := verify.ParseSecrets(c.Secret); err != nil {
+			bad("Secret", "MEM0_WEBHOOK_SECRET", "%v", err) // never echoes the secret
+		}
+	}
 	if c.Timeout < 0 {
 		bad("Timeout", "MEM0_WEBHOOK_TIMEOUT", "must be positive, got %s", c.Timeout)
 	}
@@ -247,6 +256,11 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.Token = get("MEM0_WEBHOOK_TOKEN")
 	c.Secret = get("MEM0_WEBHOOK_SECRET")
+	if c.Secret != "" {
+		if _, err := verify.ParseSecrets(c.Secret); err != nil {
+			errs = append(errs, fmt.Errorf("MEM0_WEBHOOK_SECRET: %w", err)) // the value is never echoed
+		}
+	}
 	if duration("MEM0_WEBHOOK_TIMEOUT", &c.Timeout) && c.Timeout <= 0 {
 		bad("MEM0_WEBHOOK_TIMEOUT", get("MEM0_WEBHOOK_TIMEOUT"), "must be more than 0")
 		c.Timeout = 0

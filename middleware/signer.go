@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/memhook/memhook/verify"
 )
 
 // Header names the signer sets besides the Standard Webhooks ones.
@@ -21,14 +23,19 @@ const (
 // Signer sets the headers of one delivery attempt and hands them to the
 // deliver handler through the message context (WithHeaders), never through
 // metadata, so no credential reaches a transport. It sits inside Retry:
-// every attempt gets fresh headers (a fresh timestamp) while webhook-id, the
-// message UUID, stays the same.
+// every attempt gets fresh headers (a fresh timestamp and signature) while
+// webhook-id, the message UUID, stays the same. The signature covers the
+// payload as it is when Signer runs: middleware that changes the payload
+// must run before it.
 type Signer struct {
 	// Token, when set, is sent as "Authorization: Bearer <Token>" (seed).
 	Token string
 	// LegacySecret, when set, is sent as-is in X-Webhook-Secret (the seed's
 	// header, for old receivers). Empty sends no such header.
 	LegacySecret string
+	// Secrets, when set, sign every attempt the Standard Webhooks way:
+	// webhook-signature holds one "v1,<base64>" per secret (rotation).
+	Secrets []verify.Secret
 	// UserAgent is the User-Agent header; empty means "memhook".
 	UserAgent string
 	// Now is the clock for webhook-timestamp; nil means time.Now.
@@ -57,6 +64,9 @@ func (s Signer) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		}
 		if s.LegacySecret != "" {
 			hd.Set(HeaderLegacySecret, s.LegacySecret)
+		}
+		if len(s.Secrets) > 0 {
+			hd.Set(verify.HeaderSignature, verify.Sign(s.Secrets, msg.UUID, ts, msg.Payload))
 		}
 		ctx := msg.Context()
 		msg.SetContext(WithHeaders(ctx, hd))
