@@ -309,6 +309,10 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 // forwardMaxInterval) for as long as the bus runs; a permanent refusal
 // (401, 413, 422 …) poisons the event locally, logged at ERROR.
 func (b *Bus) forwardChain() []message.HandlerMiddleware {
+	var ingestSecrets []verify.Secret
+	if b.cfg.IngestSecret != "" {
+		ingestSecrets, _ = verify.ParseSecrets(b.cfg.IngestSecret) // validated in New
+	}
 	return []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
 		middleware.PoisonQueue{Publisher: b.mem, Topic: PoisonTopic, OnPoisoned: b.onPoisoned}.Middleware,
@@ -319,7 +323,7 @@ func (b *Bus) forwardChain() []message.HandlerMiddleware {
 			MaxRetryAfter:   b.cfg.MaxRetryAfter,
 			OnRetry:         b.onRetry,
 		}.Middleware,
-		middleware.Forward{Token: b.cfg.IngestToken, UserAgent: "memhook/" + Version}.Middleware,
+		middleware.Forward{Token: b.cfg.IngestToken, Secrets: ingestSecrets, UserAgent: "memhook/" + Version}.Middleware,
 	}
 }
 

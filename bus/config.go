@@ -84,6 +84,10 @@ type Config struct {
 	// (MEMHOOK_INGEST_TOKEN): sent by an application with Transport "http",
 	// required by `memhook serve` when set.
 	IngestToken string
+	// IngestSecret, when set, signs what an application with Transport
+	// "http" sends to the router (MEMHOOK_INGEST_SECRET), Standard
+	// Webhooks style; `memhook serve` checks it. Same syntax as Secret.
+	IngestSecret string
 }
 
 // IngestPath is the path of the router's ingest endpoint.
@@ -155,6 +159,11 @@ func (c Config) Validate() error {
 	if c.Secret != "" {
 		if _, err := verify.ParseSecrets(c.Secret); err != nil {
 			bad("Secret", "MEM0_WEBHOOK_SECRET", "%v", err) // never echoes the secret
+		}
+	}
+	if c.IngestSecret != "" {
+		if _, err := verify.ParseSecrets(c.IngestSecret); err != nil {
+			bad("IngestSecret", "MEMHOOK_INGEST_SECRET", "%v", err)
 		}
 	}
 	if c.Timeout < 0 {
@@ -304,6 +313,12 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 		}
 	}
 	c.IngestToken = get("MEMHOOK_INGEST_TOKEN")
+	c.IngestSecret = get("MEMHOOK_INGEST_SECRET")
+	if c.IngestSecret != "" {
+		if _, err := verify.ParseSecrets(c.IngestSecret); err != nil {
+			errs = append(errs, fmt.Errorf("MEMHOOK_INGEST_SECRET: %w", err))
+		}
+	}
 	if c.MaxRetryAfter < 0 {
 		bad("MEMHOOK_MAX_RETRY_AFTER", get("MEMHOOK_MAX_RETRY_AFTER"), "must not be negative")
 		c.MaxRetryAfter = 0

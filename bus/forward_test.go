@@ -17,12 +17,13 @@ import (
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/internal/receiver"
+	"github.com/memhook/memhook/verify"
 )
 
 // startRouter runs what `memhook serve` runs in-process: a bus on the
 // memory transport delivering to a receiver, behind the API, listening on
 // ln.
-func startRouter(t *testing.T, ln net.Listener, ingestToken string) (*bus.Bus, *receiver.Receiver) {
+func startRouter(t *testing.T, ln net.Listener, ingestToken string, ingestSecrets ...verify.Secret) (*bus.Bus, *receiver.Receiver) {
 	t.Helper()
 	rcv, err := receiver.Start(nil, true)
 	if err != nil {
@@ -36,10 +37,11 @@ func startRouter(t *testing.T, ln net.Listener, ingestToken string) (*bus.Bus, *
 	ctx, cancel := context.WithCancel(context.Background())
 	api := &handlers.API{
 		Incoming: r.Incoming, Ingest: r.Ingest,
-		Status:      func() handlers.Status { return handlers.Status{} },
-		Test:        func(context.Context) handlers.TestResult { return handlers.TestResult{} },
-		IngestToken: ingestToken,
-		Logger:      slog.New(slog.DiscardHandler),
+		Status:        func() handlers.Status { return handlers.Status{} },
+		Test:          func(context.Context) handlers.TestResult { return handlers.TestResult{} },
+		IngestToken:   ingestToken,
+		IngestSecrets: ingestSecrets,
+		Logger:        slog.New(slog.DiscardHandler),
 	}
 	h, err := api.Handler(ctx)
 	if err != nil {
@@ -90,6 +92,36 @@ func TestHTTPTransportHandsEventsToTheRouter(t *testing.T) {
 		if err := json.Unmarshal(r.Body, &env); err != nil || env.ID == "" || env.ID != r.Header.Get("Webhook-Id") {
 			t.Fatalf("router delivered %s with webhook-id %q: the event id changed on the way", r.Body, r.Header.Get("Webhook-Id"))
 		}
+	}
+}
+
+// An application signs what it hands over; the router checks the
+// signature instead of a token.
+func TestHTTPTransportSignsForTheRouter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := verify.ParseSecrets("shared-ingest-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rcv := startRouter(t, ln, "", secs...)
+	app, err := bus.New(bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + ln.Addr().String(), IngestSecret: "shared-ingest-secret"},
+		bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Emit(context.Background(), event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Close(ctx); err != nil {
+		t.Fatalf("app Close: %v", err)
+	}
+	if err := rcv.WaitFor(1, 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 

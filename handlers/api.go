@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/verify"
 )
 
 // MaxBodyBytes caps every request body the API reads.
@@ -69,6 +71,17 @@ type API struct {
 	IncomingToken string
 	// IngestToken, when set, is required as a bearer token by POST /ingest.
 	IngestToken string
+	// IncomingSecrets, when set, admit POST /webhooks/memory requests
+	// signed the Standard Webhooks way with one of them, as an alternative
+	// to IncomingToken.
+	IncomingSecrets []verify.Secret
+	// IngestSecrets does the same for POST /ingest.
+	IngestSecrets []verify.Secret
+	// ReplayWindow is how long a processed webhook id is remembered: a
+	// request with the same id within it is answered 200 without being
+	// processed again. 0 means verify.DefaultTolerance (5 minutes), the
+	// window in which a signed request is accepted at all.
+	ReplayWindow time.Duration
 	// IngestWorkers is how many ingested requests are handed to the queue
 	// at once; 0 means 8.
 	IngestWorkers int
@@ -139,15 +152,29 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	incomingCheck, err := newSenderCheck("incoming", a.IncomingToken, a.IncomingSecrets, log)
+	if err != nil {
+		return nil, err
+	}
+	ingestCheck, err := newSenderCheck("ingest", a.IngestToken, a.IngestSecrets, log)
+	if err != nil {
+		return nil, err
+	}
+	window := a.ReplayWindow
+	if window <= 0 {
+		window = verify.DefaultTolerance
+	}
+	replays := newReplayGuard(window, 1_000_000)
+	processed := map[string]any{"status": "processed", "action": "memory_logged", "duplicate": true}
 	mux := http.NewServeMux()
-	mux.Handle("POST "+PathIncoming, a.auth(a.IncomingToken, "incoming", log, http.HandlerFunc(a.incoming(log))))
+	mux.Handle("POST "+PathIncoming, incomingCheck.wrap(replays.once(requestID, processed, log, http.HandlerFunc(a.incoming(log)))))
 	mux.Handle("GET "+PathStatus, a.auth(a.AdminToken, "admin", log, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})))
 	mux.Handle("POST "+PathTest, a.auth(a.AdminToken, "admin", log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Test(r.Context()))
 	})))
-	mux.Handle("POST "+PathIngest, a.auth(a.IngestToken, "ingest", log, ingest))
+	mux.Handle("POST "+PathIngest, ingestCheck.wrap(replays.once(requestID, map[string]any{"duplicate": true}, log, ingest)))
 	mux.HandleFunc("GET "+PathHealth, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -198,6 +225,15 @@ func (a *API) auth(token, realm string, log *slog.Logger, next http.Handler) htt
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// requestID is the id a sender gives a request: the Standard Webhooks
+// webhook-id, else watermill-http's message UUID header.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get(verify.HeaderID); id != "" {
+		return id
+	}
+	return r.Header.Get(whttp.HeaderUUID)
 }
 
 // readEnvelope applies the checks every event endpoint shares: JSON

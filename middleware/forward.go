@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/memhook/memhook/verify"
 )
 
 // Forward sets the headers with which an application hands an event to a
@@ -18,6 +22,12 @@ import (
 type Forward struct {
 	// Token, when set, is sent as "Authorization: Bearer <Token>".
 	Token string
+	// Secrets, when set, sign the request the Standard Webhooks way
+	// (webhook-id is the message UUID), which the router checks against
+	// MEMHOOK_INGEST_SECRET.
+	Secrets []verify.Secret
+	// Now is the clock of webhook-timestamp; nil means time.Now.
+	Now func() time.Time
 	// UserAgent is the User-Agent header; empty means "memhook".
 	UserAgent string
 }
@@ -27,6 +37,10 @@ func (f Forward) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	ua := f.UserAgent
 	if ua == "" {
 		ua = "memhook"
+	}
+	now := f.Now
+	if now == nil {
+		now = time.Now
 	}
 	return func(msg *message.Message) ([]*message.Message, error) {
 		meta, err := json.Marshal(msg.Metadata)
@@ -38,8 +52,14 @@ func (f Forward) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		hd.Set("User-Agent", ua)
 		hd.Set(whttp.HeaderUUID, msg.UUID)
 		hd.Set(whttp.HeaderMetadata, string(meta))
+		hd.Set(HeaderWebhookID, msg.UUID)
 		if f.Token != "" {
 			hd.Set("Authorization", "Bearer "+f.Token)
+		}
+		if len(f.Secrets) > 0 {
+			ts := now()
+			hd.Set(HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
+			hd.Set(verify.HeaderSignature, verify.Sign(f.Secrets, msg.UUID, ts, msg.Payload))
 		}
 		ctx := msg.Context()
 		msg.SetContext(WithHeaders(ctx, hd))

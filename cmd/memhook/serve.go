@@ -22,6 +22,7 @@ import (
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/verify"
 )
 
 // serveConfig is what serve reads besides bus.Config.
@@ -29,6 +30,8 @@ type serveConfig struct {
 	Addr            string
 	AdminToken      string
 	IncomingToken   string
+	IncomingSecrets []verify.Secret
+	IngestSecrets   []verify.Secret
 	ShutdownTimeout time.Duration
 	LogFormat       string
 	LogLevel        string
@@ -55,10 +58,25 @@ func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
 		// Beyond loopback every endpoint that acts must be protected:
 		// an open ingest would let anyone have memhook sign and send
 		// webhooks in our name.
-		for _, name := range []string{"MEMHOOK_ADMIN_TOKEN", "MEMHOOK_INGEST_TOKEN", "MEMHOOK_INCOMING_TOKEN"} {
-			if get(name) == "" {
-				errs = append(errs, fmt.Errorf("MEMHOOK_ADDR=%q is not a loopback address: set %s", sc.Addr, name))
+		if get("MEMHOOK_ADMIN_TOKEN") == "" {
+			errs = append(errs, fmt.Errorf("MEMHOOK_ADDR=%q is not a loopback address: set MEMHOOK_ADMIN_TOKEN", sc.Addr))
+		}
+		for _, p := range [][2]string{{"MEMHOOK_INGEST_TOKEN", "MEMHOOK_INGEST_SECRET"}, {"MEMHOOK_INCOMING_TOKEN", "MEMHOOK_INCOMING_SECRET"}} {
+			if get(p[0]) == "" && get(p[1]) == "" {
+				errs = append(errs, fmt.Errorf("MEMHOOK_ADDR=%q is not a loopback address: set %s or %s", sc.Addr, p[0], p[1]))
 			}
+		}
+	}
+	for _, sv := range []struct {
+		name string
+		dst  *[]verify.Secret
+	}{{"MEMHOOK_INCOMING_SECRET", &sc.IncomingSecrets}, {"MEMHOOK_INGEST_SECRET", &sc.IngestSecrets}} {
+		if v := get(sv.name); v != "" {
+			secs, err := verify.ParseSecrets(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", sv.name, err)) // never echoes the value
+			}
+			*sv.dst = secs
 		}
 	}
 	if v := get("MEMHOOK_SHUTDOWN_TIMEOUT"); v != "" {
@@ -142,15 +160,17 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	reg.MustRegister(metrics)
 
 	api := &handlers.API{
-		Incoming:      busy(b.Incoming),
-		Ingest:        busy(b.Ingest),
-		Status:        func() handlers.Status { return status(b, transport) },
-		Test:          func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
-		Metrics:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		AdminToken:    sc.AdminToken,
-		IncomingToken: sc.IncomingToken,
-		IngestToken:   cfg.IngestToken,
-		Logger:        logger,
+		Incoming:        busy(b.Incoming),
+		Ingest:          busy(b.Ingest),
+		Status:          func() handlers.Status { return status(b, transport) },
+		Test:            func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
+		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		AdminToken:      sc.AdminToken,
+		IncomingToken:   sc.IncomingToken,
+		IngestToken:     cfg.IngestToken,
+		IncomingSecrets: sc.IncomingSecrets,
+		IngestSecrets:   sc.IngestSecrets,
+		Logger:          logger,
 	}
 	ingestCtx, stopIngest := context.WithCancel(context.Background())
 	defer stopIngest()
@@ -195,6 +215,8 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"admin_token", setOrUnset(sc.AdminToken),
 		"incoming_token", setOrUnset(sc.IncomingToken),
 		"ingest_token", setOrUnset(cfg.IngestToken),
+		"incoming_secret", setOrUnset(secretsSet(sc.IncomingSecrets)),
+		"ingest_secret", setOrUnset(secretsSet(sc.IngestSecrets)),
 		"version", bus.Version,
 	)
 
@@ -239,6 +261,14 @@ func busy(f func(*message.Message) error) func(*message.Message) error {
 		}
 		return err
 	}
+}
+
+// secretsSet is non-empty when secrets are configured, for setOrUnset.
+func secretsSet(s []verify.Secret) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return "x"
 }
 
 func setOrUnset(s string) string {

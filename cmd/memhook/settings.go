@@ -41,6 +41,8 @@ func settings() []setting {
 		{"MEMHOOK_ADMIN_TOKEN", "", "", "serve: bearer token for status and test (required off loopback)"},
 		{"MEMHOOK_INCOMING_TOKEN", "", "", "serve: bearer token POST /webhooks/memory requires"},
 		{"MEMHOOK_INGEST_TOKEN", "", "", "bearer token of /ingest (serve requires it, transport http sends it)"},
+		{"MEMHOOK_INCOMING_SECRET", "", "", "serve: Standard Webhooks secret(s) POST /webhooks/memory accepts signatures from"},
+		{"MEMHOOK_INGEST_SECRET", "", "", "Standard Webhooks secret(s) of /ingest (serve checks, transport http signs)"},
 	}
 }
 

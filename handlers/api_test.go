@@ -1,0 +1,180 @@
+package handlers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/verify"
+)
+
+const (
+	incomingSecret = "whsec_aW5jb21pbmctc2VjcmV0LWZvci10ZXN0cw=="
+	incomingToken  = "incoming-token-value"
+)
+
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+type apiFixture struct {
+	srv      *httptest.Server
+	logs     *logBuf
+	mu       sync.Mutex
+	incoming []*message.Message
+	ingested []*message.Message
+}
+
+func startAPI(t *testing.T, api *handlers.API) *apiFixture {
+	t.Helper()
+	f := &apiFixture{logs: &logBuf{}}
+	api.Incoming = func(m *message.Message) error { f.mu.Lock(); defer f.mu.Unlock(); f.incoming = append(f.incoming, m); return nil }
+	api.Ingest = func(m *message.Message) error { f.mu.Lock(); defer f.mu.Unlock(); f.ingested = append(f.ingested, m); return nil }
+	api.Status = func() handlers.Status { return handlers.Status{Status: "ok"} }
+	api.Test = func(context.Context) handlers.TestResult { return handlers.TestResult{Status: "ok"} }
+	api.Logger = slog.New(slog.NewTextHandler(f.logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	h, err := api.Handler(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = httptest.NewServer(h)
+	t.Cleanup(func() { f.srv.Close(); cancel() })
+	return f
+}
+
+func (f *apiFixture) post(t *testing.T, path string, h http.Header, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func signed(t *testing.T, secret, id string, at time.Time, body string) http.Header {
+	t.Helper()
+	secs, err := verify.ParseSecrets(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	h.Set(verify.HeaderID, id)
+	h.Set(verify.HeaderTimestamp, strconv.FormatInt(at.Unix(), 10))
+	h.Set(verify.HeaderSignature, verify.Sign(secs, id, at, []byte(body)))
+	return h
+}
+
+const incomingBody = `{"event":"memory_added","user_id":"user123","data":{"memory_id":"external_mem_456","content":"External system data"},"timestamp":"2024-01-15T10:30:00Z"}`
+
+func TestIncomingVerification(t *testing.T) {
+	secs, _ := verify.ParseSecrets(incomingSecret)
+	f := startAPI(t, &handlers.API{IncomingToken: incomingToken, IncomingSecrets: secs})
+	now := time.Now()
+	tests := []struct {
+		name       string
+		h          http.Header
+		body       string
+		wantStatus int
+		wantError  string
+	}{
+		{"bearer token", http.Header{"Authorization": {"Bearer " + incomingToken}}, incomingBody, 200, ""},
+		{"signature", signed(t, incomingSecret, "evt_sig_1", now, incomingBody), incomingBody, 200, ""},
+		{"tampered body", signed(t, incomingSecret, "evt_sig_2", now, incomingBody), strings.Replace(incomingBody, "user123", "mallory", 1), 401, "no matching signature"},
+		{"stale timestamp", signed(t, incomingSecret, "evt_sig_3", now.Add(-10*time.Minute), incomingBody), incomingBody, 401, "timestamp too old"},
+		{"wrong secret", signed(t, "whsec_d3Jvbmc=", "evt_sig_4", now, incomingBody), incomingBody, 401, "no matching signature"},
+		{"wrong token", http.Header{"Authorization": {"Bearer nope"}}, incomingBody, 401, "missing bearer token or webhook signature"},
+		{"nothing", nil, incomingBody, 401, "missing bearer token or webhook signature"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := f.post(t, handlers.PathIncoming, tt.h, tt.body)
+			if code != tt.wantStatus {
+				t.Fatalf("status %d (%v), want %d", code, out, tt.wantStatus)
+			}
+			if tt.wantError != "" && !strings.Contains(fmt.Sprint(out["error"]), tt.wantError) {
+				t.Errorf("error = %v, want %q", out["error"], tt.wantError)
+			}
+			if s := fmt.Sprint(out); strings.Contains(s, "aW5jb21pbmc") || strings.Contains(s, incomingToken) {
+				t.Errorf("answer reveals a secret: %s", s)
+			}
+		})
+	}
+	f.mu.Lock()
+	n := len(f.incoming)
+	f.mu.Unlock()
+	if n != 2 {
+		t.Errorf("%d incoming events published, want 2 (token and signature)", n)
+	}
+	logs := f.logs.String()
+	if strings.Count(logs, "level=WARN msg=\"memhook: request refused\"") != 5 {
+		t.Errorf("want one WARN per refusal, logs:\n%s", logs)
+	}
+	if strings.Contains(logs, "aW5jb21pbmc") || strings.Contains(logs, incomingToken) || strings.Contains(logs, "Bearer nope") {
+		t.Errorf("logs reveal a secret or the presented token:\n%s", logs)
+	}
+}
+
+// A signed request replayed within the window is answered 200 and not
+// processed twice; a failed one is processed when retried.
+func TestReplayedWebhookIDIsProcessedOnce(t *testing.T) {
+	secs, _ := verify.ParseSecrets(incomingSecret)
+	f := startAPI(t, &handlers.API{IncomingSecrets: secs})
+	h := signed(t, incomingSecret, "evt_replay", time.Now(), incomingBody)
+	for i := range 3 {
+		code, out := f.post(t, handlers.PathIncoming, h, incomingBody)
+		if code != 200 || out["status"] != "processed" {
+			t.Fatalf("request %d: %d %v", i+1, code, out)
+		}
+		if i > 0 && out["duplicate"] != true {
+			t.Errorf("request %d: not marked duplicate: %v", i+1, out)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.incoming) != 1 {
+		t.Fatalf("processed %d times, want once", len(f.incoming))
+	}
+}
+
+func TestIngestAcceptsSignatureAndKeepsTheID(t *testing.T) {
+	secs, _ := verify.ParseSecrets("ingest-secret")
+	f := startAPI(t, &handlers.API{IngestSecrets: secs})
+	body := `{"event":"memory_added","user_id":"u","data":{},"id":"evt_ing_1"}`
+	code, _ := f.post(t, handlers.PathIngest, signed(t, "ingest-secret", "evt_ing_1", time.Now(), body), body)
+	if code != 200 {
+		t.Fatalf("signed ingest: %d", code)
+	}
+	if code, _ := f.post(t, handlers.PathIngest, nil, body); code != 401 {
+		t.Fatalf("unsigned ingest: %d, want 401", code)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ingested) != 1 || f.ingested[0].UUID != "evt_ing_1" || f.ingested[0].Metadata.Get("event_type") != "memory_added" {
+		t.Fatalf("ingested %v", f.ingested)
+	}
+}

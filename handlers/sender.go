@@ -1,0 +1,202 @@
+package handlers
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/memhook/memhook/verify"
+)
+
+// senderCheck admits the requests of the event endpoints (incoming,
+// ingest): a request passes with the bearer token, or with a Standard
+// Webhooks signature made with one of the secrets. With neither configured
+// every request passes (serve allows that on loopback only). It reads the
+// body (at most MaxBodyBytes, 413 beyond) to verify it and hands it on
+// restored.
+type senderCheck struct {
+	realm    string
+	token    string
+	verifier *verify.Verifier // nil: no secret
+	log      *slog.Logger
+}
+
+func newSenderCheck(realm, token string, secrets []verify.Secret, log *slog.Logger) (*senderCheck, error) {
+	c := &senderCheck{realm: realm, token: token, log: log}
+	if len(secrets) > 0 {
+		v, err := verify.NewFromSecrets(secrets)
+		if err != nil {
+			return nil, err
+		}
+		v.MaxBodyBytes = MaxBodyBytes
+		c.verifier = v
+	}
+	return c, nil
+}
+
+func (c *senderCheck) open() bool { return c.token == "" && c.verifier == nil }
+
+func (c *senderCheck) wrap(next http.Handler) http.Handler {
+	if c.open() {
+		return next
+	}
+	want := []byte("Bearer " + c.token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		reason := "missing or wrong bearer token"
+		if c.verifier != nil && r.Header.Get(verify.HeaderSignature) != "" {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+			if err != nil {
+				var mbe *http.MaxBytesError
+				if errors.As(err, &mbe) {
+					writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than %d bytes", MaxBodyBytes))
+				} else {
+					writeError(w, http.StatusBadRequest, "cannot read body")
+				}
+				return
+			}
+			err = c.verifier.Verify(r.Header, body)
+			if err == nil {
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				next.ServeHTTP(w, r)
+				return
+			}
+			reason = "signature check failed: " + err.Error() // names the check, never a secret
+		} else if c.verifier != nil {
+			reason = "missing bearer token or webhook signature"
+		}
+		c.log.Warn("memhook: request refused", "path", r.URL.Path, "realm", c.realm, "remote", r.RemoteAddr, "reason", reason)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+c.realm+`"`)
+		writeError(w, http.StatusUnauthorized, reason)
+	})
+}
+
+// replayGuard remembers the webhook ids processed in the last window, so
+// that a request replayed (or retried after a lost answer) within the
+// signature tolerance is answered without being processed twice. An id
+// is recorded only once processing succeeded; one being processed makes
+// its twin wait for a 409 and retry.
+type replayGuard struct {
+	window time.Duration
+	max    int
+
+	mu    sync.Mutex
+	ids   map[string]replayEntry
+	calls int
+}
+
+type replayEntry struct {
+	expires time.Time
+	done    bool
+}
+
+func newReplayGuard(window time.Duration, max int) *replayGuard {
+	return &replayGuard{window: window, max: max, ids: map[string]replayEntry{}}
+}
+
+// Outcomes of replayGuard.begin.
+const (
+	replayNew = iota
+	replayDone
+	replayBusy
+)
+
+// begin reports whether id is new (and now in progress), done already, or
+// being processed. An empty id is always new and never recorded.
+func (g *replayGuard) begin(id string, now time.Time) int {
+	if id == "" {
+		return replayNew
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.calls++
+	if g.calls%1024 == 0 || len(g.ids) >= g.max {
+		for k, e := range g.ids {
+			if now.After(e.expires) {
+				delete(g.ids, k)
+			}
+		}
+	}
+	if e, ok := g.ids[id]; ok && now.Before(e.expires) {
+		if e.done {
+			return replayDone
+		}
+		return replayBusy
+	}
+	if len(g.ids) >= g.max {
+		return replayNew // full of live ids: process, do not record
+	}
+	g.ids[id] = replayEntry{expires: now.Add(g.window)}
+	return replayNew
+}
+
+// end records the outcome of an id begin returned new for: kept as done
+// when processed, forgotten when not (so that a retry is processed).
+func (g *replayGuard) end(id string, ok bool, now time.Time) {
+	if id == "" {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, tracked := g.ids[id]; !tracked {
+		return
+	}
+	if ok {
+		g.ids[id] = replayEntry{expires: now.Add(g.window), done: true}
+	} else {
+		delete(g.ids, id)
+	}
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// once wraps next so that a request whose id (from idOf) was processed
+// within the window is answered 200 with duplicate=true, and is not
+// processed again.
+func (g *replayGuard) once(idOf func(*http.Request) string, dupBody any, log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := idOf(r)
+		switch g.begin(id, time.Now()) {
+		case replayDone:
+			log.Info("memhook: duplicate request answered without processing", "path", r.URL.Path, "id", id)
+			writeJSON(w, http.StatusOK, dupBody)
+			return
+		case replayBusy:
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusConflict, "an event with this id is being processed; retry later")
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w}
+		ok := false
+		defer func() { g.end(id, ok, time.Now()) }()
+		next.ServeHTTP(rec, r)
+		ok = rec.status >= 200 && rec.status < 300
+	})
+}
