@@ -44,8 +44,18 @@ type apiFixture struct {
 func startAPI(t *testing.T, api *handlers.API) *apiFixture {
 	t.Helper()
 	f := &apiFixture{logs: &logBuf{}}
-	api.Incoming = func(m *message.Message) error { f.mu.Lock(); defer f.mu.Unlock(); f.incoming = append(f.incoming, m); return nil }
-	api.Ingest = func(m *message.Message) error { f.mu.Lock(); defer f.mu.Unlock(); f.ingested = append(f.ingested, m); return nil }
+	api.Incoming = func(m *message.Message) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.incoming = append(f.incoming, m)
+		return nil
+	}
+	api.Ingest = func(m *message.Message) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.ingested = append(f.ingested, m)
+		return nil
+	}
 	api.Status = func() handlers.Status { return handlers.Status{Status: "ok"} }
 	api.Test = func(context.Context) handlers.TestResult { return handlers.TestResult{Status: "ok"} }
 	api.Logger = slog.New(slog.NewTextHandler(f.logs, nil))
