@@ -1,0 +1,407 @@
+package transports
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of RedisConfig, applied by the constructors.
+const (
+	DefaultRedisURL      = "redis://127.0.0.1:6379/0"
+	DefaultConsumerGroup = "memhook"
+	DefaultEventsTopic   = "memory.events"
+	DefaultPoisonTopic   = "memory.events.poison"
+	DefaultMaxLen        = 1_000_000
+	DefaultConsumers     = 8
+	DefaultNackDelay     = time.Second
+	DefaultRedisTimeout  = 2 * time.Second
+)
+
+// NoMaxLen as RedisConfig.MaxLen: streams are never trimmed.
+const NoMaxLen = -1
+
+// ClaimMargin is what ClaimTimeout adds to its multiple of the worst case.
+const ClaimMargin = 10 * time.Second
+
+// heldPerSubscription is how many entries one redisstream subscription can
+// hold delivered and not yet acked (see ClaimTimeout).
+const heldPerSubscription = 4
+
+// RedisConfig configures the Redis Streams transport: NewRedisPublisher,
+// NewRedisSubscriber, NewDLQ and RedisPing. Zero values mean the default
+// each field states, except MaxIdleTime, which NewRedisSubscriber requires.
+// The constructors apply the defaults and call Validate.
+type RedisConfig struct {
+	// URL locates Redis, as redis.ParseURL reads it:
+	// redis://[user:password@]host[:port][/db], rediss:// for TLS,
+	// unix:///path/to/socket. go-redis options in the query (pool_size,
+	// max_retries, …) apply, except the three timeouts below, which these
+	// fields set. Empty means DefaultRedisURL, redis://127.0.0.1:6379/0.
+	// Errors never echo its password.
+	URL string
+	// ConsumerGroup is the Redis consumer group every router process
+	// delivering the same webhooks joins: each stream entry goes to one of
+	// them. Empty means DefaultConsumerGroup, "memhook".
+	ConsumerGroup string
+	// Consumer names this process in the group. It must differ between
+	// processes running at the same time and stay the same while the
+	// process runs. Empty means the hostname, "-" and the process id.
+	Consumer string
+	// MaxIdleTime is how long an entry may stay delivered and unacked
+	// before any consumer of the group — this one included — takes it over
+	// and delivers it again. NewRedisSubscriber requires it (there is no
+	// default): set it to ClaimTimeout(worst case of one message), for
+	// memhook's chain ClaimTimeout(middleware.Retry{…}.WorstCase(attempt
+	// timeout)). Too short and a slow webhook fires twice; too long and the
+	// entries of a crashed process wait that long.
+	MaxIdleTime time.Duration
+	// MaxLen caps each events stream at about this many entries: every
+	// publish trims the oldest ones (XADD MAXLEN ~, whole radix-tree nodes
+	// at a time, so the length may exceed it by a hundred or so). Trimming
+	// looks at length only, not at consumer groups: an entry no consumer
+	// has read yet is deleted as readily as an acked one, and is then never
+	// delivered. Size it above the backlog you must survive (a router
+	// outage × the event rate). 0 means DefaultMaxLen, 1 000 000; NoMaxLen
+	// never trims. The poison stream is never trimmed: it is emptied by
+	// DLQ.Purge and DLQ.Replay only.
+	MaxLen int64
+	// Consumers is how many messages one Subscribe call handles at once:
+	// the subscriber reads the stream through that many redisstream
+	// subscriptions, each holding one message until it is acked. Each
+	// takes up to two Redis connections. 0 means DefaultConsumers, 8.
+	Consumers int
+	// EventsTopic is the stream DLQ.Replay publishes to. Empty means
+	// DefaultEventsTopic, "memory.events".
+	EventsTopic string
+	// PoisonTopic is the poison stream: undecodable entries are copied
+	// there, and DLQ reads it. It must be the topic the PoisonQueue
+	// middleware publishes to. Empty means DefaultPoisonTopic,
+	// "memory.events.poison".
+	PoisonTopic string
+	// NackDelay is how long a nacked message waits before it is handed out
+	// again. 0 means DefaultNackDelay, 1s.
+	NackDelay time.Duration
+	// DialTimeout bounds connecting to Redis, ReadTimeout waiting for an
+	// answer, WriteTimeout sending a command. Each 0 means
+	// DefaultRedisTimeout, 2s. A publish gives up after their sum.
+	DialTimeout  time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// OnUndecodable, if set, is called by the subscriber after it moved an
+	// entry it could not decode to the poison stream (or, for an entry of
+	// the poison stream itself, acked it), with the entry's topic and the
+	// reason; for counting. It must not block.
+	OnUndecodable func(topic, reason string)
+}
+
+func (c *RedisConfig) setDefaults() {
+	if c.URL == "" {
+		c.URL = DefaultRedisURL
+	}
+	if c.ConsumerGroup == "" {
+		c.ConsumerGroup = DefaultConsumerGroup
+	}
+	if c.Consumer == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "memhook"
+		}
+		c.Consumer = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if c.MaxLen == 0 {
+		c.MaxLen = DefaultMaxLen
+	}
+	if c.Consumers == 0 {
+		c.Consumers = DefaultConsumers
+	}
+	if c.EventsTopic == "" {
+		c.EventsTopic = DefaultEventsTopic
+	}
+	if c.PoisonTopic == "" {
+		c.PoisonTopic = DefaultPoisonTopic
+	}
+	if c.NackDelay == 0 {
+		c.NackDelay = DefaultNackDelay
+	}
+	for _, d := range []*time.Duration{&c.DialTimeout, &c.ReadTimeout, &c.WriteTimeout} {
+		if *d == 0 {
+			*d = DefaultRedisTimeout
+		}
+	}
+}
+
+// Validate reports every problem of c at once (errors.Join), naming the
+// field. It accepts the zero values the constructors replace by defaults,
+// and a zero MaxIdleTime, which only NewRedisSubscriber refuses. A URL is
+// quoted with its password redacted.
+func (c RedisConfig) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("redis transport: "+format, args...))
+	}
+	if c.URL != "" {
+		if _, err := parseRedisURL(c.URL); err != nil {
+			bad("URL: %v", err)
+		}
+	}
+	if c.MaxIdleTime < 0 {
+		bad("MaxIdleTime must not be negative, got %s", c.MaxIdleTime)
+	}
+	if c.MaxLen < 0 && c.MaxLen != NoMaxLen {
+		bad("MaxLen must be positive or NoMaxLen, got %d", c.MaxLen)
+	}
+	if c.Consumers < 0 {
+		bad("Consumers must not be negative, got %d", c.Consumers)
+	}
+	if cmp.Or(c.PoisonTopic, DefaultPoisonTopic) == cmp.Or(c.EventsTopic, DefaultEventsTopic) {
+		bad("PoisonTopic and EventsTopic must differ, both are %q", cmp.Or(c.PoisonTopic, DefaultPoisonTopic))
+	}
+	if c.NackDelay < 0 {
+		bad("NackDelay must not be negative, got %s", c.NackDelay)
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"DialTimeout", c.DialTimeout}, {"ReadTimeout", c.ReadTimeout}, {"WriteTimeout", c.WriteTimeout}} {
+		if f.d < 0 {
+			bad("%s must not be negative, got %s", f.name, f.d)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// prepare applies the defaults and validates.
+func (c *RedisConfig) prepare() error {
+	c.setDefaults()
+	return c.Validate()
+}
+
+// ClaimTimeout returns the RedisConfig.MaxIdleTime to use when handling one
+// message takes at most worstCase (for memhook's chain, what
+// middleware.Retry.WorstCase returns for the attempt timeout):
+//
+//	ClaimTimeout(worstCase) = 4 × worstCase + ClaimMargin (10s)
+//
+// Four, not one: a redisstream subscription handles one message at a time
+// but holds up to four that Redis counts as delivered to it — the one its
+// handler runs, one in its read buffer, one its reader has fetched and
+// waits to hand over, and one its claimer has taken over — so the last is
+// acked up to four worst cases after Redis delivered it. An entry unacked
+// for MaxIdleTime is taken over and delivered again even from a live
+// process, so anything shorter can fire a webhook twice under backlog. A
+// nacked message (shutdown, or a failed publish to the poison stream) is
+// handed out again and may exceed the bound. The result saturates instead
+// of overflowing; a negative worstCase counts as zero.
+func ClaimTimeout(worstCase time.Duration) time.Duration {
+	worstCase = max(worstCase, 0)
+	const maxDuration = time.Duration(1<<63 - 1)
+	if worstCase > (maxDuration-ClaimMargin)/heldPerSubscription {
+		return maxDuration
+	}
+	return heldPerSubscription*worstCase + ClaimMargin
+}
+
+// publishTimeout bounds one XADD, retries included.
+func (c RedisConfig) publishTimeout() time.Duration {
+	return c.DialTimeout + c.WriteTimeout + c.ReadTimeout
+}
+
+// newClient returns a go-redis client for c, which prepare has run on.
+func (c RedisConfig) newClient() (*redis.Client, error) {
+	opts, err := parseRedisURL(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis transport: URL: %w", err)
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = c.DialTimeout, c.ReadTimeout, c.WriteTimeout
+	// Deadlines of the contexts passed in bound the socket reads and writes
+	// too, not only the waits between retries.
+	opts.ContextTimeoutEnabled = true
+	if opts.PoolSize == 0 {
+		opts.PoolSize = max(10*runtime.GOMAXPROCS(0), 8*c.Consumers)
+	}
+	if opts.ClientName == "" {
+		opts.ClientName = "memhook"
+	}
+	return redis.NewClient(opts), nil
+}
+
+// parseRedisURL parses raw with redis.ParseURL; its errors never hold the
+// URL's password.
+func parseRedisURL(raw string) (*redis.Options, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // *url.Error quotes the whole URL
+		}
+		return nil, fmt.Errorf("not a URL: %v", err)
+	}
+	opts, err := redis.ParseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", redactRedisURL(u), err)
+	}
+	return opts, nil
+}
+
+// redactRedisURL returns u without its user information: a Redis URL's
+// user part holds the password (redis://:password@host).
+func redactRedisURL(u *url.URL) string {
+	r := *u
+	if r.User != nil {
+		r.User = url.User("REDACTED")
+	}
+	return r.String()
+}
+
+// RedactedURL returns c.URL (or the default) with its user information
+// replaced by REDACTED, for logs and status pages.
+func (c RedisConfig) RedactedURL() string {
+	raw := c.URL
+	if raw == "" {
+		raw = DefaultRedisURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "REDACTED"
+	}
+	return redactRedisURL(u)
+}
+
+// RedisPublisher publishes Watermill messages to Redis streams, one stream
+// per topic, in watermill-redisstream's format: any Watermill redisstream
+// subscriber reads them. It owns its Redis client. Safe for concurrent use.
+type RedisPublisher struct {
+	cfg    RedisConfig
+	client *redis.Client
+	inner  *redisstream.Publisher
+
+	mu     sync.RWMutex // Publish holds it shared, Close exclusively
+	closed bool
+}
+
+var _ message.Publisher = (*RedisPublisher)(nil)
+
+// NewRedisPublisher returns a publisher with its own Redis client: closing
+// it closes that client only. It does not connect: a Redis that is down
+// shows on the first Publish (or Ping). MaxIdleTime is not used. Every
+// topic but the poison topic is trimmed to about MaxLen entries.
+func NewRedisPublisher(cfg RedisConfig, logger watermill.LoggerAdapter) (*RedisPublisher, error) {
+	if err := cfg.prepare(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	client, err := cfg.newClient()
+	if err != nil {
+		return nil, err
+	}
+	inner, err := redisstream.NewPublisher(redisstream.PublisherConfig{
+		Client:        client,
+		Marshaller:    redisstream.DefaultMarshallerUnmarshaller{},
+		DefaultMaxlen: streamMaxLen(cfg.MaxLen),
+		Maxlens:       map[string]int64{cfg.PoisonTopic: 0}, // 0: no MAXLEN
+	}, logger)
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("redis transport: %w", err)
+	}
+	return &RedisPublisher{cfg: cfg, client: client, inner: inner}, nil
+}
+
+// streamMaxLen turns MaxLen into XADD's MAXLEN, 0 meaning none.
+func streamMaxLen(n int64) int64 {
+	if n == NoMaxLen {
+		return 0
+	}
+	return n
+}
+
+// Publish appends each message to the stream named topic (created if
+// missing), in order, and returns once Redis has acknowledged it. Each
+// message gets at most DialTimeout + WriteTimeout + ReadTimeout (6s by
+// default), sooner if its context ends: with Redis unreachable Publish
+// returns an error, it never hangs. On error the messages before the failed
+// one were published; the error says how many. After Close it returns
+// ErrClosed. The messages themselves are not modified.
+func (p *RedisPublisher) Publish(topic string, messages ...*message.Message) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	for i, msg := range messages {
+		c := msg.Copy() // redisstream publishes with the message's context: give it a deadline
+		ctx, cancel := context.WithTimeout(msg.Context(), p.cfg.publishTimeout())
+		c.SetContext(ctx)
+		err := p.inner.Publish(topic, c)
+		cancel()
+		if err != nil {
+			if len(messages) == 1 {
+				return fmt.Errorf("redis transport: publishing to %s: %w", topic, err)
+			}
+			return fmt.Errorf("redis transport: publishing to %s: %d of %d messages published: %w", topic, i, len(messages), err)
+		}
+	}
+	return nil
+}
+
+// Ping checks that Redis answers on the publisher's client, within ctx and
+// at most DialTimeout + ReadTimeout: a readiness probe.
+func (p *RedisPublisher) Ping(ctx context.Context) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	return ping(ctx, p.client, p.cfg)
+}
+
+// Close closes the publisher and its Redis client. It is idempotent and
+// safe from several goroutines; it waits for Publish calls in progress.
+func (p *RedisPublisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	return p.inner.Close() // closes p.client
+}
+
+// RedisPing checks, on a fresh connection, that the Redis cfg names answers
+// PING, within ctx and at most DialTimeout + ReadTimeout. For /readyz and
+// the CLI; a process holding a publisher or subscriber can call their Ping.
+func RedisPing(ctx context.Context, cfg RedisConfig) error {
+	if err := cfg.prepare(); err != nil {
+		return err
+	}
+	client, err := cfg.newClient()
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	return ping(ctx, client, cfg)
+}
+
+func ping(ctx context.Context, client *redis.Client, cfg RedisConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout+cfg.ReadTimeout)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis transport: ping %s: %w", cfg.RedactedURL(), err)
+	}
+	return nil
+}
