@@ -115,6 +115,7 @@ type Bus struct {
 	opts    options
 
 	mem     *transports.Memory // the in-process queue; nil when Emit writes to Redis
+	redis   *redisState        // the Redis transport; nil otherwise
 	pub     message.Publisher  // where Emit publishes
 	router  *message.Router    // nil when this process runs no handler
 	deliver *handlers.Deliver  // delivers webhooks, or forwards to the router
@@ -175,8 +176,16 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		}
 	case TransportHTTP:
 		b.forward = true
+	case TransportRedis:
+		b.webhook = o.deliver && cfg.WebhookURL != "" && events != event.NoTypes
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedTransport, cfg.Transport)
+	}
+	if cfg.Transport == TransportRedis {
+		if err := b.startRedis(wlog); err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
 	mem, err := transports.NewMemory(transports.MemoryConfig{
 		Capacity: cfg.QueueCapacity,
@@ -187,64 +196,62 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		return nil, err
 	}
 	b.mem, b.pub = mem, mem
-	if err := b.start(wlog); err != nil {
+	if err := b.start(wlog, mem); err != nil {
 		mem.Shutdown()
 		return nil, err
 	}
 	return b, nil
 }
 
-// start builds and runs the router: delivery (or forwarding) from the
-// events topic, and consumers of the poison and incoming topics.
-func (b *Bus) start(wlog watermill.LoggerAdapter) error {
+// start builds and runs the router over sub: delivery (or forwarding)
+// from the events topic and, on the memory transport, consumers of the
+// poison and incoming topics (on Redis those stay on their streams).
+func (b *Bus) start(wlog watermill.LoggerAdapter, sub message.Subscriber) error {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
 	if err != nil {
 		return err
 	}
+	target := b.cfg.WebhookURL
+	if b.forward {
+		target = strings.TrimSuffix(b.cfg.RouterURL, "/") + IngestPath
+	}
+	if b.webhook || b.forward {
+		b.deliver, err = handlers.NewDeliver(handlers.DeliverConfig{
+			URL:          target,
+			Timeout:      b.cfg.Timeout,
+			MaxIdleConns: b.cfg.Concurrency,
+			Transport:    b.opts.transport,
+			OnDelivered:  b.onDelivered,
+			Logger:       wlog,
+		})
+		if err != nil {
+			return err
+		}
+	}
 	switch {
 	case b.webhook:
-		b.deliver, err = handlers.NewDeliver(handlers.DeliverConfig{
-			URL:          b.cfg.WebhookURL,
-			Timeout:      b.cfg.Timeout,
-			MaxIdleConns: b.cfg.Concurrency,
-			Transport:    b.opts.transport,
-			OnDelivered:  b.onDelivered,
-			Logger:       wlog,
-		})
-		if err != nil {
-			return err
-		}
-		chain := b.Chain(b.mem, b.opts.middleware...)
-		router.AddConsumerHandler("memhook.deliver", Topic, b.mem, b.deliver.Handle).AddMiddleware(chain...)
+		chain := b.Chain(b.pub, b.opts.middleware...)
+		router.AddConsumerHandler("memhook.deliver", Topic, sub, b.deliver.Handle).AddMiddleware(chain...)
 		b.handle = compose(chain, b.deliver.Handle)
 	case b.forward:
-		b.deliver, err = handlers.NewDeliver(handlers.DeliverConfig{
-			URL:          strings.TrimSuffix(b.cfg.RouterURL, "/") + IngestPath,
-			Timeout:      b.cfg.Timeout,
-			MaxIdleConns: b.cfg.Concurrency,
-			Transport:    b.opts.transport,
-			OnDelivered:  b.onDelivered,
-			Logger:       wlog,
-		})
-		if err != nil {
-			return err
+		router.AddConsumerHandler("memhook.forward", Topic, sub, b.deliver.Handle).AddMiddleware(b.forwardChain()...)
+	}
+	if b.mem != nil {
+		poison := b.opts.poison
+		if poison == nil {
+			poison = func(*message.Message) error { return nil } // logged and counted by the chain
 		}
-		router.AddConsumerHandler("memhook.forward", Topic, b.mem, b.deliver.Handle).AddMiddleware(b.forwardChain()...)
-	}
-	poison := b.opts.poison
-	if poison == nil {
-		poison = func(*message.Message) error { return nil } // logged and counted by the chain
-	}
-	router.AddConsumerHandler("memhook.poison", PoisonTopic, b.mem, poison)
-	incoming := b.opts.incoming
-	if incoming == nil {
-		incoming = func(msg *message.Message) error {
-			b.log.Info("memhook: incoming event", "event", msg.Metadata.Get(event.MetaType), "id", msg.UUID,
-				"user_id", msg.Metadata.Get(event.MetaUserID))
-			return nil
+		router.AddConsumerHandler("memhook.poison", PoisonTopic, b.mem, poison)
+		incoming := b.opts.incoming
+		if incoming == nil {
+			incoming = func(msg *message.Message) error {
+				b.log.Info("memhook: incoming event", "event", msg.Metadata.Get(event.MetaType), "id", msg.UUID,
+					"user_id", msg.Metadata.Get(event.MetaUserID))
+				return nil
+			}
 		}
+		router.AddConsumerHandler("memhook.incoming", IncomingTopic, b.mem, incoming)
 	}
-	router.AddConsumerHandler("memhook.incoming", IncomingTopic, b.mem, incoming)
 	for _, f := range b.opts.routerSetup {
 		if err := f(router); err != nil {
 			return err
@@ -278,10 +285,8 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 	if !b.cfg.DisableLegacySecretHeader && len(b.secrets) > 0 {
 		legacy = firstSecret(b.cfg.Secret)
 	}
-	retries := b.cfg.RetryCount
-	if retries == Disabled {
-		retries = middleware.NoRetries
-	}
+	retry := b.cfg.retry()
+	retry.OnRetry = b.onRetry
 	chain := []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
 		middleware.PoisonQueue{Publisher: poison, Topic: PoisonTopic, OnPoisoned: b.onPoisoned}.Middleware,
@@ -289,12 +294,7 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 	}
 	chain = append(chain, extra...)
 	return append(chain,
-		middleware.Retry{
-			MaxRetries:      retries,
-			InitialInterval: b.cfg.RetryDelay,
-			MaxRetryAfter:   b.cfg.MaxRetryAfter,
-			OnRetry:         b.onRetry,
-		}.Middleware,
+		retry.Middleware,
 		middleware.Signer{
 			Token:        b.cfg.Token,
 			LegacySecret: legacy,
@@ -349,7 +349,7 @@ func (b *Bus) Emit(ctx context.Context, e event.Event) error {
 	if b.closed {
 		return ErrClosed
 	}
-	if !b.webhook && !b.forward {
+	if !b.publishes() {
 		c.accepted.Add(1)
 		c.filtered.Add(1)
 		return nil
@@ -371,16 +371,22 @@ func (b *Bus) message(e event.Event) (*message.Message, error) {
 	return msg, nil
 }
 
-// publish puts msg on topic, counting it accepted or dropped. The caller
-// holds b.mu shared.
+// publishes reports whether Emit hands events on: to the in-process
+// delivery queue, to a router (http) or to the Redis stream. On the memory
+// transport with webhooks off it does not: events are only counted.
+func (b *Bus) publishes() bool { return b.webhook || b.forward || b.redis != nil }
+
+// publish puts msg on topic, counting it accepted or dropped. A refused
+// event is returned to the caller as an error, logged (at most once a
+// second) and counted: never silently lost. The caller holds b.mu shared.
 func (b *Bus) publish(topic string, msg *message.Message, c *counters) error {
 	if err := b.pub.Publish(topic, msg); err != nil {
+		c.dropped.Add(1)
+		b.logDrop(event.Type(msg.Metadata.Get(event.MetaType)), msg.UUID, err)
 		if errors.Is(err, transports.ErrQueueFull) {
-			c.dropped.Add(1)
-			b.logDrop(event.Type(msg.Metadata.Get(event.MetaType)), msg.UUID)
 			return ErrQueueFull
 		}
-		return fmt.Errorf("bus: %w", err)
+		return fmt.Errorf("bus: event %s not accepted: %w", msg.UUID, err)
 	}
 	c.accepted.Add(1)
 	return nil
@@ -397,7 +403,7 @@ func (b *Bus) Ingest(msg *message.Message) error {
 		return ErrClosed
 	}
 	c := b.stats.of(msg.Metadata.Get(event.MetaType))
-	if !b.webhook && !b.forward {
+	if !b.publishes() {
 		c.accepted.Add(1)
 		c.filtered.Add(1)
 		return nil
@@ -480,16 +486,17 @@ func (b *Bus) Send(ctx context.Context, e event.Event) (Outcome, error) {
 	return *out, err
 }
 
-// logDrop logs a dropped event at WARN, at most once a second, with the
-// total so far, so that a full queue cannot flood the log.
-func (b *Bus) logDrop(t event.Type, id string) {
+// logDrop logs a refused event at WARN, at most once a second, with the
+// total so far, so that a full queue or a Redis outage cannot flood the
+// log.
+func (b *Bus) logDrop(t event.Type, id string, cause error) {
 	now := time.Now().UnixNano()
 	last := b.lastDropLog.Load()
 	if now-last < int64(time.Second) || !b.lastDropLog.CompareAndSwap(last, now) {
 		return
 	}
-	b.log.Warn("memhook: queue full, event dropped",
-		"event", t, "id", id, "queue_capacity", b.cfg.QueueCapacity, "dropped_total", b.Stats().Dropped)
+	b.log.Warn("memhook: event not accepted, returned to the caller",
+		"event", t, "id", id, "error", cause.Error(), "dropped_total", b.Stats().Dropped)
 }
 
 // Close stops accepting events, waits until every accepted event is
@@ -506,6 +513,9 @@ func (b *Bus) close(ctx context.Context) error {
 	b.mu.Lock()
 	b.closed = true
 	b.mu.Unlock()
+	if b.redis != nil {
+		return b.closeRedis()
+	}
 	if b.router == nil {
 		return nil
 	}

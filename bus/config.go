@@ -88,6 +88,22 @@ type Config struct {
 	// "http" sends to the router (MEMHOOK_INGEST_SECRET), Standard
 	// Webhooks style; `memhook serve` checks it. Same syntax as Secret.
 	IngestSecret string
+	// RedisURL locates Redis for Transport "redis" (MEMHOOK_REDIS_URL):
+	// redis://[user:password@]host[:port][/db], rediss:// for TLS. Empty
+	// means redis://127.0.0.1:6379/0.
+	RedisURL string
+	// RedisGroup is the consumer group the router processes share
+	// (MEMHOOK_REDIS_GROUP); empty means "memhook".
+	RedisGroup string
+	// RedisConsumer names this process in the group
+	// (MEMHOOK_REDIS_CONSUMER); empty means hostname-pid. It must be unique
+	// among running processes and stable while one runs.
+	RedisConsumer string
+	// RedisMaxLen caps the events stream at about this many entries
+	// (MEMHOOK_REDIS_MAXLEN, XADD MAXLEN ~); 0 means 1 000 000, Disabled
+	// never trims. Trimming counts entries, not acknowledgements: size it
+	// above the backlog a router outage may build.
+	RedisMaxLen int64
 }
 
 // IngestPath is the path of the router's ingest endpoint.
@@ -142,6 +158,16 @@ func (c *Config) setDefaults() {
 	if c.RouterURL == "" {
 		c.RouterURL = DefaultRouterURL
 	}
+	if c.RedisGroup == "" {
+		c.RedisGroup = "memhook"
+	}
+	if c.RedisConsumer == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "memhook"
+		}
+		c.RedisConsumer = host + "-" + strconv.Itoa(os.Getpid())
+	}
 }
 
 // Validate reports every problem of c at once (errors.Join), each naming the
@@ -195,6 +221,12 @@ func (c Config) Validate() error {
 	if c.RouterURL != "" {
 		if err := handlers.ValidateURL(c.RouterURL); err != nil {
 			bad("RouterURL", "MEMHOOK_ROUTER_URL", "%v", err)
+		}
+	}
+	if c.Transport == TransportRedis {
+		rc := c.RedisConfig()
+		if err := rc.Validate(); err != nil {
+			bad("Redis…", "MEMHOOK_REDIS_*", "%v", err) // redacts the URL's password
 		}
 	}
 	return errors.Join(errs...)
@@ -313,6 +345,20 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 		}
 	}
 	c.IngestToken = get("MEMHOOK_INGEST_TOKEN")
+	c.RedisURL = get("MEMHOOK_REDIS_URL")
+	c.RedisGroup = get("MEMHOOK_REDIS_GROUP")
+	c.RedisConsumer = get("MEMHOOK_REDIS_CONSUMER")
+	if v := get("MEMHOOK_REDIS_MAXLEN"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		switch {
+		case err != nil || n < 0:
+			bad("MEMHOOK_REDIS_MAXLEN", v, "must be a whole number, 0 for never trimming")
+		case n == 0:
+			c.RedisMaxLen = Disabled
+		default:
+			c.RedisMaxLen = n
+		}
+	}
 	c.IngestSecret = get("MEMHOOK_INGEST_SECRET")
 	if c.IngestSecret != "" {
 		if _, err := verify.ParseSecrets(c.IngestSecret); err != nil {

@@ -21,6 +21,15 @@ type options struct {
 	transport   http.RoundTripper
 	routerSetup []func(*message.Router) error
 	observe     func(t event.Type, status int, took time.Duration)
+	deliver     bool
+}
+
+// WithDelivery makes a bus on the Redis transport also deliver: it joins
+// the stream's consumer group and runs the delivery chain, as `memhook
+// serve` does. Without it a Redis bus only appends to the stream. The
+// memory transport always delivers in-process.
+func WithDelivery() Option {
+	return func(o *options) { o.deliver = true }
 }
 
 // WithLogger sends the bus's logs (and watermill's) to l; the default is

@@ -14,6 +14,7 @@ import (
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/middleware"
 )
 
@@ -32,7 +33,8 @@ func emit(args []string, stdout, stderr io.Writer, lookup func(string) (string, 
 Publishes one event on the configured transport. With the in-memory
 transport it delivers in-process and waits for the outcome: exit 0 when
 delivered, 1 with the reason when not. With transport http it exits 0 once
-the router at MEMHOOK_ROUTER_URL accepted the event.
+the router at MEMHOOK_ROUTER_URL accepted the event; with redis, once the
+event is appended to the stream.
 
 Flags:
 `)
@@ -80,6 +82,8 @@ Flags:
 		return emitMemory(ctx, cfg, e, logger, stdout, stderr)
 	case bus.TransportHTTP:
 		return emitForward(ctx, cfg, e, logger, stdout, stderr)
+	case bus.TransportRedis:
+		return emitRedis(ctx, cfg, e, logger, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "memhook emit: transport %q is not supported by this build\n", cfg.Transport)
 	return exitUsage
@@ -138,10 +142,26 @@ func emitForward(ctx context.Context, cfg bus.Config, e event.Event, logger *slo
 	default:
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "memhook emit: the router at %s did not accept the event in time: %v\n", cfg.RouterURL, err)
+		fmt.Fprintf(stderr, "memhook emit: the router at %s did not accept the event in time: %v\n", handlers.RedactURL(cfg.RouterURL), err)
 		return exitFailed
 	}
-	fmt.Fprintf(stdout, "{\"accepted_by\":%q}\n", cfg.RouterURL)
+	fmt.Fprintf(stdout, "{\"accepted_by\":%q}\n", handlers.RedactURL(cfg.RouterURL))
+	return exitOK
+}
+
+// emitRedis appends the event to the stream; a router process delivers it.
+func emitRedis(ctx context.Context, cfg bus.Config, e event.Event, logger *slog.Logger, stdout, stderr io.Writer) int {
+	b, err := bus.New(cfg, bus.WithLogger(logger))
+	if err != nil {
+		fmt.Fprintf(stderr, "memhook emit: %s\n", oneLine(err))
+		return exitUsage
+	}
+	defer b.Close(context.Background())
+	if err := b.Emit(ctx, e); err != nil {
+		fmt.Fprintf(stderr, "memhook emit: not appended to Redis: %v\n", err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "{\"appended_to\":%q}\n", bus.Topic)
 	return exitOK
 }
 

@@ -45,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer, lookup func(string) (string, b
 		return demo(args[1:], stdout, stderr)
 	case "bench":
 		return bench(args[1:], stdout, stderr)
+	case "dlq":
+		return dlq(args[1:], stdout, stderr, lookup)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "memhook %s (%s %s/%s)\n", bus.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -66,6 +68,7 @@ Usage:
   memhook emit   --event TYPE --user ID [--data JSON] [--request-id ID]
   memhook demo             the whole flow on loopback, nothing to set up
   memhook bench  [flags]   measure throughput and latency against bare net/http
+  memhook dlq    list | replay (--id ID | --all) | purge    the Redis poison stream
   memhook version
 
 'memhook <command> --help' lists the command's flags.

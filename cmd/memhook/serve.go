@@ -146,6 +146,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	var b *bus.Bus
 	metrics := handlers.NewMetrics(func() handlers.Snapshot { return snapshot(b) })
 	b, err = bus.New(cfg,
+		bus.WithDelivery(), // on Redis: join the consumer group and deliver
 		bus.WithLogger(logger),
 		bus.WithDeliveryObserver(metrics.ObserveDelivery),
 		bus.WithRouterSetup(func(r *message.Router) error {
@@ -164,6 +165,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		Ingest:          busy(b.Ingest),
 		Status:          func() handlers.Status { return status(b, transport) },
 		Test:            func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
+		Ready:           b.Ready,
 		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		AdminToken:      sc.AdminToken,
 		IncomingToken:   sc.IncomingToken,

@@ -1,0 +1,157 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+
+	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
+)
+
+// redisState is what a bus on the Redis transport holds besides the
+// publisher (b.pub).
+type redisState struct {
+	cfg     transports.RedisConfig
+	pub     *transports.RedisPublisher
+	stop    context.CancelFunc // ends the wait for Redis
+	waiting sync.WaitGroup
+	mu      sync.Mutex
+	started bool // the delivery router runs
+}
+
+// RedisConfig returns the Redis transport's configuration derived from
+// cfg: the stream's claim timeout (MaxIdleTime) is
+// transports.ClaimTimeout(Retry.WorstCase(Timeout)), so that a slow but
+// live delivery is never taken over by another router process.
+func (c Config) RedisConfig() transports.RedisConfig {
+	maxLen := c.RedisMaxLen
+	if maxLen == Disabled {
+		maxLen = transports.NoMaxLen
+	}
+	return transports.RedisConfig{
+		URL:           c.RedisURL,
+		ConsumerGroup: c.RedisGroup,
+		Consumer:      c.RedisConsumer,
+		MaxIdleTime:   transports.ClaimTimeout(c.retry().WorstCase(c.Timeout)),
+		MaxLen:        maxLen,
+		Consumers:     c.Concurrency,
+		EventsTopic:   Topic,
+		PoisonTopic:   PoisonTopic,
+	}
+}
+
+// retry is the Retry middleware c configures (without hooks).
+func (c Config) retry() middleware.Retry {
+	retries := c.RetryCount
+	if retries == Disabled {
+		retries = middleware.NoRetries
+	}
+	return middleware.Retry{MaxRetries: retries, InitialInterval: c.RetryDelay, MaxRetryAfter: c.MaxRetryAfter}
+}
+
+// startRedis makes the publisher Emit appends with and, with
+// WithDelivery, starts the delivery router once Redis answers: until then
+// it retries with a WARN log line and Ready reports the error.
+func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
+	rcfg := b.cfg.RedisConfig()
+	pub, err := transports.NewRedisPublisher(rcfg, wlog)
+	if err != nil {
+		return err
+	}
+	b.pub = pub
+	ctx, cancel := context.WithCancel(context.Background())
+	b.redis = &redisState{cfg: rcfg, pub: pub, stop: cancel}
+	if !b.webhook {
+		return nil
+	}
+	sub, err := transports.NewRedisSubscriber(rcfg, wlog)
+	if err != nil {
+		cancel()
+		_ = pub.Close()
+		return err
+	}
+	b.redis.waiting.Add(1)
+	go func() {
+		defer b.redis.waiting.Done()
+		delay := 250 * time.Millisecond
+		for {
+			err := pub.Ping(ctx)
+			if err == nil {
+				err = b.start(wlog, sub)
+				if err == nil {
+					b.redis.mu.Lock()
+					b.redis.started = true
+					b.redis.mu.Unlock()
+					b.log.Info("memhook: delivering from Redis", "url", rcfg.RedactedURL(), "group", rcfg.ConsumerGroup,
+						"consumer", rcfg.Consumer, "claim_after", rcfg.MaxIdleTime)
+					return
+				}
+				b.router, b.deliver = nil, nil
+			}
+			b.log.Warn("memhook: Redis not reachable, retrying", "url", rcfg.RedactedURL(), "retry_in", delay, "error", err.Error())
+			select {
+			case <-ctx.Done():
+				_ = sub.Close()
+				return
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 5*time.Second)
+		}
+	}()
+	return nil
+}
+
+// ErrNotReady is returned by Ready while the transport is not connected.
+var ErrNotReady = errors.New("bus: not ready")
+
+// Ready reports whether the transport is connected: always on the memory
+// and http transports (the queue is in-process); on Redis, whether Redis
+// answers and, with WithDelivery, whether the delivery router runs.
+func (b *Bus) Ready(ctx context.Context) error {
+	if b.redis == nil {
+		return nil
+	}
+	if err := b.redis.pub.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
+	}
+	if b.webhook {
+		b.redis.mu.Lock()
+		started := b.redis.started
+		b.redis.mu.Unlock()
+		if !started {
+			return fmt.Errorf("%w: delivery router not started yet", ErrNotReady)
+		}
+	}
+	return nil
+}
+
+// closeRedis stops the wait for Redis, the router (deliveries in flight
+// finish, up to the router's close timeout; unacknowledged entries stay
+// pending in Redis for another router process) and the publisher.
+func (b *Bus) closeRedis() error {
+	b.redis.stop()
+	b.redis.waiting.Wait()
+	var errs []error
+	if b.router != nil {
+		if err := b.router.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("bus: closing router: %w", err))
+		}
+		if err := <-b.runErr; err != nil {
+			errs = append(errs, fmt.Errorf("bus: router: %w", err))
+		}
+	}
+	if b.deliver != nil {
+		if err := b.deliver.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := b.redis.pub.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
