@@ -585,7 +585,9 @@ func TestEmitNeverBlocksOnDeadReceiver(t *testing.T) {
 		}
 	}
 	t.Logf("slowest Emit: %s", slowest)
-	if slowest > 50*time.Millisecond {
+	// Blocking on the receiver would take the retry delay (an hour) or the
+	// attempt timeout (30s); a second leaves room for a loaded CI machine.
+	if slowest > time.Second {
 		t.Errorf("an Emit took %s against a dead receiver", slowest)
 	}
 	if full < 1000-104 || full > 900 {

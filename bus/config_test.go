@@ -2,6 +2,8 @@ package bus_test
 
 import (
 	"maps"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +50,18 @@ func seedConfig() bus.Config {
 		QueueCapacity: 10000,
 		Concurrency:   16,
 		RouterURL:     "http://127.0.0.1:8000",
+		RedisGroup:    "memhook",
+		RedisConsumer: defaultConsumer(),
 	}
+}
+
+// defaultConsumer is the Redis consumer name a process gets by default.
+func defaultConsumer() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "memhook"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
 }
 
 // problems lists the errors joined in err, one per bad value.
