@@ -1,129 +1,183 @@
 package verify
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Errors returned by Verify, one per failed check; errors.Is tells them
-// apart. Their text names the check, never a secret or an expected
-// signature.
+// Errors returned (wrapped) by Verify, one per failed check, and so named
+// in Middleware's 401 answers; errors.Is tells them apart. Their text says
+// which check failed and why, never a secret or an expected signature.
 var (
 	// ErrMissingHeader: webhook-id, webhook-timestamp or webhook-signature
-	// is absent.
+	// is absent or empty (the message names which).
 	ErrMissingHeader = errors.New("verify: missing header")
-	// ErrInvalidHeader: webhook-timestamp is not a whole number of seconds.
+	// ErrInvalidHeader: webhook-timestamp is not a whole, non-negative
+	// number of Unix seconds.
 	ErrInvalidHeader = errors.New("verify: invalid header")
-	// ErrTimestampTooOld: webhook-timestamp is older than the tolerance.
+	// ErrTimestampTooOld: webhook-timestamp is more than Tolerance before
+	// Now (a replay, or a badly delayed retry).
 	ErrTimestampTooOld = errors.New("verify: timestamp too old")
-	// ErrTimestampTooNew: webhook-timestamp is further in the future than
-	// the tolerance.
+	// ErrTimestampTooNew: webhook-timestamp is more than Tolerance after
+	// Now (a skewed sender clock).
 	ErrTimestampTooNew = errors.New("verify: timestamp too new")
-	// ErrNoMatchingSignature: no v1 signature matches any secret (a
-	// tampered body, a wrong secret, or only unknown signature versions).
+	// ErrNoMatchingSignature: no v1 signature matches any secret: a body,
+	// id or timestamp changed on the way, a wrong secret, or only unknown
+	// signature versions.
 	ErrNoMatchingSignature = errors.New("verify: no matching signature")
 )
 
 // DefaultTolerance is how far webhook-timestamp may be from now, in either
-// direction.
+// direction, when Verifier.Tolerance is zero or negative.
 const DefaultTolerance = 5 * time.Minute
 
-// DefaultMaxBodyBytes caps the body Middleware reads.
+// DefaultMaxBodyBytes caps the body Middleware reads when
+// Verifier.MaxBodyBytes is zero or negative: 1 MiB.
 const DefaultMaxBodyBytes = 1 << 20
 
+// strictBase64 refuses non-canonical encodings (stray padding bits), so a
+// signature has exactly one accepted spelling, as in the reference
+// libraries, which compare the base64 text.
+var strictBase64 = base64.StdEncoding.Strict()
+
 // Verifier checks Standard Webhooks signatures against one or more
-// secrets. Set its exported fields before first use; it is then safe for
+// secrets; any one matching is enough (rotation). Make it with New or
+// NewFromSecrets: the zero Verifier has no secret and refuses everything.
+//
+// The secrets are the only required input, so they are the constructors'
+// arguments; the rest is exported fields rather than a Config or options,
+// since each field's zero value means its default and there is nothing to
+// validate. Set them before first use; the Verifier is then safe for
 // concurrent use.
 type Verifier struct {
-	// Tolerance is how far webhook-timestamp may be from Now, both ways;
-	// New sets DefaultTolerance.
+	// Tolerance is how far webhook-timestamp may be from Now, both into
+	// the past and into the future. Zero or negative means
+	// DefaultTolerance (5 minutes).
 	Tolerance time.Duration
-	// Now is the clock; New sets time.Now. Tests inject their own.
+	// Now is the clock. Nil means time.Now; tests inject their own.
 	Now func() time.Time
-	// MaxBodyBytes caps the body Middleware reads (413 beyond); New sets
-	// DefaultMaxBodyBytes.
+	// MaxBodyBytes caps the body Middleware reads; a larger body gets 413.
+	// Zero or negative means DefaultMaxBodyBytes (1 MiB). Verify does not
+	// use it.
 	MaxBodyBytes int64
 
 	secrets []Secret
 }
 
 // New returns a Verifier accepting a signature made with any of the
-// secrets (each read by ParseSecret: "whsec_<base64>" or raw bytes).
+// secrets. Each argument is one secret, read by ParseSecret
+// ("whsec_<base64>", or raw key bytes); a string holding several, like
+// memhook's MEM0_WEBHOOK_SECRET during a rotation, goes through
+// ParseSecrets and NewFromSecrets instead. No secret, or a bad one, is an
+// error wrapping ErrInvalidSecret.
 func New(secrets ...string) (*Verifier, error) {
 	if len(secrets) == 0 {
-		return nil, errors.New("verify: no secret given")
+		return nil, fmt.Errorf("%w: none given", ErrInvalidSecret)
 	}
-	v := &Verifier{Tolerance: DefaultTolerance, Now: time.Now, MaxBodyBytes: DefaultMaxBodyBytes}
+	parsed := make([]Secret, 0, len(secrets))
 	for i, s := range secrets {
-		sec, err := ParseSecret(s)
+		sec, err := parseSecret(s)
 		if err != nil {
-			return nil, fmt.Errorf("secret #%d: %w", i+1, err)
+			return nil, fmt.Errorf("%w #%d: %s", ErrInvalidSecret, i+1, err)
 		}
-		v.secrets = append(v.secrets, sec)
+		parsed = append(parsed, sec)
 	}
-	return v, nil
+	return &Verifier{secrets: parsed}, nil
 }
 
-// NewFromSecrets returns a Verifier over already parsed secrets.
+// NewFromSecrets returns a Verifier over already parsed secrets (from
+// ParseSecrets), accepting a signature made with any of them. No secret,
+// or a zero Secret, is an error wrapping ErrInvalidSecret.
 func NewFromSecrets(secrets []Secret) (*Verifier, error) {
 	if len(secrets) == 0 {
-		return nil, errors.New("verify: no secret given")
+		return nil, fmt.Errorf("%w: none given", ErrInvalidSecret)
 	}
-	return &Verifier{Tolerance: DefaultTolerance, Now: time.Now, MaxBodyBytes: DefaultMaxBodyBytes,
-		secrets: append([]Secret(nil), secrets...)}, nil
-}
-
-// Verify checks the headers of a webhook against its raw body bytes (the
-// exact bytes received, before any JSON decoding): all three headers
-// present, the timestamp within Tolerance of Now, and at least one v1
-// signature matching at least one secret, compared in constant time.
-// Signatures of other versions are skipped. It returns nil or an error
-// wrapping one of the Err… values.
-func (v *Verifier) Verify(h http.Header, body []byte) error {
-	id, stamp, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
-	for _, hv := range [...]struct{ name, val string }{{HeaderID, id}, {HeaderTimestamp, stamp}, {HeaderSignature, sigs}} {
-		if hv.val == "" {
-			return fmt.Errorf("%w: %s", ErrMissingHeader, hv.name)
+	for i, s := range secrets {
+		if s.k == nil {
+			return nil, fmt.Errorf("%w #%d: the zero Secret (use ParseSecret)", ErrInvalidSecret, i+1)
 		}
 	}
-	secs, err := strconv.ParseInt(stamp, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: %s is not a Unix time in seconds", ErrInvalidHeader, HeaderTimestamp)
+	return &Verifier{secrets: append([]Secret(nil), secrets...)}, nil
+}
+
+// Verify checks a webhook's headers against its raw body (the exact bytes
+// received, before any JSON decoding), in this order: the three headers
+// are present; webhook-timestamp is whole Unix seconds within Tolerance of
+// Now, either way; at least one v1 entry of webhook-signature matches at
+// least one secret (compared with hmac.Equal). Entries of other versions
+// ("v1a,…", "v2,…") and malformed entries are skipped.
+//
+// It returns nil, or an error wrapping the sentinel of the first check
+// that failed: ErrMissingHeader, ErrInvalidHeader, ErrTimestampTooOld,
+// ErrTimestampTooNew or ErrNoMatchingSignature. A receiver answers any of
+// them with a 4xx and does not process the webhook.
+func (v *Verifier) Verify(h http.Header, body []byte) error {
+	id, stamp, sigs := h.Get(HeaderID), h.Get(HeaderTimestamp), h.Get(HeaderSignature)
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: %s", ErrMissingHeader, HeaderID)
+	case stamp == "":
+		return fmt.Errorf("%w: %s", ErrMissingHeader, HeaderTimestamp)
+	case sigs == "":
+		return fmt.Errorf("%w: %s", ErrMissingHeader, HeaderSignature)
 	}
-	now := v.now()
-	ts := time.Unix(secs, 0)
+	secs, ok := parseStamp(stamp)
+	if !ok {
+		return fmt.Errorf("%w: %s is not a whole number of Unix seconds", ErrInvalidHeader, HeaderTimestamp)
+	}
 	tol := v.Tolerance
 	if tol <= 0 {
 		tol = DefaultTolerance
 	}
-	if now.Sub(ts) > tol {
-		return fmt.Errorf("%w: more than %s ago", ErrTimestampTooOld, tol)
+	now := v.now()
+	if secs > now.Unix()+int64(tol/time.Second)+1 { // also keeps time.Unix from overflowing
+		return fmt.Errorf("%w: far ahead, tolerance %s", ErrTimestampTooNew, tol)
 	}
-	if ts.Sub(now) > tol {
-		return fmt.Errorf("%w: more than %s ahead", ErrTimestampTooNew, tol)
+	ts := time.Unix(secs, 0)
+	if age := now.Sub(ts); age > tol {
+		return fmt.Errorf("%w: %s old, tolerance %s", ErrTimestampTooOld, age.Truncate(time.Second), tol)
 	}
-	want := make([][]byte, len(v.secrets))
-	for i, s := range v.secrets {
-		want[i] = s.mac(hmac.New(sha256.New, s.key), id, stamp, body)
+	if ahead := ts.Sub(now); ahead > tol {
+		return fmt.Errorf("%w: %s ahead, tolerance %s", ErrTimestampTooNew, ahead.Truncate(time.Second), tol)
 	}
-	for _, sig := range ParseSignatures(sigs) {
-		for _, w := range want {
-			if hmac.Equal(sig, w) {
+
+	var (
+		stampBuf [20]byte
+		wantBuf  [4][sha256.Size]byte
+	)
+	stampB := append(stampBuf[:0], stamp...)
+	want := wantBuf[:0]
+	if len(v.secrets) > len(wantBuf) {
+		want = make([][sha256.Size]byte, 0, len(v.secrets))
+	}
+	for _, s := range v.secrets {
+		want = append(want, [sha256.Size]byte{})
+		s.sum(&want[len(want)-1], id, stampB, body)
+	}
+	n := 0
+	for entry := range strings.FieldsSeq(sigs) {
+		sig, ok := parseEntry(entry)
+		if !ok {
+			continue
+		}
+		n++
+		for i := range want {
+			if hmac.Equal(sig[:], want[i][:]) {
 				return nil
 			}
 		}
 	}
-	return ErrNoMatchingSignature
+	if n == 0 {
+		return fmt.Errorf("%w: no well-formed v1 signature in %s", ErrNoMatchingSignature, HeaderSignature)
+	}
+	return fmt.Errorf("%w: %d v1 signature(s) checked against %d secret(s)", ErrNoMatchingSignature, n, len(want))
 }
 
 func (v *Verifier) now() time.Time {
@@ -133,56 +187,46 @@ func (v *Verifier) now() time.Time {
 	return time.Now()
 }
 
+// parseStamp reads whole, non-negative Unix seconds: ASCII digits only (no
+// sign, no space), fitting an int64.
+func parseStamp(s string) (int64, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
+
 // ParseSignatures returns the decoded v1 signatures of a webhook-signature
-// header value: space-separated "version,base64" entries. Entries of other
-// versions, and entries that are not well-formed, are skipped.
+// header value: white-space-separated "version,base64" entries, in order.
+// Entries of other versions, and entries that are not well-formed (not
+// canonical standard base64 of exactly 32 bytes), are skipped. Verify uses
+// the same rules; receivers need it only to inspect a header.
 func ParseSignatures(header string) [][]byte {
 	var out [][]byte
-	for _, entry := range strings.Fields(header) {
-		version, b64, ok := strings.Cut(entry, ",")
-		if !ok || version != "v1" {
-			continue
+	for entry := range strings.FieldsSeq(header) {
+		if sig, ok := parseEntry(entry); ok {
+			out = append(out, append([]byte(nil), sig[:]...))
 		}
-		sig, err := base64.StdEncoding.DecodeString(b64)
-		if err != nil || len(sig) != sha256.Size {
-			continue
-		}
-		out = append(out, sig)
 	}
 	return out
 }
 
-// Middleware verifies each request before next sees it: it reads the body
-// (at most MaxBodyBytes, else 413), verifies it, answers 401 with
-// {"error": "<the failed check>"} on failure, and on success passes the
-// request on with the body restored for next to read.
-func (v *Verifier) Middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		limit := v.MaxBodyBytes
-		if limit <= 0 {
-			limit = DefaultMaxBodyBytes
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than %d bytes", limit))
-				return
-			}
-			writeError(w, http.StatusBadRequest, "cannot read body")
-			return
-		}
-		if err := v.Verify(r.Header, body); err != nil {
-			writeError(w, http.StatusUnauthorized, err.Error())
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		next.ServeHTTP(w, r)
-	})
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+// parseEntry decodes one "v1,<base64>" entry.
+func parseEntry(entry string) (sig [sha256.Size]byte, ok bool) {
+	version, b64, found := strings.Cut(entry, ",")
+	if !found || version != "v1" || len(b64) != sigLen-len("v1,") {
+		return sig, false
+	}
+	var in [sigLen - len("v1,")]byte
+	var out [sha256.Size + 1]byte // DecodedLen(44) is 33
+	copy(in[:], b64)
+	n, err := strictBase64.Decode(out[:], in[:])
+	if err != nil || n != sha256.Size {
+		return sig, false
+	}
+	copy(sig[:], out[:n])
+	return sig, true
 }
