@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -81,7 +80,10 @@ type RedisConfig struct {
 	// Consumers is how many messages one Subscribe call handles at once:
 	// the subscriber reads the stream through that many redisstream
 	// subscriptions, each holding one message until it is acked. Each
-	// takes up to two Redis connections. 0 means DefaultConsumers, 8.
+	// holds a Redis connection, blocked reading, and briefly a second one
+	// (claims, acks): the subscriber's pool allows 10 × GOMAXPROCS + 16 ×
+	// Consumers connections, enough for eight topics subscribed at once,
+	// unless the URL sets pool_size. 0 means DefaultConsumers, 8.
 	Consumers int
 	// EventsTopic is the stream DLQ.Replay publishes to. Empty means
 	// DefaultEventsTopic, "memory.events".
@@ -219,8 +221,10 @@ func (c RedisConfig) publishTimeout() time.Duration {
 	return c.DialTimeout + c.WriteTimeout + c.ReadTimeout
 }
 
-// newClient returns a go-redis client for c, which prepare has run on.
-func (c RedisConfig) newClient() (*redis.Client, error) {
+// newClient returns a go-redis client for c, which prepare has run on,
+// with at most poolSize connections unless the URL says pool_size (0: the
+// go-redis default, 10 × GOMAXPROCS).
+func (c RedisConfig) newClient(poolSize int) (*redis.Client, error) {
 	opts, err := parseRedisURL(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redis transport: URL: %w", err)
@@ -230,7 +234,7 @@ func (c RedisConfig) newClient() (*redis.Client, error) {
 	// too, not only the waits between retries.
 	opts.ContextTimeoutEnabled = true
 	if opts.PoolSize == 0 {
-		opts.PoolSize = max(10*runtime.GOMAXPROCS(0), 8*c.Consumers)
+		opts.PoolSize = poolSize
 	}
 	if opts.ClientName == "" {
 		opts.ClientName = "memhook"
@@ -256,18 +260,25 @@ func parseRedisURL(raw string) (*redis.Options, error) {
 	return opts, nil
 }
 
-// redactRedisURL returns u without its user information: a Redis URL's
-// user part holds the password (redis://:password@host).
+// redactRedisURL returns u without its user information — a Redis URL's
+// user part holds the password (redis://:password@host) — and with the
+// values of its query options hidden.
 func redactRedisURL(u *url.URL) string {
 	r := *u
 	if r.User != nil {
 		r.User = url.User("REDACTED")
 	}
+	if q := r.Query(); len(q) > 0 {
+		for k := range q {
+			q.Set(k, "REDACTED")
+		}
+		r.RawQuery = q.Encode()
+	}
 	return r.String()
 }
 
-// RedactedURL returns c.URL (or the default) with its user information
-// replaced by REDACTED, for logs and status pages.
+// RedactedURL returns c.URL (or the default) with its user information and
+// query values replaced by REDACTED, for logs and status pages.
 func (c RedisConfig) RedactedURL() string {
 	raw := c.URL
 	if raw == "" {
@@ -305,7 +316,7 @@ func NewRedisPublisher(cfg RedisConfig, logger watermill.LoggerAdapter) (*RedisP
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	client, err := cfg.newClient()
+	client, err := cfg.newClient(0)
 	if err != nil {
 		return nil, err
 	}
@@ -389,7 +400,7 @@ func RedisPing(ctx context.Context, cfg RedisConfig) error {
 	if err := cfg.prepare(); err != nil {
 		return err
 	}
-	client, err := cfg.newClient()
+	client, err := cfg.newClient(1)
 	if err != nil {
 		return err
 	}

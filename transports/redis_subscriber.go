@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -87,7 +88,7 @@ func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*Redis
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	client, err := cfg.newClient()
+	client, err := cfg.newClient(10*runtime.GOMAXPROCS(0) + 16*cfg.Consumers)
 	if err != nil {
 		return nil, err
 	}

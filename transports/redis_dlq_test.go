@@ -1,0 +1,217 @@
+package transports_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/internal/redistest"
+	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
+)
+
+// poison publishes n messages to the poison stream the way the router's
+// PoisonQueue does, and returns them.
+func poison(t *testing.T, p message.Publisher, cfg transports.RedisConfig, n int) []*message.Message {
+	t.Helper()
+	var out []*message.Message
+	for i := range n {
+		msg := message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, `{"event":"memory.add","n":%d}`, i))
+		msg.Metadata.Set(event.MetaType, "memory.add")
+		msg.Metadata.Set(event.MetaUserID, "u1")
+		poisoned := middleware.Poisoned(msg, &middleware.GiveUpError{Attempts: 4, Err: &middleware.StatusError{Code: 503}})
+		poisoned.Metadata.Set(middleware.PoisonTopicKey, cfg.EventsTopic) // the router's context says so
+		if err := p.Publish(cfg.PoisonTopic, poisoned); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+func newDLQ(t *testing.T, cfg transports.RedisConfig) *transports.DLQ {
+	t.Helper()
+	d, err := transports.NewDLQ(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+func TestDLQListReplayPurge(t *testing.T) {
+	url := redistest.URL(t)
+	cfg := redisConfig(url)
+	ctx := context.Background()
+	p := newRedisPublisher(t, cfg)
+	d := newDLQ(t, cfg)
+
+	if entries, err := d.List(ctx, 0); err != nil || len(entries) != 0 {
+		t.Fatalf("List of a missing stream = %v, %v", entries, err)
+	}
+	sent := poison(t, p, cfg, 3)
+
+	entries, err := d.List(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 3 {
+		t.Fatalf("List returned %d entries, want 3", len(entries))
+	}
+	for i, e := range entries {
+		if e.UUID != sent[i].UUID || e.EventType != "memory.add" || e.Status != 503 || e.Attempts != 4 ||
+			e.Topic != cfg.EventsTopic || e.Reason == "" || string(e.Payload) != string(sent[i].Payload) ||
+			e.Undecodable || e.ID == "" || time.Since(e.Time) > time.Minute {
+			t.Errorf("entry %d = %+v", i, e)
+		}
+	}
+	if two, err := d.List(ctx, 2); err != nil || len(two) != 2 || two[1].ID != entries[1].ID {
+		t.Fatalf("List(2) = %v, %v", two, err)
+	}
+
+	// Replay one: back on the events stream with the same UUID, metadata
+	// without the poison keys, and gone from the poison stream.
+	s := newRedisSubscriber(t, cfg)
+	ch := subscribe(t, s, cfg.EventsTopic)
+	if n, err := d.Replay(ctx, entries[0].ID); n != 1 || err != nil {
+		t.Fatalf("Replay = %d, %v", n, err)
+	}
+	got := receive(t, ch, 5*time.Second)
+	if got.UUID != sent[0].UUID || string(got.Payload) != string(sent[0].Payload) {
+		t.Fatalf("replayed %s %q, want %s %q", got.UUID, got.Payload, sent[0].UUID, sent[0].Payload)
+	}
+	if got.Metadata.Get(event.MetaType) != "memory.add" || got.Metadata.Get(event.MetaUserID) != "u1" {
+		t.Errorf("replayed metadata lost: %v", got.Metadata)
+	}
+	for _, k := range []string{middleware.PoisonReasonKey, middleware.PoisonTopicKey, middleware.PoisonStatusKey, middleware.PoisonAttemptsKey} {
+		if _, ok := got.Metadata[k]; ok {
+			t.Errorf("replayed message still carries %s", k)
+		}
+	}
+	got.Ack()
+	if n, _ := d.Len(ctx); n != 2 {
+		t.Fatalf("poison stream holds %d entries after one replay, want 2", n)
+	}
+	if n, err := d.Replay(ctx, entries[0].ID, "1-1"); n != 0 || !errors.Is(err, transports.ErrPoisonEntryNotFound) {
+		t.Fatalf("Replay of gone entries = %d, %v; want 0, ErrPoisonEntryNotFound", n, err)
+	}
+	if n, err := d.Replay(ctx, "not-an-id"); n != 0 || err == nil {
+		t.Fatalf("Replay of a malformed id = %d, %v", n, err)
+	}
+
+	// ReplayAll replays the decodable rest and leaves an undecodable entry.
+	rc := rawClient(t, url)
+	if err := rc.XAdd(ctx, &redis.XAddArgs{Stream: cfg.PoisonTopic, Values: map[string]any{"junk": "1"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := d.ReplayAll(ctx)
+	if n != 2 || !errors.Is(err, transports.ErrUndecodable) {
+		t.Fatalf("ReplayAll = %d, %v; want 2, ErrUndecodable", n, err)
+	}
+	want := map[string]bool{sent[1].UUID: true, sent[2].UUID: true}
+	for range 2 {
+		got := receive(t, ch, 5*time.Second)
+		if !want[got.UUID] {
+			t.Fatalf("unexpected replayed message %s", got.UUID)
+		}
+		delete(want, got.UUID)
+		got.Ack()
+	}
+
+	// Purge empties the stream but keeps it and its groups.
+	pch := subscribe(t, s, cfg.PoisonTopic) // creates the poison group
+	_ = pch
+	purged, err := d.Purge(ctx)
+	if err != nil || purged != 1 {
+		t.Fatalf("Purge = %d, %v; want 1", purged, err)
+	}
+	if n, _ := d.Len(ctx); n != 0 {
+		t.Fatalf("poison stream holds %d entries after Purge", n)
+	}
+	groups, err := rc.XInfoGroups(ctx, cfg.PoisonTopic).Result()
+	if err != nil || len(groups) != 1 {
+		t.Fatalf("groups of the poison stream after Purge: %v, %v", groups, err)
+	}
+	if n, err := d.ReplayAll(ctx); n != 0 || err != nil {
+		t.Fatalf("ReplayAll of an empty stream = %d, %v", n, err)
+	}
+}
+
+// ReplayAll stops at the entries that were there when it began: one
+// poisoned again meanwhile waits for the next call.
+func TestDLQReplayAllDoesNotChaseNewEntries(t *testing.T) {
+	cfg := redisConfig(redistest.URL(t))
+	ctx := context.Background()
+	p := newRedisPublisher(t, cfg)
+	d := newDLQ(t, cfg)
+	poison(t, p, cfg, 250) // more than one batch
+
+	// A router that poisons every replayed message again at once.
+	s := newRedisSubscriber(t, cfg)
+	ch := subscribe(t, s, cfg.EventsTopic)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case msg, ok := <-ch:
+				if !ok {
+					return
+				}
+				_ = p.Publish(cfg.PoisonTopic, middleware.Poisoned(msg, errors.New("again")))
+				msg.Ack()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	n, err := d.ReplayAll(ctx)
+	if err != nil || n != 250 {
+		t.Fatalf("ReplayAll = %d, %v; want 250", n, err)
+	}
+}
+
+// Two DLQs replaying the same entries at once replay each once.
+func TestDLQConcurrentReplayReplaysOnce(t *testing.T) {
+	cfg := redisConfig(redistest.URL(t))
+	ctx := context.Background()
+	p := newRedisPublisher(t, cfg)
+	poison(t, p, cfg, 50)
+	d1, d2 := newDLQ(t, cfg), newDLQ(t, cfg)
+	type result struct {
+		n   int
+		err error
+	}
+	res := make(chan result, 2)
+	for _, d := range []*transports.DLQ{d1, d2} {
+		go func() {
+			n, err := d.ReplayAll(ctx)
+			res <- result{n, err}
+		}()
+	}
+	total := 0
+	for range 2 {
+		select {
+		case r := <-res:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			total += r.n
+		case <-time.After(10 * time.Second):
+			t.Fatal("ReplayAll did not return")
+		}
+	}
+	if total != 50 {
+		t.Fatalf("replayed %d in all, want 50", total)
+	}
+	if n := rawClient(t, cfg.URL).XLen(ctx, cfg.EventsTopic).Val(); n != 50 {
+		t.Fatalf("events stream holds %d, want 50", n)
+	}
+}
