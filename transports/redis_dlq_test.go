@@ -48,7 +48,7 @@ func newDLQ(t *testing.T, cfg transports.RedisConfig) *transports.DLQ {
 
 func TestDLQListReplayPurge(t *testing.T) {
 	url := redistest.URL(t)
-	cfg := redisConfig(url)
+	cfg := redisConfig(t, url)
 	ctx := context.Background()
 	p := newRedisPublisher(t, cfg)
 	d := newDLQ(t, cfg)
@@ -147,7 +147,7 @@ func TestDLQListReplayPurge(t *testing.T) {
 // ReplayAll stops at the entries that were there when it began: one
 // poisoned again meanwhile waits for the next call.
 func TestDLQReplayAllDoesNotChaseNewEntries(t *testing.T) {
-	cfg := redisConfig(redistest.URL(t))
+	cfg := redisConfig(t, redistest.URL(t))
 	ctx := context.Background()
 	p := newRedisPublisher(t, cfg)
 	d := newDLQ(t, cfg)
@@ -180,7 +180,7 @@ func TestDLQReplayAllDoesNotChaseNewEntries(t *testing.T) {
 
 // Two DLQs replaying the same entries at once replay each once.
 func TestDLQConcurrentReplayReplaysOnce(t *testing.T) {
-	cfg := redisConfig(redistest.URL(t))
+	cfg := redisConfig(t, redistest.URL(t))
 	ctx := context.Background()
 	p := newRedisPublisher(t, cfg)
 	poison(t, p, cfg, 50)

@@ -21,9 +21,9 @@ import (
 )
 
 // redisConfig returns a config on url whose topics and group no other test
-// uses.
-func redisConfig(url string) transports.RedisConfig {
-	return transports.RedisConfig{
+// uses; the streams are deleted when t ends.
+func redisConfig(t testing.TB, url string) transports.RedisConfig {
+	cfg := transports.RedisConfig{
 		URL:           url,
 		ConsumerGroup: redistest.Name("group"),
 		Consumer:      redistest.Name("consumer"),
@@ -32,6 +32,8 @@ func redisConfig(url string) transports.RedisConfig {
 		MaxIdleTime:   30 * time.Second,
 		NackDelay:     10 * time.Millisecond,
 	}
+	redistest.DeleteKeys(t, url, cfg.EventsTopic, cfg.PoisonTopic)
+	return cfg
 }
 
 func newRedisPublisher(t *testing.T, cfg transports.RedisConfig) *transports.RedisPublisher {
@@ -129,7 +131,7 @@ func closedPort(t *testing.T) string {
 func TestRedisPubSubSuite(t *testing.T) {
 	url := redistest.URL(t)
 	pubSub := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
-		cfg := redisConfig(url)
+		cfg := redisConfig(t, url)
 		cfg.ConsumerGroup = group
 		cfg.Consumers = 4
 		cfg.MaxIdleTime = 2 * time.Second
@@ -139,8 +141,11 @@ func TestRedisPubSubSuite(t *testing.T) {
 	// of the same consumer group (its own consumer name), competing for
 	// the entries; TestConsumerGroups makes other groups.
 	group := redistest.Name("group")
+	prefix := redistest.Name("suite")
+	redistest.DeleteKeys(t, url, prefix+"*")
 	tests.TestPubSub(t,
 		tests.Features{
+			GenerateTopicFunc:   func(tc tests.TestContext) string { return prefix + "." + string(tc.TestID) },
 			ConsumerGroups:      true,
 			ExactlyOnceDelivery: false, // at least once: an entry unacked for MaxIdleTime is delivered again
 			GuaranteedOrder:     false,
@@ -274,7 +279,7 @@ func TestRedisRedactedURL(t *testing.T) {
 }
 
 func TestRedisPublishWithRedisUnreachable(t *testing.T) {
-	cfg := redisConfig("redis://:s3cret@" + closedPort(t) + "/0")
+	cfg := transports.RedisConfig{URL: "redis://:s3cret@" + closedPort(t) + "/0", EventsTopic: "events"}
 	p := newRedisPublisher(t, cfg)
 	done := make(chan error, 1)
 	start := time.Now()
@@ -300,7 +305,7 @@ func TestRedisPublishWithRedisUnreachable(t *testing.T) {
 }
 
 func TestRedisPing(t *testing.T) {
-	cfg := redisConfig(redistest.URL(t))
+	cfg := redisConfig(t, redistest.URL(t))
 	if err := transports.RedisPing(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +331,7 @@ func TestRedisPing(t *testing.T) {
 }
 
 func TestRedisCloseIsIdempotentAndConcurrent(t *testing.T) {
-	cfg := redisConfig(redistest.URL(t))
+	cfg := redisConfig(t, redistest.URL(t))
 	p := newRedisPublisher(t, cfg)
 	s := newRedisSubscriber(t, cfg)
 	ch := subscribe(t, s, cfg.EventsTopic)
@@ -355,7 +360,7 @@ func TestRedisCloseIsIdempotentAndConcurrent(t *testing.T) {
 
 // Consumers is how many messages one subscription holds unacked at once.
 func TestRedisConsumersBoundMessagesInFlight(t *testing.T) {
-	cfg := redisConfig(redistest.URL(t))
+	cfg := redisConfig(t, redistest.URL(t))
 	cfg.Consumers = 4
 	p := newRedisPublisher(t, cfg)
 	s := newRedisSubscriber(t, cfg)
@@ -382,7 +387,7 @@ func TestRedisConsumersBoundMessagesInFlight(t *testing.T) {
 // fields and all, and the subscription goes on.
 func TestRedisUndecodableEntryIsPoisoned(t *testing.T) {
 	url := redistest.URL(t)
-	cfg := redisConfig(url)
+	cfg := redisConfig(t, url)
 	cfg.Consumers = 1 // one subscription: it must survive both entries
 	var undecodable atomic.Int32
 	cfg.OnUndecodable = func(topic, reason string) {
@@ -486,7 +491,7 @@ func TestRedisUndecodableEntryIsPoisoned(t *testing.T) {
 // MaxIdleTime, and not before.
 func TestRedisDeadConsumersEntriesAreClaimed(t *testing.T) {
 	url := redistest.URL(t)
-	cfg := redisConfig(url)
+	cfg := redisConfig(t, url)
 	cfg.MaxIdleTime = time.Second
 	ctx := context.Background()
 	p := newRedisPublisher(t, cfg)
@@ -529,7 +534,7 @@ func TestRedisDeadConsumersEntriesAreClaimed(t *testing.T) {
 // The hazard ClaimTimeout guards against: a message handled for longer
 // than MaxIdleTime is delivered again, by this very process.
 func TestRedisMessageHeldPastMaxIdleTimeIsDeliveredAgain(t *testing.T) {
-	cfg := redisConfig(redistest.URL(t))
+	cfg := redisConfig(t, redistest.URL(t))
 	cfg.MaxIdleTime = 300 * time.Millisecond
 	cfg.Consumers = 2
 	p := newRedisPublisher(t, cfg)
@@ -565,7 +570,7 @@ func TestRedisReadAheadEntriesAgeWhileWaiting(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := redisConfig(redistest.URL(t))
+			cfg := redisConfig(t, redistest.URL(t))
 			cfg.MaxIdleTime = tt.maxIdleTime
 			cfg.Consumers = 1
 			p := newRedisPublisher(t, cfg)
@@ -607,7 +612,7 @@ func TestRedisReadAheadEntriesAgeWhileWaiting(t *testing.T) {
 // trims the poison stream.
 func TestRedisPublishTrimsStreams(t *testing.T) {
 	url := redistest.URL(t)
-	cfg := redisConfig(url)
+	cfg := redisConfig(t, url)
 	cfg.MaxLen = 50
 	p := newRedisPublisher(t, cfg)
 	for range 1000 {
@@ -643,7 +648,7 @@ func TestRedisPublishTrimsStreams(t *testing.T) {
 // persistence, stream deleted) is made again, group and all.
 func TestRedisSubscriptionSurvivesLostGroup(t *testing.T) {
 	url := redistest.URL(t)
-	cfg := redisConfig(url)
+	cfg := redisConfig(t, url)
 	cfg.Consumers = 2
 	p := newRedisPublisher(t, cfg)
 	s := newRedisSubscriber(t, cfg)
@@ -677,7 +682,7 @@ func TestRedisSubscriptionSurvivesLostGroup(t *testing.T) {
 // back.
 func TestRedisRestart(t *testing.T) {
 	srv := redistest.Start(t)
-	cfg := redisConfig(srv.URL())
+	cfg := redisConfig(t, srv.URL())
 	p := newRedisPublisher(t, cfg)
 	s := newRedisSubscriber(t, cfg)
 	ch := subscribe(t, s, cfg.EventsTopic)

@@ -11,6 +11,7 @@ package redistest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/redis/go-redis/v9"
 )
 
 // startTimeout bounds how long a redis-server may take to answer PING
@@ -62,6 +64,36 @@ func Start(t testing.TB) *Server {
 // name no other test uses, for tests sharing a server.
 func Name(base string) string {
 	return base + "." + watermill.NewShortUUID()
+}
+
+// DeleteKeys registers a t.Cleanup that deletes, on the Redis at url,
+// every key matching one of the glob patterns (SCAN MATCH): what a test
+// wrote to a shared REDIS_URL server. Failures are reported with t.Errorf.
+func DeleteKeys(t testing.TB, url string, patterns ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			t.Errorf("redistest: %v", err)
+			return
+		}
+		c := redis.NewClient(opts)
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, p := range patterns {
+			iter := c.Scan(ctx, 0, p, 1000).Iterator()
+			for iter.Next(ctx) {
+				if err := c.Del(ctx, iter.Val()).Err(); err != nil {
+					t.Errorf("redistest: deleting %s: %v", iter.Val(), err)
+					return
+				}
+			}
+			if err := iter.Err(); err != nil {
+				t.Errorf("redistest: scanning %s: %v", p, err)
+			}
+		}
+	})
 }
 
 // Server is a redis-server process owned by one test. Its methods are safe
