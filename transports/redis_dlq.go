@@ -70,8 +70,9 @@ type DLQ struct {
 }
 
 // NewDLQ returns a DLQ on cfg's PoisonTopic, replaying to cfg's
-// EventsTopic (trimmed to MaxLen as the publisher trims it). MaxIdleTime
-// is not used. It does not connect.
+// EventsTopic. Replaying never trims the events stream (the publisher's
+// MaxLen handling applies to its own publishes). MaxIdleTime is not used.
+// It does not connect.
 func NewDLQ(cfg RedisConfig) (*DLQ, error) {
 	if err := cfg.prepare(); err != nil {
 		return nil, err
@@ -163,20 +164,13 @@ func unmarshalEntry(values map[string]any) (msg *message.Message, err error) {
 // replayScript deletes the poison entry and, only if it was still there,
 // adds the message to the events stream: atomic, so an entry is replayed
 // once even by two DLQs at once, and is never both replayed and kept.
-// KEYS: poison stream, events stream. ARGV: entry id, MAXLEN (0: none),
-// then field, value, …
+// KEYS: poison stream, events stream. ARGV: entry id, then field, value, …
 var replayScript = redis.NewScript(`
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
   return false
 end
-local args = {'XADD', KEYS[2]}
-if tonumber(ARGV[2]) > 0 then
-  table.insert(args, 'MAXLEN')
-  table.insert(args, '~')
-  table.insert(args, ARGV[2])
-end
-table.insert(args, '*')
-for i = 3, #ARGV do
+local args = {'XADD', KEYS[2], '*'}
+for i = 2, #ARGV do
   table.insert(args, ARGV[i])
 end
 return redis.call(unpack(args))
@@ -269,8 +263,8 @@ func (d *DLQ) replay(ctx context.Context, x redis.XMessage) error {
 	if err != nil {
 		return fmt.Errorf("redis transport: dlq: encoding %s: %w", x.ID, err)
 	}
-	args := make([]any, 0, 2+2*len(values))
-	args = append(args, x.ID, streamMaxLen(d.cfg.MaxLen))
+	args := make([]any, 0, 1+2*len(values))
+	args = append(args, x.ID)
 	for k, v := range values {
 		args = append(args, k, v)
 	}
