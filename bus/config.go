@@ -99,10 +99,10 @@ type Config struct {
 	// (MEMHOOK_REDIS_CONSUMER); empty means hostname-pid. It must be unique
 	// among running processes and stable while one runs.
 	RedisConsumer string
-	// RedisMaxLen caps the events stream at about this many entries
-	// (MEMHOOK_REDIS_MAXLEN, XADD MAXLEN ~); 0 means 1 000 000, Disabled
-	// never trims. Trimming counts entries, not acknowledgements: size it
-	// above the backlog a router outage may build.
+	// RedisMaxLen bounds the events stream (MEMHOOK_REDIS_MAXLEN): Emit
+	// refuses to append while it holds this many entries; delivering
+	// processes remove only acknowledged ones. 0 means 1 000 000, Disabled
+	// unbounded.
 	RedisMaxLen int64
 }
 

@@ -89,6 +89,7 @@ func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
 					b.redis.mu.Unlock()
 					b.log.Info("memhook: delivering from Redis", "url", rcfg.RedactedURL(), "group", rcfg.ConsumerGroup,
 						"consumer", rcfg.Consumer, "claim_after", rcfg.MaxIdleTime)
+					b.trimLoop(ctx, pub)
 					return
 				}
 				b.router, b.deliver = nil, nil
@@ -104,6 +105,31 @@ func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
 		}
 	}()
 	return nil
+}
+
+// trimEvery is how often a delivering process removes acknowledged
+// entries from the streams.
+const trimEvery = 5 * time.Second
+
+// trimLoop removes, every trimEvery until ctx ends, the entries of the
+// events and incoming streams that every consumer group acknowledged
+// (never a pending or unread one): that, and not MAXLEN, keeps the streams
+// bounded.
+func (b *Bus) trimLoop(ctx context.Context, pub *transports.RedisPublisher) {
+	t := time.NewTicker(trimEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, topic := range []string{Topic, IncomingTopic} {
+			if _, err := pub.TrimAcked(ctx, topic); err != nil && ctx.Err() == nil {
+				b.log.Warn("memhook: trimming acknowledged entries failed", "stream", topic, "error", err.Error())
+			}
+		}
+	}
 }
 
 // ErrNotReady is returned by Ready while the transport is not connected.

@@ -67,15 +67,16 @@ type RedisConfig struct {
 	// timeout)). Too short and a slow webhook fires twice; too long and the
 	// entries of a crashed process wait that long.
 	MaxIdleTime time.Duration
-	// MaxLen caps each events stream at about this many entries: every
-	// publish trims the oldest ones (XADD MAXLEN ~, whole radix-tree nodes
-	// at a time, so the length may exceed it by a hundred or so). Trimming
-	// looks at length only, not at consumer groups: an entry no consumer
-	// has read yet is deleted as readily as an acked one, and is then never
-	// delivered. Size it above the backlog you must survive (a router
-	// outage × the event rate). 0 means DefaultMaxLen, 1 000 000; NoMaxLen
-	// never trims. The poison stream is never trimmed: it is emptied by
-	// DLQ.Purge and DLQ.Replay only.
+	// MaxLen bounds each events stream: Publish refuses (ErrStreamFull)
+	// to append to a stream holding this many entries, checked at most
+	// once a second, so the bound may be passed by a second's appends.
+	// Entries leave the stream only through TrimAcked, once every consumer
+	// group acknowledged them: an unread or pending entry is never
+	// trimmed. A full stream means the routers are down or behind; the
+	// application gets the error and keeps the event. Size it above the
+	// backlog you must survive (outage × event rate). 0 means
+	// DefaultMaxLen, 1 000 000; NoMaxLen never refuses. The poison stream
+	// is not bounded: DLQ.Purge and DLQ.Replay empty it.
 	MaxLen int64
 	// Consumers is how many messages one Subscribe call handles at once:
 	// the subscriber reads the stream through that many redisstream
@@ -299,16 +300,18 @@ type RedisPublisher struct {
 	client *redis.Client
 	inner  *redisstream.Publisher
 
-	mu     sync.RWMutex // Publish holds it shared, Close exclusively
-	closed bool
+	mu      sync.RWMutex // Publish holds it shared, Close exclusively
+	closed  bool
+	lengths lengths // for the MaxLen check
 }
 
 var _ message.Publisher = (*RedisPublisher)(nil)
 
 // NewRedisPublisher returns a publisher with its own Redis client: closing
 // it closes that client only. It does not connect: a Redis that is down
-// shows on the first Publish (or Ping). MaxIdleTime is not used. Every
-// topic but the poison topic is trimmed to about MaxLen entries.
+// shows on the first Publish (or Ping). MaxIdleTime is not used. Publish
+// refuses (ErrStreamFull) to append to a stream, the poison stream aside,
+// that holds MaxLen entries; entries leave only through TrimAcked.
 func NewRedisPublisher(cfg RedisConfig, logger watermill.LoggerAdapter) (*RedisPublisher, error) {
 	if err := cfg.prepare(); err != nil {
 		return nil, err
@@ -323,8 +326,7 @@ func NewRedisPublisher(cfg RedisConfig, logger watermill.LoggerAdapter) (*RedisP
 	inner, err := redisstream.NewPublisher(redisstream.PublisherConfig{
 		Client:        client,
 		Marshaller:    redisstream.DefaultMarshallerUnmarshaller{},
-		DefaultMaxlen: streamMaxLen(cfg.MaxLen),
-		Maxlens:       map[string]int64{cfg.PoisonTopic: 0}, // 0: no MAXLEN
+		DefaultMaxlen: 0, // no MAXLEN: only TrimAcked removes entries, never an unacknowledged one
 	}, logger)
 	if err != nil {
 		_ = client.Close()
@@ -358,7 +360,16 @@ func (p *RedisPublisher) Publish(topic string, messages ...*message.Message) err
 		c := msg.Copy() // redisstream publishes with the message's context: give it a deadline
 		ctx, cancel := context.WithTimeout(msg.Context(), p.cfg.publishTimeout())
 		c.SetContext(ctx)
-		err := p.inner.Publish(topic, c)
+		var err error
+		if max := streamMaxLen(p.cfg.MaxLen); max > 0 && topic != p.cfg.PoisonTopic {
+			var full bool
+			if full, err = p.lengths.full(ctx, p.client, topic, max); err == nil && full {
+				err = ErrStreamFull
+			}
+		}
+		if err == nil {
+			err = p.inner.Publish(topic, c)
+		}
 		cancel()
 		if err != nil {
 			if len(messages) == 1 {

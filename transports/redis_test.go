@@ -608,39 +608,72 @@ func TestRedisReadAheadEntriesAgeWhileWaiting(t *testing.T) {
 	}
 }
 
-// Publishing trims the events stream to about MaxLen entries, and never
-// trims the poison stream.
-func TestRedisPublishTrimsStreams(t *testing.T) {
+// MaxLen bounds the events stream by refusing appends, never by trimming
+// unread entries; TrimAcked removes exactly the entries every group has
+// acknowledged; the poison stream is not bounded.
+func TestRedisStreamBoundAndTrimAcked(t *testing.T) {
 	url := redistest.URL(t)
 	cfg := redisConfig(t, url)
 	cfg.MaxLen = 50
+	cfg.Consumers = 1
 	p := newRedisPublisher(t, cfg)
-	for range 1000 {
+	ctx := context.Background()
+	if n, err := p.TrimAcked(ctx, cfg.EventsTopic); err != nil || n != 0 {
+		t.Fatalf("TrimAcked on a missing stream = %d, %v", n, err)
+	}
+	for i := range 50 {
 		if err := p.Publish(cfg.EventsTopic, message.NewMessage(watermill.NewUUID(), []byte("x"))); err != nil {
-			t.Fatal(err)
+			t.Fatalf("publish %d: %v", i, err)
 		}
+	}
+	time.Sleep(1100 * time.Millisecond) // past the length cache
+	if err := p.Publish(cfg.EventsTopic, message.NewMessage(watermill.NewUUID(), []byte("x"))); !errors.Is(err, transports.ErrStreamFull) {
+		t.Fatalf("publish to a full stream: %v, want ErrStreamFull", err)
 	}
 	for range 300 {
 		if err := p.Publish(cfg.PoisonTopic, message.NewMessage(watermill.NewUUID(), []byte("x"))); err != nil {
-			t.Fatal(err)
+			t.Fatalf("the poison stream is bounded: %v", err)
 		}
 	}
 	rc := rawClient(t, url)
-	ctx := context.Background()
-	// "MAXLEN ~" removes whole nodes of the stream's radix tree (100 entries
-	// by default), so the length stays between MaxLen and MaxLen + 100.
-	if n := rc.XLen(ctx, cfg.EventsTopic).Val(); n < cfg.MaxLen || n > cfg.MaxLen+100 {
-		t.Errorf("events stream holds %d entries after 1000 publishes, want about MaxLen %d", n, cfg.MaxLen)
+	if n, err := p.TrimAcked(ctx, cfg.EventsTopic); err != nil || n != 0 {
+		t.Fatalf("TrimAcked without a group = %d, %v: nothing is acknowledged yet", n, err)
 	}
-	if n := rc.XLen(ctx, cfg.PoisonTopic).Val(); n != 300 {
-		t.Errorf("poison stream holds %d entries, want all 300", n)
+	// A group acks the first 20 entries and holds the 21st unacked.
+	s := newRedisSubscriber(t, cfg)
+	ch := subscribe(t, s, cfg.EventsTopic)
+	for range 20 {
+		receive(t, ch, 5*time.Second).Ack()
 	}
-	info, err := rc.XInfoStream(ctx, cfg.EventsTopic).Result()
+	held := receive(t, ch, 5*time.Second)
+	defer held.Ack()
+	var pend *redis.XPending
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var err error
+		pend, err = rc.XPending(ctx, cfg.EventsTopic, cfg.ConsumerGroup).Result()
+		if err == nil && pend.Count >= 1 {
+			break // the held entry, and those redisstream read ahead
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending = %+v, %v; want the held entry", pend, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n, err := p.TrimAcked(ctx, cfg.EventsTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.EntriesAdded != 1000 {
-		t.Errorf("entries added = %d, want 1000", info.EntriesAdded)
+	left, err := rc.XRange(ctx, cfg.EventsTopic, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 20 || len(left) != 30 || left[0].ID != pend.Lower {
+		t.Errorf("TrimAcked removed %d, %d left starting at %s; want the 20 acknowledged removed, the stream starting at the pending %s",
+			n, len(left), left[0].ID, pend.Lower)
+	}
+	if n := rc.XLen(ctx, cfg.PoisonTopic).Val(); n != 300 {
+		t.Errorf("poison stream holds %d entries, want all 300", n)
 	}
 }
 

@@ -31,7 +31,7 @@ func settings() []setting {
 		{"MEMHOOK_REDIS_URL", "", "redis://127.0.0.1:6379/0", "transport redis: Redis to use (may hold a password: env only)"},
 		{"MEMHOOK_REDIS_GROUP", "redis-group", "memhook", "transport redis: consumer group of the router processes"},
 		{"MEMHOOK_REDIS_CONSUMER", "redis-consumer", "hostname-pid", "transport redis: this process's consumer name"},
-		{"MEMHOOK_REDIS_MAXLEN", "redis-maxlen", "1000000", "transport redis: trim the events stream to about this many entries; 0 = never"},
+		{"MEMHOOK_REDIS_MAXLEN", "redis-maxlen", "1000000", "transport redis: refuse appends while the stream holds this many unacknowledged entries; 0 = unbounded"},
 		{"MEMHOOK_ADDR", "addr", "127.0.0.1:8000", "serve: listen address"},
 		{"MEMHOOK_ROUTER_URL", "router-url", "http://127.0.0.1:8000", "transport http: the serve process to hand events to"},
 		{"MEMHOOK_QUEUE_CAPACITY", "queue-capacity", "10000", "events queued in memory before Emit refuses"},

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/receiver"
@@ -304,6 +306,20 @@ func TestTwoRoutersThroughput(t *testing.T) {
 		n, emitted.Round(time.Millisecond), float64(n)/emitted.Seconds(), took.Round(time.Millisecond), float64(n)/took.Seconds(), c.duplicates())
 	if c.duplicates() != 0 {
 		t.Errorf("%d duplicates without any failure", c.duplicates())
+	}
+	// Every entry acknowledged: the routers trim the stream to nothing.
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rc.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := rc.XLen(context.Background(), bus.Topic).Result()
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events stream still holds %d entries (%v) after all were delivered", n, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
