@@ -24,9 +24,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/transports"
 )
 
 // benchResult is one row of the bench table.
@@ -203,7 +205,8 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("n", 20000, "events per run")
 	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor, deliveries in flight of memhook")
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
-	which := fs.String("transports", "floor,memory,http", "comma list of: floor, memory, http")
+	which := fs.String("transports", "floor,memory,http,redis1,redis2", "comma list of: floor, memory, http, redis1, redis2 (1 or 2 router processes; skipped when Redis does not answer), outage")
+	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/15", "Redis for the redis runs (its streams memory.events* are deleted first)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file")
@@ -263,6 +266,18 @@ arrived exactly once. Flags:`)
 			res = benchMemory(rcv, e, *n, *workers, *rate)
 		case "http":
 			res = benchHTTP(rcv, e, *n, *workers, *rate)
+		case "redis1", "redis2":
+			routers := 1
+			if strings.TrimSpace(name) == "redis2" {
+				routers = 2
+			}
+			res = benchRedis(rcv, e, *n, *workers, *rate, routers, *redisURL)
+			if res.Error == errNoRedis.Error() {
+				fmt.Fprintf(stderr, "memhook bench: %s skipped: Redis at %s does not answer\n", name, *redisURL)
+				continue
+			}
+		case "outage":
+			res = benchOutage(e, *workers)
 		default:
 			fmt.Fprintf(stderr, "memhook bench: unknown transport %q\n", name)
 			return exitUsage
@@ -274,6 +289,9 @@ arrived exactly once. Flags:`)
 	for i := range results {
 		if floor > 0 {
 			results[i].RatioToFloor = results[i].EventsPerSec / floor
+		}
+		if strings.HasPrefix(results[i].Name, "outage") {
+			continue // nothing is meant to arrive
 		}
 		if results[i].Missing != 0 || results[i].Duplicates != 0 || results[i].Error != "" {
 			failed = true
@@ -389,6 +407,140 @@ func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult 
 	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
 	res.PeakRSSMiB = rss
 	return res
+}
+
+var errNoRedis = errors.New("redis not reachable")
+
+// startRouter starts `memhook serve` as a child process with env and waits
+// until it is healthy.
+func startRouter(env ...string) (*exec.Cmd, string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	cmd := exec.Command(exe, "serve")
+	cmd.Env = append(os.Environ(), append([]string{"MEMHOOK_ADDR=" + addr, "MEMHOOK_LOG_LEVEL=error"}, env...)...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	if err := waitHealthy("http://"+addr+"/readyz", 15*time.Second); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, "", err
+	}
+	return cmd, addr, nil
+}
+
+// benchRedis appends n events to Redis Streams from this process and has
+// `routers` serve child processes deliver them.
+func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redisURL string) benchResult {
+	name := fmt.Sprintf("redis (%d router%s)", routers, map[bool]string{true: "s"}[routers > 1])
+	rcv.reset(n)
+	rcfg := bus.Config{Transport: bus.TransportRedis, RedisURL: redisURL, Concurrency: w, RedisMaxLen: int64(n) + 1}
+	ctx := context.Background()
+	if err := transports.RedisPing(ctx, transports.RedisConfig{URL: redisURL}); err != nil {
+		return benchResult{Name: name, Error: errNoRedis.Error()}
+	}
+	if err := resetStreams(ctx, redisURL); err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	var pids []int
+	for i := range routers {
+		cmd, _, err := startRouter("MEMHOOK_TRANSPORT=redis", "MEMHOOK_REDIS_URL="+redisURL, "MEM0_WEBHOOK_URL="+rcv.url,
+			"MEM0_WEBHOOK_TOKEN=bench-token", "MEM0_WEBHOOK_SECRET=bench-secret", "MEMHOOK_CONCURRENCY="+strconv.Itoa(w),
+			"MEMHOOK_REDIS_CONSUMER=bench-"+strconv.Itoa(i), "MEMHOOK_REDIS_MAXLEN="+strconv.Itoa(n+1))
+		if err != nil {
+			return benchResult{Name: name, Error: err.Error()}
+		}
+		defer func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}()
+		pids = append(pids, cmd.Process.Pid)
+	}
+	b, err := bus.New(rcfg, bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	defer b.Close(ctx)
+	cpu0, _ := cpuAndRSS(pids...)
+	start := time.Now()
+	pace := newPacer(rate)
+	for i := range n {
+		pace.wait(i)
+		if err := b.Emit(ctx, e); err != nil {
+			return benchResult{Name: name, Error: err.Error()}
+		}
+	}
+	res := rcv.finish(name, n, 0, 5*time.Minute)
+	took := time.Since(start)
+	res.Seconds = took.Seconds()
+	res.EventsPerSec = float64(res.Received) / took.Seconds()
+	cpu1, rss := cpuAndRSS(pids...)
+	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
+	res.PeakRSSMiB = rss
+	return res
+}
+
+// resetStreams deletes memhook's streams in the bench's Redis database, so
+// that a run starts empty.
+func resetStreams(ctx context.Context, redisURL string) error {
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	return c.Del(ctx, bus.Topic, bus.PoisonTopic, bus.IncomingTopic).Err()
+}
+
+// benchOutage emits 1 000 000 events at a receiver that is down (nothing
+// listens), with the default queue capacity, and reports the peak RSS and
+// the CPU seconds spent over 10 s of the outage after the emits: memory
+// must stay bounded by the queue and the process must not spin.
+func benchOutage(e event.Event, w int) benchResult {
+	const name = "outage (1M emits, receiver down)"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	dead := "http://" + ln.Addr().String() + "/hook"
+	_ = ln.Close()
+	b, err := bus.New(bus.Config{WebhookURL: dead, Concurrency: w}, bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	ctx := context.Background()
+	const n = 1_000_000
+	refused := 0
+	start := time.Now()
+	for range n {
+		if err := b.Emit(ctx, e); err != nil {
+			refused++
+		}
+	}
+	emitTook := time.Since(start)
+	cpu0, _ := cpuAndRSS()
+	time.Sleep(10 * time.Second)
+	cpu1, rss := cpuAndRSS()
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_ = b.Close(cctx) // what is queued is reported undelivered: expected
+	return benchResult{
+		Name: name, Events: n, Received: 0, Seconds: emitTook.Seconds(),
+		EventsPerSec: float64(n) / emitTook.Seconds(),
+		CPUPer1000:   cpu1 - cpu0, // here: CPU seconds over the 10 s of outage
+		PeakRSSMiB:   rss,
+		Error: fmt.Sprintf("expected: %d of %d refused with ErrQueueFull (queue %d); CPU over 10 s of outage %.2f s; events/s column = Emit rate",
+			refused, n, bus.DefaultQueueCapacity, cpu1-cpu0),
+	}
 }
 
 // benchHTTP starts `memhook serve` as a child process delivering to the
