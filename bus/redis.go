@@ -94,6 +94,10 @@ func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
 				}
 				b.router, b.deliver = nil, nil
 			}
+			if ctx.Err() != nil {
+				_ = sub.Close()
+				return
+			}
 			b.log.Warn("memhook: Redis not reachable, retrying", "url", rcfg.RedactedURL(), "retry_in", delay, "error", err.Error())
 			select {
 			case <-ctx.Done():

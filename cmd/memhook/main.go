@@ -9,12 +9,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"runtime"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/memhook/memhook/bus"
 )
@@ -83,8 +86,18 @@ func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
 
+// redisLog routes go-redis's own messages (pool dial failures) into the
+// process logger at DEBUG: memhook logs Redis trouble itself, once per
+// retry, with the URL redacted.
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.l.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
+}
+
 // newLogger builds the process logger from MEMHOOK_LOG_FORMAT and
-// MEMHOOK_LOG_LEVEL.
+// MEMHOOK_LOG_LEVEL, and makes it go-redis's logger too (a process-wide
+// setting of go-redis: only main sets it).
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
 	switch strings.ToLower(level) {
@@ -100,11 +113,15 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("MEMHOOK_LOG_LEVEL=%q: must be debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	var l *slog.Logger
 	switch strings.ToLower(format) {
 	case "", "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		l = slog.New(slog.NewTextHandler(w, opts))
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		l = slog.New(slog.NewJSONHandler(w, opts))
+	default:
+		return nil, fmt.Errorf("MEMHOOK_LOG_FORMAT=%q: must be text or json", format)
 	}
-	return nil, fmt.Errorf("MEMHOOK_LOG_FORMAT=%q: must be text or json", format)
+	redis.SetLogger(redisLog{l})
+	return l, nil
 }
