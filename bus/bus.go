@@ -459,6 +459,16 @@ func (b *Bus) Send(ctx context.Context, e event.Event) (Outcome, error) {
 	if b.forward {
 		return Outcome{}, ErrNotDelivering
 	}
+	if b.redis != nil && b.webhook {
+		// The chain is built once Redis answers (startRedis); reading
+		// started under the lock orders that write before our read.
+		b.redis.mu.Lock()
+		started := b.redis.started
+		b.redis.mu.Unlock()
+		if !started {
+			return Outcome{}, fmt.Errorf("%w: delivery router not started yet", ErrNotReady)
+		}
+	}
 	msg, err := b.message(e)
 	if err != nil {
 		return Outcome{}, err
