@@ -453,10 +453,10 @@ func outcomeFrom(msg *message.Message) *Outcome {
 // poisoned (then also published to the poison topic), with the receiver's
 // status and the attempts. It waits for every retry; ctx bounds it. The
 // router's /webhooks/memory/test and `memhook emit` use it. It returns
-// ErrNotDelivering on a bus that forwards to a router, and the errors of
-// Emit.
+// ErrNotDelivering on a bus that hands events to other processes (transport
+// http, or redis without WithDelivery), and the errors of Emit.
 func (b *Bus) Send(ctx context.Context, e event.Event) (Outcome, error) {
-	if b.forward {
+	if b.forward || (b.redis != nil && !b.opts.deliver) {
 		return Outcome{}, ErrNotDelivering
 	}
 	if b.redis != nil && b.webhook {
