@@ -531,18 +531,7 @@ func (b *Bus) close(ctx context.Context) error {
 	}
 	drainErr := b.mem.Drain(ctx, Topic, PoisonTopic, IncomingTopic)
 	left := b.mem.Shutdown()
-	var errs []error
-	if err := b.router.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("bus: closing router: %w", err))
-	}
-	if err := <-b.runErr; err != nil {
-		errs = append(errs, fmt.Errorf("bus: router: %w", err))
-	}
-	if b.deliver != nil {
-		if err := b.deliver.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs := b.stopRouter()
 	if drainErr != nil || len(left) > 0 {
 		ue := &UndeliveredError{Cause: drainErr}
 		for _, topic := range []string{Topic, PoisonTopic, IncomingTopic} {
@@ -564,6 +553,26 @@ func (b *Bus) close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stopRouter closes the router (waiting for the handlers running, up to its
+// close timeout) and the delivery handler.
+func (b *Bus) stopRouter() []error {
+	var errs []error
+	if b.router != nil {
+		if err := b.router.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("bus: closing router: %w", err))
+		}
+		if err := <-b.runErr; err != nil {
+			errs = append(errs, fmt.Errorf("bus: router: %w", err))
+		}
+	}
+	if b.deliver != nil {
+		if err := b.deliver.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 // Config returns the effective configuration, defaults applied. It holds

@@ -166,20 +166,7 @@ func (b *Bus) Ready(ctx context.Context) error {
 func (b *Bus) closeRedis() error {
 	b.redis.stop()
 	b.redis.waiting.Wait()
-	var errs []error
-	if b.router != nil {
-		if err := b.router.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("bus: closing router: %w", err))
-		}
-		if err := <-b.runErr; err != nil {
-			errs = append(errs, fmt.Errorf("bus: router: %w", err))
-		}
-	}
-	if b.deliver != nil {
-		if err := b.deliver.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs := b.stopRouter()
 	if err := b.redis.pub.Close(); err != nil {
 		errs = append(errs, err)
 	}

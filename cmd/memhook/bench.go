@@ -383,30 +383,7 @@ func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult 
 	if err != nil {
 		return benchResult{Name: "memory", Error: err.Error()}
 	}
-	cpu0, _ := cpuAndRSS()
-	start := time.Now()
-	ctx := context.Background()
-	pace := newPacer(rate)
-	for i := range n {
-		pace.wait(i)
-		if err := b.Emit(ctx, e); err != nil {
-			_ = b.Close(ctx)
-			return benchResult{Name: "memory", Error: err.Error()}
-		}
-	}
-	res := rcv.finish("memory (embedded, signed)", n, 0, 5*time.Minute)
-	took := time.Since(start)
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := b.Close(cctx); err != nil {
-		res.Error = err.Error()
-	}
-	res.Seconds = took.Seconds()
-	res.EventsPerSec = float64(res.Received) / took.Seconds()
-	cpu1, rss := cpuAndRSS()
-	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
-	res.PeakRSSMiB = rss
-	return res
+	return runBus(rcv, b, e, "memory (embedded, signed)", n, rate)
 }
 
 var errNoRedis = errors.New("redis not reachable")
@@ -469,24 +446,7 @@ func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redi
 	if err != nil {
 		return benchResult{Name: name, Error: err.Error()}
 	}
-	defer b.Close(ctx)
-	cpu0, _ := cpuAndRSS(pids...)
-	start := time.Now()
-	pace := newPacer(rate)
-	for i := range n {
-		pace.wait(i)
-		if err := b.Emit(ctx, e); err != nil {
-			return benchResult{Name: name, Error: err.Error()}
-		}
-	}
-	res := rcv.finish(name, n, 0, 5*time.Minute)
-	took := time.Since(start)
-	res.Seconds = took.Seconds()
-	res.EventsPerSec = float64(res.Received) / took.Seconds()
-	cpu1, rss := cpuAndRSS(pids...)
-	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
-	res.PeakRSSMiB = rss
-	return res
+	return runBus(rcv, b, e, name, n, rate, pids...)
 }
 
 // resetStreams deletes memhook's streams in the bench's Redis database, so
@@ -543,44 +503,13 @@ func benchOutage(e event.Event, w int) benchResult {
 	}
 }
 
-// benchHTTP starts `memhook serve` as a child process delivering to the
-// receiver, and emits n events through the direct-HTTP transport.
-func benchHTTP(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
-	const name = "http (app -> serve)"
-	rcv.reset(n)
-	exe, err := os.Executable()
-	if err != nil {
-		return benchResult{Name: name, Error: err.Error()}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return benchResult{Name: name, Error: err.Error()}
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	cmd := exec.Command(exe, "serve")
-	cmd.Env = append(os.Environ(),
-		"MEMHOOK_ADDR="+addr, "MEM0_WEBHOOK_URL="+rcv.url, "MEM0_WEBHOOK_TOKEN=bench-token", "MEM0_WEBHOOK_SECRET=bench-secret",
-		"MEMHOOK_CONCURRENCY="+strconv.Itoa(w), "MEMHOOK_QUEUE_CAPACITY="+strconv.Itoa(n), "MEMHOOK_LOG_LEVEL=error", "MEMHOOK_TRANSPORT=http")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return benchResult{Name: name, Error: err.Error()}
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
-	if err := waitHealthy("http://"+addr+"/healthz", 10*time.Second); err != nil {
-		return benchResult{Name: name, Error: err.Error()}
-	}
-	b, err := bus.New(bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + addr, Concurrency: w, QueueCapacity: n},
-		bus.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		return benchResult{Name: name, Error: err.Error()}
-	}
-	cpu0, _ := cpuAndRSS(cmd.Process.Pid)
-	start := time.Now()
+// runBus emits n events through b (paced at rate) and measures until the
+// receiver has them all, then closes b: the measuring part every memhook
+// run shares. pids are child processes whose CPU and memory count too.
+func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, rate int, pids ...int) benchResult {
 	ctx := context.Background()
+	cpu0, _ := cpuAndRSS(pids...)
+	start := time.Now()
 	pace := newPacer(rate)
 	for i := range n {
 		pace.wait(i)
@@ -591,17 +520,39 @@ func benchHTTP(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
 	}
 	res := rcv.finish(name, n, 0, 5*time.Minute)
 	took := time.Since(start)
+	res.Seconds = took.Seconds()
+	res.EventsPerSec = float64(res.Received) / took.Seconds()
+	cpu1, rss := cpuAndRSS(pids...)
+	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
+	res.PeakRSSMiB = rss
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := b.Close(cctx); err != nil {
 		res.Error = err.Error()
 	}
-	res.Seconds = took.Seconds()
-	res.EventsPerSec = float64(res.Received) / took.Seconds()
-	cpu1, rss := cpuAndRSS(cmd.Process.Pid)
-	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
-	res.PeakRSSMiB = rss
 	return res
+}
+
+// benchHTTP starts `memhook serve` as a child process delivering to the
+// receiver, and emits n events through the direct-HTTP transport.
+func benchHTTP(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
+	const name = "http (app -> serve)"
+	rcv.reset(n)
+	cmd, addr, err := startRouter("MEMHOOK_TRANSPORT=http", "MEM0_WEBHOOK_URL="+rcv.url, "MEM0_WEBHOOK_TOKEN=bench-token",
+		"MEM0_WEBHOOK_SECRET=bench-secret", "MEMHOOK_CONCURRENCY="+strconv.Itoa(w), "MEMHOOK_QUEUE_CAPACITY="+strconv.Itoa(n))
+	if err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	b, err := bus.New(bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + addr, Concurrency: w, QueueCapacity: n},
+		bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		return benchResult{Name: name, Error: err.Error()}
+	}
+	return runBus(rcv, b, e, name, n, rate, cmd.Process.Pid)
 }
 
 // pacer spaces n sends at rate per second; rate 0 sends as fast as
