@@ -362,6 +362,43 @@ func TestRedisRestartedUnderTheRouter(t *testing.T) {
 	c.waitDistinct(t, 200, time.Minute)
 }
 
+// Redis down when the router starts: it keeps trying, says so at WARN and
+// on /readyz, and delivers once Redis is up.
+func TestRouterStartsBeforeRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c := newCounter()
+	rcv, err := receiver.Start(c.respond(0, nil), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Close()
+	r := serve(t, routerEnv(srv.URL(), rcv.URL, "early-a")...)
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(r.log(), "Redis not reachable, retrying") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retry log line:\n%s", r.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + r.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d with Redis down, want 503", resp.StatusCode)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitReady(t, 30*time.Second)
+	emit(t, srv.URL(), 10)
+	c.waitDistinct(t, 10, 30*time.Second)
+}
+
 // A receiver failing for a while: events end in the poison stream, `memhook
 // dlq list` shows them, `dlq replay --all` sends them again with the same
 // webhook-id once the receiver is back, `dlq purge` empties the stream.
