@@ -1,11 +1,7 @@
 package handlers
 
 import (
-	"bytes"
 	"crypto/subtle"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -46,38 +42,37 @@ func (c *senderCheck) wrap(next http.Handler) http.Handler {
 	if c.open() {
 		return next
 	}
+	var signed http.Handler // verify.Verifier's own middleware: 413, 401 with the failed check
+	if c.verifier != nil {
+		signed = c.verifier.Middleware(next)
+	}
 	want := []byte("Bearer " + c.token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c.token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) == 1 {
 			next.ServeHTTP(w, r)
 			return
 		}
+		if signed != nil && r.Header.Get(verify.HeaderSignature) != "" {
+			rec := &statusRecorder{ResponseWriter: w}
+			signed.ServeHTTP(rec, r)
+			if rec.status == http.StatusUnauthorized {
+				c.refused(r, "signature check failed")
+			}
+			return
+		}
 		reason := "missing or wrong bearer token"
-		if c.verifier != nil && r.Header.Get(verify.HeaderSignature) != "" {
-			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-			if err != nil {
-				var mbe *http.MaxBytesError
-				if errors.As(err, &mbe) {
-					writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than %d bytes", MaxBodyBytes))
-				} else {
-					writeError(w, http.StatusBadRequest, "cannot read body")
-				}
-				return
-			}
-			err = c.verifier.Verify(r.Header, body)
-			if err == nil {
-				r.Body = io.NopCloser(bytes.NewReader(body))
-				next.ServeHTTP(w, r)
-				return
-			}
-			reason = "signature check failed: " + err.Error() // names the check, never a secret
-		} else if c.verifier != nil {
+		if c.verifier != nil {
 			reason = "missing bearer token or webhook signature"
 		}
-		c.log.Warn("memhook: request refused", "path", r.URL.Path, "realm", c.realm, "remote", r.RemoteAddr, "reason", reason)
+		c.refused(r, reason)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+c.realm+`"`)
 		writeError(w, http.StatusUnauthorized, reason)
 	})
+}
+
+// refused logs a refusal at WARN, without the presented credential.
+func (c *senderCheck) refused(r *http.Request, reason string) {
+	c.log.Warn("memhook: request refused", "path", r.URL.Path, "realm", c.realm, "remote", r.RemoteAddr, "reason", reason)
 }
 
 // replayGuard remembers the webhook ids processed in the last window, so
