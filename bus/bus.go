@@ -176,6 +176,7 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		}
 	case TransportHTTP:
 		b.forward = true
+		b.url = handlers.RedactURL(strings.TrimSuffix(cfg.RouterURL, "/") + IngestPath) // where this bus sends
 	case TransportRedis:
 		b.webhook = o.deliver && cfg.WebhookURL != "" && events != event.NoTypes
 	default:
@@ -579,7 +580,8 @@ func (b *Bus) stopRouter() []error {
 // the token and secret: never print it.
 func (b *Bus) Config() Config { return b.cfg }
 
-// WebhookURL returns the webhook URL with credentials and query redacted.
+// WebhookURL returns the webhook URL with credentials and query redacted
+// (on transport http: the router's ingest URL, where this bus sends).
 func (b *Bus) WebhookURL() string { return b.url }
 
 // Enabled reports whether this bus sends webhooks itself: the transport

@@ -117,15 +117,12 @@ func serve(args []string, stdout, stderr io.Writer, lookup func(string) (string,
 		return exitUsage
 	}
 	cfg, err := bus.ConfigFromLookup(c.Lookup)
-	if err == nil {
-		var sc serveConfig
-		sc, err = serveConfigFrom(c.Lookup)
-		if err == nil {
-			return serveWith(cfg, sc, stderr)
-		}
+	sc, serr := serveConfigFrom(c.Lookup)
+	if err := errors.Join(err, serr); err != nil { // every problem in one report
+		fmt.Fprintf(stderr, "memhook serve: %s\n", oneLine(c.explain(err)))
+		return exitUsage
 	}
-	fmt.Fprintf(stderr, "memhook serve: %s\n", oneLine(c.explain(err)))
-	return exitUsage
+	return serveWith(cfg, sc, stderr)
 }
 
 func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
