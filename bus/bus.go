@@ -142,6 +142,9 @@ type Bus struct {
 //   - "http": the in-process queue and a router that forwards every event to
 //     the `memhook serve` process at RouterURL, retrying with backoff while
 //     it is down; the router process delivers.
+//   - "redis": a publisher: Emit appends to the stream. With WithDelivery
+//     (and a WebhookURL) also the router that joins the consumer group and
+//     delivers, started once Redis answers (Ready reports until then).
 func New(cfg Config, opts ...Option) (*Bus, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
