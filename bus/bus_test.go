@@ -268,7 +268,10 @@ func TestRetryIntervalsAfter5xx(t *testing.T) {
 			t.Errorf("attempt %d has another webhook-id", i+2)
 		}
 	}
-	eventually(t, "delivery counted", func() bool { return f.bus.Stats().Delivered == 1 })
+	// The counter moves before the log line is written: wait for the line.
+	eventually(t, "delivery counted and logged", func() bool {
+		return f.bus.Stats().Delivered == 1 && strings.Contains(f.logs.String(), "memhook: webhook delivered")
+	})
 	if s := f.bus.Stats(); s.Retried != 3 || s.Poisoned != 0 {
 		t.Errorf("stats = %+v", s)
 	}

@@ -52,21 +52,31 @@ func (s Signer) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	if now == nil {
 		now = time.Now
 	}
+	// The values that never change are built once and shared by every
+	// attempt's header (net/http only reads them).
+	contentType, userAgent := []string{"application/json"}, []string{ua}
+	var auth, legacy []string
+	if s.Token != "" {
+		auth = []string{"Bearer " + s.Token}
+	}
+	if s.LegacySecret != "" {
+		legacy = []string{s.LegacySecret}
+	}
 	return func(msg *message.Message) ([]*message.Message, error) {
 		ts := now()
 		hd := make(http.Header, 7)
-		hd.Set("Content-Type", "application/json")
-		hd.Set("User-Agent", ua)
-		hd.Set(HeaderWebhookID, msg.UUID)
-		hd.Set(HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
-		if s.Token != "" {
-			hd.Set("Authorization", "Bearer "+s.Token)
+		hd["Content-Type"] = contentType
+		hd["User-Agent"] = userAgent
+		hd[canonicalWebhookID] = []string{msg.UUID}
+		hd[canonicalWebhookTimestamp] = []string{strconv.FormatInt(ts.Unix(), 10)}
+		if auth != nil {
+			hd["Authorization"] = auth
 		}
-		if s.LegacySecret != "" {
-			hd.Set(HeaderLegacySecret, s.LegacySecret)
+		if legacy != nil {
+			hd[HeaderLegacySecret] = legacy
 		}
 		if len(s.Secrets) > 0 {
-			hd.Set(verify.HeaderSignature, verify.Sign(s.Secrets, msg.UUID, ts, msg.Payload))
+			hd[canonicalWebhookSignature] = []string{verify.Sign(s.Secrets, msg.UUID, ts, msg.Payload)}
 		}
 		ctx := msg.Context()
 		msg.SetContext(WithHeaders(ctx, hd))
@@ -74,3 +84,11 @@ func (s Signer) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		return h(msg)
 	}
 }
+
+// Canonical forms (http.CanonicalHeaderKey) of the Standard Webhooks header
+// names, as net/http stores them.
+const (
+	canonicalWebhookID        = "Webhook-Id"
+	canonicalWebhookTimestamp = "Webhook-Timestamp"
+	canonicalWebhookSignature = "Webhook-Signature"
+)
