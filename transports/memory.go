@@ -185,6 +185,11 @@ func (m *Memory) Subscribe(ctx context.Context, topic string) (<-chan *message.M
 }
 
 func (m *Memory) work(ctx context.Context, topic string, q *queue, out chan<- *message.Message) {
+	// Each message's context is a child of this worker's, not of m.ctx
+	// directly: the parent's list of children is then per worker, and the
+	// workers do not contend for one lock. Shutdown still cancels them all.
+	wctx, cancel := context.WithCancel(m.ctx)
+	defer cancel()
 	for {
 		select {
 		case <-ctx.Done():
@@ -195,7 +200,7 @@ func (m *Memory) work(ctx context.Context, topic string, q *queue, out chan<- *m
 			m.mu.Lock()
 			q.held[msg] = struct{}{}
 			m.mu.Unlock()
-			if !m.handOut(ctx, q, msg, out) {
+			if !m.handOut(ctx, wctx, q, msg, out) {
 				m.putBack(topic, q, msg)
 				return
 			}
@@ -211,11 +216,11 @@ const handOffWait = 100 * time.Millisecond
 
 // handOut sends msg until it is acked; false means the subscription ended
 // first and msg is still to be delivered (the caller puts it back).
-func (m *Memory) handOut(ctx context.Context, q *queue, msg *message.Message, out chan<- *message.Message) bool {
+func (m *Memory) handOut(ctx, parent context.Context, q *queue, msg *message.Message, out chan<- *message.Message) bool {
 	delay := m.cfg.NackDelay
 	for {
 		c := msg.Copy()
-		cctx, cancel := context.WithCancel(m.ctx)
+		cctx, cancel := context.WithCancel(parent)
 		c.SetContext(cctx)
 		select {
 		case out <- c:
