@@ -182,6 +182,19 @@ func (c *counter) respond(delay time.Duration, fail func() bool) receiver.Respon
 	}
 }
 
+// startCounting starts a receiver on loopback that answers after delay
+// (503 while fail says so) and counts what arrives; it stops with t.
+func startCounting(t *testing.T, delay time.Duration, fail func() bool) (*counter, *receiver.Receiver) {
+	t.Helper()
+	c := newCounter()
+	rcv, err := receiver.Start(c.respond(delay, fail), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rcv.Close() })
+	return c, rcv
+}
+
 func (c *counter) distinct() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -242,12 +255,7 @@ func routerEnv(redisURL, webhookURL, consumer string) []string {
 // not acked) are counted and reported.
 func TestSIGKILLedRouterLosesNothing(t *testing.T) {
 	srv := redistest.Start(t)
-	c := newCounter()
-	rcv, err := receiver.Start(c.respond(time.Millisecond, nil), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rcv.Close()
+	c, rcv := startCounting(t, time.Millisecond, nil)
 	// The events wait in the stream before the routers start, so that the
 	// kill comes in the middle of the deliveries.
 	const n = 5000
@@ -286,12 +294,7 @@ func TestSIGKILLedRouterLosesNothing(t *testing.T) {
 // logged (go test -v -run Throughput ./tests/redisfault/).
 func TestTwoRoutersThroughput(t *testing.T) {
 	srv := redistest.Start(t)
-	c := newCounter()
-	rcv, err := receiver.Start(c.respond(0, nil), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rcv.Close()
+	c, rcv := startCounting(t, 0, nil)
 	const n = 5000
 	start := time.Now()
 	emit(t, srv.URL(), n)
@@ -327,12 +330,7 @@ func TestTwoRoutersThroughput(t *testing.T) {
 // what was appended before the restart is delivered after it.
 func TestRedisRestartedUnderTheRouter(t *testing.T) {
 	srv := redistest.Start(t)
-	c := newCounter()
-	rcv, err := receiver.Start(c.respond(0, nil), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rcv.Close()
+	c, rcv := startCounting(t, 0, nil)
 	r := serve(t, routerEnv(srv.URL(), rcv.URL, "restart-a")...)
 	r.waitReady(t, 15*time.Second)
 	emit(t, srv.URL(), 100)
@@ -369,12 +367,7 @@ func TestRouterStartsBeforeRedis(t *testing.T) {
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	c := newCounter()
-	rcv, err := receiver.Start(c.respond(0, nil), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rcv.Close()
+	c, rcv := startCounting(t, 0, nil)
 	r := serve(t, routerEnv(srv.URL(), rcv.URL, "early-a")...)
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(r.log(), "Redis not reachable, retrying") {
@@ -406,12 +399,7 @@ func TestPoisonStreamWithDLQCommands(t *testing.T) {
 	srv := redistest.Start(t)
 	var down sync.Mutex
 	failing := true
-	c := newCounter()
-	rcv, err := receiver.Start(c.respond(0, func() bool { down.Lock(); defer down.Unlock(); return failing }), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rcv.Close()
+	c, rcv := startCounting(t, 0, func() bool { down.Lock(); defer down.Unlock(); return failing })
 	r := serve(t, routerEnv(srv.URL(), rcv.URL, "dlq-a")...)
 	r.waitReady(t, 15*time.Second)
 	emit(t, srv.URL(), 3)
