@@ -3,7 +3,6 @@ package handlers
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,6 +159,10 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	adminCheck, err := newSenderCheck("admin", a.AdminToken, nil, log) // bearer token only
+	if err != nil {
+		return nil, err
+	}
 	window := a.ReplayWindow
 	if window <= 0 {
 		window = verify.DefaultTolerance
@@ -168,10 +171,10 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	processed := map[string]any{"status": "processed", "action": "memory_logged", "duplicate": true}
 	mux := http.NewServeMux()
 	mux.Handle("POST "+PathIncoming, incomingCheck.wrap(replays.once(requestID, processed, log, http.HandlerFunc(a.incoming(log)))))
-	mux.Handle("GET "+PathStatus, a.auth(a.AdminToken, "admin", log, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET "+PathStatus, adminCheck.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})))
-	mux.Handle("POST "+PathTest, a.auth(a.AdminToken, "admin", log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST "+PathTest, adminCheck.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Test(r.Context()))
 	})))
 	mux.Handle("POST "+PathIngest, ingestCheck.wrap(replays.once(requestID, map[string]any{"duplicate": true}, log, ingest)))
@@ -205,26 +208,6 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 		writeError(w, http.StatusNotFound, "no endpoint at "+r.URL.Path)
 	})
 	return mux, nil
-}
-
-// auth requires "Authorization: Bearer <token>" when token is set, compared
-// in constant time. A failure is 401 in JSON and a WARN log without the
-// presented value.
-func (a *API) auth(token, realm string, log *slog.Logger, next http.Handler) http.Handler {
-	if token == "" {
-		return next
-	}
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			log.Warn("memhook: request refused: bad or missing bearer token", "path", r.URL.Path, "realm", realm, "remote", r.RemoteAddr)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // requestID is the id a sender gives a request: the Standard Webhooks

@@ -208,14 +208,14 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"retry_delay", cfg.RetryDelay,
 		"concurrency", cfg.Concurrency,
 		"queue_capacity", cfg.QueueCapacity,
-		"token", setOrUnset(cfg.Token),
-		"secret", setOrUnset(cfg.Secret),
+		"token", setOrUnset(cfg.Token != ""),
+		"secret", setOrUnset(cfg.Secret != ""),
 		"legacy_secret_header", !cfg.DisableLegacySecretHeader,
-		"admin_token", setOrUnset(sc.AdminToken),
-		"incoming_token", setOrUnset(sc.IncomingToken),
-		"ingest_token", setOrUnset(cfg.IngestToken),
-		"incoming_secret", setOrUnset(secretsSet(sc.IncomingSecrets)),
-		"ingest_secret", setOrUnset(secretsSet(sc.IngestSecrets)),
+		"admin_token", setOrUnset(sc.AdminToken != ""),
+		"incoming_token", setOrUnset(sc.IncomingToken != ""),
+		"ingest_token", setOrUnset(cfg.IngestToken != ""),
+		"incoming_secret", setOrUnset(len(sc.IncomingSecrets) > 0),
+		"ingest_secret", setOrUnset(len(sc.IngestSecrets) > 0),
 		"version", bus.Version,
 	)
 
@@ -262,19 +262,12 @@ func busy(f func(*message.Message) error) func(*message.Message) error {
 	}
 }
 
-// secretsSet is non-empty when secrets are configured, for setOrUnset.
-func secretsSet(s []verify.Secret) string {
-	if len(s) == 0 {
-		return ""
+// setOrUnset shows a secret's presence, never its value.
+func setOrUnset(set bool) string {
+	if set {
+		return "set"
 	}
-	return "x"
-}
-
-func setOrUnset(s string) string {
-	if s == "" {
-		return "unset"
-	}
-	return "set"
+	return "unset"
 }
 
 func retryCount(cfg bus.Config) int {
