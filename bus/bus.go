@@ -114,11 +114,12 @@ type Bus struct {
 	stats   *stats
 	opts    options
 
-	mem     *transports.Memory // the in-process queue; nil when Emit writes to Redis
-	redis   *redisState        // the Redis transport; nil otherwise
-	pub     message.Publisher  // where Emit publishes
-	router  *message.Router    // nil when this process runs no handler
-	deliver *handlers.Deliver  // delivers webhooks, or forwards to the router
+	mem     *transports.Memory       // the in-process queue; nil when Emit writes to Redis
+	redis   *redisState              // the Redis transport; nil otherwise
+	pub     message.Publisher        // where Emit publishes
+	router  *message.Router          // nil when this process runs no handler
+	deliver *handlers.Deliver        // delivers webhooks, or forwards one event to the router
+	batch   *handlers.BatchForwarder // transport http: forwards batches to the router
 	handle  message.HandlerFunc
 	runErr  chan error
 	webhook bool // this process delivers webhooks: URL set and some event selected
@@ -238,7 +239,24 @@ func (b *Bus) start(wlog watermill.LoggerAdapter, sub message.Subscriber) error 
 		router.AddConsumerHandler("memhook.deliver", Topic, sub, b.deliver.Handle).AddMiddleware(chain...)
 		b.handle = compose(chain, b.deliver.Handle)
 	case b.forward:
-		router.AddConsumerHandler("memhook.forward", Topic, sub, b.deliver.Handle).AddMiddleware(b.forwardChain()...)
+		fwd := b.forwarder()
+		single := compose([]message.HandlerMiddleware{fwd.Middleware}, b.deliver.Handle)
+		b.batch, err = handlers.NewBatchForwarder(handlers.BatchForwarderConfig{
+			URL:     strings.TrimSuffix(b.cfg.RouterURL, "/") + IngestBatchPath,
+			Headers: fwd.Headers,
+			Single: func(msg *message.Message) error {
+				_, err := single(msg)
+				return err
+			},
+			Timeout:     b.cfg.Timeout,
+			Transport:   b.opts.transport,
+			OnDelivered: b.onDelivered,
+			Logger:      wlog,
+		})
+		if err != nil {
+			return err
+		}
+		router.AddConsumerHandler("memhook.forward", Topic, sub, b.batch.Handle).AddMiddleware(b.forwardChain()...)
 	}
 	if b.mem != nil {
 		poison := b.opts.poison
@@ -309,14 +327,11 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 }
 
 // forwardChain is the chain of transport "http": hand each event to the
-// router process, retrying with backoff (at most RetryDelay × 2ⁿ capped at
-// forwardMaxInterval) for as long as the bus runs; a permanent refusal
-// (401, 413, 422 …) poisons the event locally, logged at ERROR.
+// router process (batched, see handlers.BatchForwarder), retrying with
+// backoff (at most RetryDelay × 2ⁿ capped at forwardMaxInterval) for as
+// long as the bus runs; a permanent refusal (401, 413, 422 …) poisons the
+// event locally, logged at ERROR.
 func (b *Bus) forwardChain() []message.HandlerMiddleware {
-	var ingestSecrets []verify.Secret
-	if b.cfg.IngestSecret != "" {
-		ingestSecrets, _ = verify.ParseSecrets(b.cfg.IngestSecret) // validated in New
-	}
 	return []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
 		middleware.PoisonQueue{Publisher: b.mem, Topic: PoisonTopic, OnPoisoned: b.onPoisoned}.Middleware,
@@ -327,8 +342,17 @@ func (b *Bus) forwardChain() []message.HandlerMiddleware {
 			MaxRetryAfter:   b.cfg.MaxRetryAfter,
 			OnRetry:         b.onRetry,
 		}.Middleware,
-		middleware.Forward{Token: b.cfg.IngestToken, Secrets: ingestSecrets, UserAgent: "memhook/" + Version}.Middleware,
 	}
+}
+
+// forwarder sets the headers of requests to the router: ingest token and
+// signature.
+func (b *Bus) forwarder() middleware.Forward {
+	var ingestSecrets []verify.Secret
+	if b.cfg.IngestSecret != "" {
+		ingestSecrets, _ = verify.ParseSecrets(b.cfg.IngestSecret) // validated in New
+	}
+	return middleware.Forward{Token: b.cfg.IngestToken, Secrets: ingestSecrets, UserAgent: "memhook/" + Version}
 }
 
 // forwardMaxInterval caps the wait between two tries to reach the router.
@@ -570,6 +594,9 @@ func (b *Bus) stopRouter() []error {
 		if err := <-b.runErr; err != nil {
 			errs = append(errs, fmt.Errorf("bus: router: %w", err))
 		}
+	}
+	if b.batch != nil {
+		_ = b.batch.Close() // never fails
 	}
 	if b.deliver != nil {
 		if err := b.deliver.Close(); err != nil {

@@ -109,6 +109,10 @@ type Config struct {
 // IngestPath is the path of the router's ingest endpoint.
 const IngestPath = "/ingest"
 
+// IngestBatchPath is the path of the router's endpoint for several events
+// per request, where transport "http" sends when events queue up.
+const IngestBatchPath = "/ingest/batch"
+
 // DefaultRouterURL is where an application with Transport "http" finds the
 // router unless RouterURL says otherwise.
 const DefaultRouterURL = "http://127.0.0.1:8000"

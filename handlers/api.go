@@ -31,9 +31,12 @@ const (
 	PathStatus   = "/webhooks/memory/status"
 	PathTest     = "/webhooks/memory/test"
 	PathIngest   = "/ingest"
-	PathHealth   = "/healthz"
-	PathReady    = "/readyz"
-	PathMetrics  = "/metrics"
+	// PathIngestBatch takes several events in one request (a JSON array
+	// of envelopes): what transport "http" sends when events queue up.
+	PathIngestBatch = "/ingest/batch"
+	PathHealth      = "/healthz"
+	PathReady       = "/readyz"
+	PathMetrics     = "/metrics"
 )
 
 // ErrBusy is what a Publish func returns (wrapped or not) when the
@@ -178,6 +181,7 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 		writeJSON(w, http.StatusOK, a.Test(r.Context()))
 	})))
 	mux.Handle("POST "+PathIngest, ingestCheck.wrap(replays.once(requestID, map[string]any{"duplicate": true}, log, ingest)))
+	mux.Handle("POST "+PathIngestBatch, ingestCheck.wrap(a.ingestBatch(replays, log)))
 	mux.HandleFunc("GET "+PathHealth, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -197,7 +201,7 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	// plain text); anything else: 404 in JSON.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		allow := map[string]string{
-			PathIncoming: "POST", PathStatus: "GET", PathTest: "POST", PathIngest: "POST",
+			PathIncoming: "POST", PathStatus: "GET", PathTest: "POST", PathIngest: "POST", PathIngestBatch: "POST",
 			PathHealth: "GET", PathReady: "GET", PathMetrics: "GET",
 		}
 		if m, ok := allow[r.URL.Path]; ok {
@@ -223,24 +227,8 @@ func requestID(r *http.Request) string {
 // content type (415), body at most MaxBodyBytes (413), well-formed JSON
 // (400) and a valid envelope (422). On failure it has answered.
 func readEnvelope(w http.ResponseWriter, r *http.Request) ([]byte, event.Envelope, bool) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q is not application/json", ct))
-			return nil, event.Envelope{}, false
-		}
-	} else {
-		writeError(w, http.StatusUnsupportedMediaType, "content type missing; send application/json")
-		return nil, event.Envelope{}, false
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than %d bytes", MaxBodyBytes))
-		} else {
-			writeError(w, http.StatusBadRequest, "cannot read body")
-		}
+	body, ok := readJSONBody(w, r)
+	if !ok {
 		return nil, event.Envelope{}, false
 	}
 	env, err := event.Decode(body)
@@ -253,6 +241,32 @@ func readEnvelope(w http.ResponseWriter, r *http.Request) ([]byte, event.Envelop
 		return nil, event.Envelope{}, false
 	}
 	return body, env, true
+}
+
+// readJSONBody checks the content type (415) and reads the body, at most
+// MaxBodyBytes (413). On failure it has answered.
+func readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q is not application/json", ct))
+			return nil, false
+		}
+	} else {
+		writeError(w, http.StatusUnsupportedMediaType, "content type missing; send application/json")
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than %d bytes", MaxBodyBytes))
+		} else {
+			writeError(w, http.StatusBadRequest, "cannot read body")
+		}
+		return nil, false
+	}
+	return body, true
 }
 
 // eventMessage builds the Watermill message of a received envelope: the

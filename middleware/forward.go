@@ -34,36 +34,45 @@ type Forward struct {
 
 // Middleware implements message.HandlerMiddleware.
 func (f Forward) Middleware(h message.HandlerFunc) message.HandlerFunc {
-	ua := f.UserAgent
-	if ua == "" {
-		ua = "memhook"
-	}
-	now := f.Now
-	if now == nil {
-		now = time.Now
-	}
 	return func(msg *message.Message) ([]*message.Message, error) {
 		meta, err := json.Marshal(msg.Metadata)
 		if err != nil {
 			return nil, fmt.Errorf("forward: metadata: %w", err)
 		}
-		hd := make(http.Header, 5)
-		hd.Set("Content-Type", "application/json")
-		hd.Set("User-Agent", ua)
+		hd := f.Headers(msg.UUID, msg.Payload)
 		hd.Set(whttp.HeaderUUID, msg.UUID)
 		hd.Set(whttp.HeaderMetadata, string(meta))
-		hd.Set(HeaderWebhookID, msg.UUID)
-		if f.Token != "" {
-			hd.Set("Authorization", "Bearer "+f.Token)
-		}
-		if len(f.Secrets) > 0 {
-			ts := now()
-			hd.Set(HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
-			hd.Set(verify.HeaderSignature, verify.Sign(f.Secrets, msg.UUID, ts, msg.Payload))
-		}
 		ctx := msg.Context()
 		msg.SetContext(WithHeaders(ctx, hd))
 		defer msg.SetContext(ctx)
 		return h(msg)
 	}
+}
+
+// Headers returns the headers of one request to the router whose id
+// (webhook-id) is id and whose body is body: content type, user agent,
+// the bearer token and the Standard Webhooks signature over body. A batch
+// of events (POST /ingest/batch) is sent with these alone.
+func (f Forward) Headers(id string, body []byte) http.Header {
+	ua := f.UserAgent
+	if ua == "" {
+		ua = "memhook"
+	}
+	hd := make(http.Header, 7)
+	hd.Set("Content-Type", "application/json")
+	hd.Set("User-Agent", ua)
+	hd.Set(HeaderWebhookID, id)
+	if f.Token != "" {
+		hd.Set("Authorization", "Bearer "+f.Token)
+	}
+	if len(f.Secrets) > 0 {
+		now := f.Now
+		if now == nil {
+			now = time.Now
+		}
+		ts := now()
+		hd.Set(HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
+		hd.Set(verify.HeaderSignature, verify.Sign(f.Secrets, id, ts, body))
+	}
+	return hd
 }

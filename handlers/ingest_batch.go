@@ -1,0 +1,117 @@
+package handlers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/memhook/memhook/bus/event"
+)
+
+// MaxBatchEvents caps the events of one POST /ingest/batch.
+const MaxBatchEvents = 1000
+
+// BatchAnswer is the body of every answer of POST /ingest/batch that got
+// as far as queueing: the first Accepted events of the batch, in order,
+// are in the delivery queue (Duplicates of them had been accepted before,
+// within the replay window, and were not queued again); the others were
+// not taken and may be sent again.
+type BatchAnswer struct {
+	Accepted   int    `json:"accepted"`
+	Duplicates int    `json:"duplicates"`
+	Error      string `json:"error,omitempty"`
+}
+
+// maxBatchErrors caps the event errors one 4xx answer lists.
+const maxBatchErrors = 10
+
+// ingestBatch serves POST /ingest/batch: a JSON array of envelopes, each
+// checked as POST /ingest checks one. Nothing is queued unless every event
+// is valid (400 for malformed JSON, 422 naming each invalid event by its
+// index). Events are then queued in order; an event whose id was accepted
+// within the replay window is counted, not queued again, so that a batch
+// sent again after a lost answer creates no duplicate webhook. When the
+// queue fills up the answer is 503 with Retry-After and BatchAnswer.Accepted
+// saying how many of the first events were taken.
+func (a *API) ingestBatch(replays *replayGuard, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readJSONBody(w, r)
+		if !ok {
+			return
+		}
+		var raws []json.RawMessage
+		if err := json.Unmarshal(body, &raws); err != nil {
+			writeError(w, http.StatusBadRequest, "body is not a JSON array of events: "+err.Error())
+			return
+		}
+		switch {
+		case len(raws) == 0:
+			writeError(w, http.StatusBadRequest, "empty batch: send at least one event")
+			return
+		case len(raws) > MaxBatchEvents:
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("batch of %d events; at most %d per request", len(raws), MaxBatchEvents))
+			return
+		}
+		msgs := make([]*message.Message, len(raws))
+		var problems []string
+		malformed := false
+		for i, raw := range raws {
+			env, err := event.Decode(raw)
+			if err != nil {
+				malformed = malformed || errors.Is(err, event.ErrMalformed)
+				if len(problems) < maxBatchErrors {
+					problems = append(problems, fmt.Sprintf("event %d: %v", i, err))
+				}
+				continue
+			}
+			msgs[i] = eventMessage(raw, env, "")
+		}
+		if problems != nil {
+			code := http.StatusUnprocessableEntity
+			if malformed {
+				code = http.StatusBadRequest
+			}
+			writeError(w, code, "nothing queued: "+strings.Join(problems, "; "))
+			return
+		}
+		var ans BatchAnswer
+		for _, msg := range msgs {
+			switch replays.begin(msg.UUID, time.Now()) {
+			case replayDone:
+				ans.Accepted++
+				ans.Duplicates++
+				continue
+			case replayBusy:
+				ans.Error = fmt.Sprintf("event %s is being processed by another request; retry later", msg.UUID)
+				w.Header().Set("Retry-After", "1")
+				writeJSON(w, http.StatusConflict, ans)
+				return
+			}
+			if err := a.Ingest(msg); err != nil {
+				replays.end(msg.UUID, false, time.Now())
+				if errors.Is(err, ErrBusy) {
+					ans.Error = "delivery queue is full; retry the events not accepted later"
+					w.Header().Set("Retry-After", "1")
+					writeJSON(w, http.StatusServiceUnavailable, ans)
+					return
+				}
+				log.Error("memhook: ingested event not queued", "id", msg.UUID, "error", err.Error())
+				ans.Error = "event " + msg.UUID + " not queued"
+				writeJSON(w, http.StatusInternalServerError, ans)
+				return
+			}
+			replays.end(msg.UUID, true, time.Now())
+			ans.Accepted++
+		}
+		if ans.Duplicates > 0 {
+			log.Info("memhook: duplicate events in a batch answered without queueing", "duplicates", ans.Duplicates)
+		}
+		writeJSON(w, http.StatusOK, ans)
+	})
+}
