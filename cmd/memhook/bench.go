@@ -209,7 +209,7 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/15", "Redis for the redis runs (its streams memory.events* are deleted first)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file, and of each serve child to the file plus .serve-<run>-<n> (the last of --runs)")
 	repeat := fs.Int("runs", 1, "run each transport this many times and report the median run (by events/s)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `Usage: memhook bench [flags]
@@ -233,17 +233,12 @@ arrived exactly once. Flags:`)
 		return exitUsage
 	}
 	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
+		stop, err := startCPUProfile(*cpuProfile)
 		if err != nil {
-			fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+			fmt.Fprintf(stderr, "memhook bench: --cpuprofile: %v\n", err)
 			return exitFailed
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(stderr, "memhook bench: %v\n", err)
-			return exitFailed
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	rcv, err := startBenchReceiver()
 	if err != nil {
@@ -266,13 +261,13 @@ arrived exactly once. Flags:`)
 		case "memory":
 			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate) }
 		case "http":
-			one = func() benchResult { return benchHTTP(rcv, e, *n, *workers, *rate) }
+			one = func() benchResult { return benchHTTP(rcv, e, *n, *workers, *rate, *cpuProfile) }
 		case "redis1", "redis2":
 			routers := 1
 			if name == "redis2" {
 				routers = 2
 			}
-			one = func() benchResult { return benchRedis(rcv, e, *n, *workers, *rate, routers, *redisURL) }
+			one = func() benchResult { return benchRedis(rcv, e, *n, *workers, *rate, routers, *redisURL, *cpuProfile) }
 		case "outage":
 			one = func() benchResult { return benchOutage(e, *workers) }
 		default:
@@ -402,7 +397,8 @@ var errNoRedis = errors.New("redis not reachable")
 
 // startRouter starts `memhook serve` as a child process with env and waits
 // until it is healthy.
-func startRouter(env ...string) (*exec.Cmd, string, error) {
+// profile, when set, is where the child writes its CPU profile.
+func startRouter(profile string, env ...string) (*exec.Cmd, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", err
@@ -414,7 +410,7 @@ func startRouter(env ...string) (*exec.Cmd, string, error) {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	cmd := exec.Command(exe, "serve")
-	cmd.Env = append(os.Environ(), append([]string{"MEMHOOK_ADDR=" + addr, "MEMHOOK_LOG_LEVEL=error"}, env...)...)
+	cmd.Env = append(os.Environ(), append([]string{"MEMHOOK_ADDR=" + addr, "MEMHOOK_LOG_LEVEL=error", "MEMHOOK_CPU_PROFILE=" + profile}, env...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, "", err
@@ -429,7 +425,7 @@ func startRouter(env ...string) (*exec.Cmd, string, error) {
 
 // benchRedis appends n events to Redis Streams from this process and has
 // `routers` serve child processes deliver them.
-func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redisURL string) benchResult {
+func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redisURL, profile string) benchResult {
 	name := fmt.Sprintf("redis (%d router%s)", routers, map[bool]string{true: "s"}[routers > 1])
 	rcv.reset(n)
 	rcfg := bus.Config{Transport: bus.TransportRedis, RedisURL: redisURL, Concurrency: w, RedisMaxLen: int64(n) + 1}
@@ -442,7 +438,7 @@ func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redi
 	}
 	var pids []int
 	for i := range routers {
-		cmd, _, err := startRouter("MEMHOOK_TRANSPORT=redis", "MEMHOOK_REDIS_URL="+redisURL, "MEM0_WEBHOOK_URL="+rcv.url,
+		cmd, _, err := startRouter(childProfile(profile, fmt.Sprintf("redis%d-%d", routers, i)), "MEMHOOK_TRANSPORT=redis", "MEMHOOK_REDIS_URL="+redisURL, "MEM0_WEBHOOK_URL="+rcv.url,
 			"MEM0_WEBHOOK_TOKEN=bench-token", "MEM0_WEBHOOK_SECRET=bench-secret", "MEMHOOK_CONCURRENCY="+strconv.Itoa(w),
 			"MEMHOOK_REDIS_CONSUMER=bench-"+strconv.Itoa(i), "MEMHOOK_REDIS_MAXLEN="+strconv.Itoa(n+1))
 		if err != nil {
@@ -569,10 +565,10 @@ func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, rate 
 
 // benchHTTP starts `memhook serve` as a child process delivering to the
 // receiver, and emits n events through the direct-HTTP transport.
-func benchHTTP(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
+func benchHTTP(rcv *benchReceiver, e event.Event, n, w, rate int, profile string) benchResult {
 	const name = "http (app -> serve)"
 	rcv.reset(n)
-	cmd, addr, err := startRouter("MEMHOOK_TRANSPORT=http", "MEM0_WEBHOOK_URL="+rcv.url, "MEM0_WEBHOOK_TOKEN=bench-token",
+	cmd, addr, err := startRouter(childProfile(profile, "http"), "MEMHOOK_TRANSPORT=http", "MEM0_WEBHOOK_URL="+rcv.url, "MEM0_WEBHOOK_TOKEN=bench-token",
 		"MEM0_WEBHOOK_SECRET=bench-secret", "MEMHOOK_CONCURRENCY="+strconv.Itoa(w), "MEMHOOK_QUEUE_CAPACITY="+strconv.Itoa(n))
 	if err != nil {
 		return benchResult{Name: name, Error: err.Error()}
@@ -630,3 +626,29 @@ func waitHealthy(url string, timeout time.Duration) error {
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// childProfile names the CPU profile of a serve child process next to the
+// bench's own: "" when no profile is asked for.
+func childProfile(benchProfile, child string) string {
+	if benchProfile == "" {
+		return ""
+	}
+	return benchProfile + ".serve-" + child
+}
+
+// startCPUProfile writes a CPU profile to path until the returned func is
+// called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
+}

@@ -326,6 +326,7 @@ var helpEntries = []helpEntry{
 	{"MEMHOOK_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30"},
 	{"MEMHOOK_LOG_FORMAT", "log-format", "text"},
 	{"MEMHOOK_LOG_LEVEL", "log-level", "info"},
+	{"MEMHOOK_CPU_PROFILE", "cpu-profile", "(unset: none)"},
 	{"MEMHOOK_ADMIN_TOKEN", "", "(unset)"},
 	{"MEMHOOK_INCOMING_TOKEN", "", "(unset)"},
 	{"MEMHOOK_INGEST_TOKEN", "", "(unset)"},

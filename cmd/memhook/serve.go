@@ -35,6 +35,7 @@ type serveConfig struct {
 	ShutdownTimeout time.Duration
 	LogFormat       string
 	LogLevel        string
+	CPUProfile      string
 }
 
 func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
@@ -45,6 +46,7 @@ func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
 		IncomingToken:   get("MEMHOOK_INCOMING_TOKEN"),
 		LogFormat:       get("MEMHOOK_LOG_FORMAT"),
 		LogLevel:        get("MEMHOOK_LOG_LEVEL"),
+		CPUProfile:      get("MEMHOOK_CPU_PROFILE"),
 		ShutdownTimeout: 30 * time.Second,
 	}
 	var errs []error
@@ -130,6 +132,14 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
 		return exitUsage
+	}
+	if sc.CPUProfile != "" {
+		stopProfile, err := startCPUProfile(sc.CPUProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "memhook serve: MEMHOOK_CPU_PROFILE: %v\n", err)
+			return exitUsage
+		}
+		defer stopProfile()
 	}
 	transport := cfg.Transport
 	if cfg.Transport == bus.TransportHTTP {

@@ -42,6 +42,7 @@ func settings() []setting {
 		{"MEMHOOK_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30", "serve: seconds to drain deliveries on SIGTERM"},
 		{"MEMHOOK_LOG_FORMAT", "log-format", "text", "text | json"},
 		{"MEMHOOK_LOG_LEVEL", "log-level", "info", "debug | info | warn | error"},
+		{"MEMHOOK_CPU_PROFILE", "cpu-profile", "(unset: none)", "serve: write a CPU profile (go tool pprof) of the whole run to this file"},
 		{"MEMHOOK_ADMIN_TOKEN", "", "", "serve: bearer token for status and test (required off loopback)"},
 		{"MEMHOOK_INCOMING_TOKEN", "", "", "serve: bearer token POST /webhooks/memory requires"},
 		{"MEMHOOK_INGEST_TOKEN", "", "", "bearer token of /ingest (serve requires it, transport http sends it)"},
