@@ -69,6 +69,8 @@ func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
 	if !b.webhook {
 		return nil
 	}
+	// Made here so that a bad configuration fails New; a subscriber whose
+	// router failed to start is closed, and the next try makes a new one.
 	sub, err := transports.NewRedisSubscriber(rcfg, wlog)
 	if err != nil {
 		cancel()
@@ -78,9 +80,17 @@ func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
 	b.redis.waiting.Add(1)
 	go func() {
 		defer b.redis.waiting.Done()
+		defer func() {
+			if sub != nil {
+				_ = sub.Close()
+			}
+		}()
 		delay := 250 * time.Millisecond
 		for {
 			err := pub.Ping(ctx)
+			if err == nil && sub == nil {
+				sub, err = transports.NewRedisSubscriber(rcfg, wlog)
+			}
 			if err == nil {
 				err = b.start(wlog, sub)
 				if err == nil {
@@ -89,19 +99,25 @@ func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
 					b.redis.mu.Unlock()
 					b.log.Info("memhook: delivering from Redis", "url", rcfg.RedactedURL(), "group", rcfg.ConsumerGroup,
 						"consumer", rcfg.Consumer, "claim_after", rcfg.MaxIdleTime)
+					sub = nil // the router's now; Close stops it
 					b.trimLoop(ctx, pub)
 					return
+				}
+				// Subscribing failed (a key of the wrong type, say): the
+				// router may have closed sub; start afresh next time.
+				_ = sub.Close()
+				sub = nil
+				if b.deliver != nil {
+					_ = b.deliver.Close()
 				}
 				b.router, b.deliver = nil, nil
 			}
 			if ctx.Err() != nil {
-				_ = sub.Close()
 				return
 			}
 			b.log.Warn("memhook: Redis not reachable, retrying", "url", rcfg.RedactedURL(), "retry_in", delay, "error", err.Error())
 			select {
 			case <-ctx.Done():
-				_ = sub.Close()
 				return
 			case <-time.After(delay):
 			}
