@@ -182,7 +182,11 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		b.forward = true
 		b.url = handlers.RedactURL(strings.TrimSuffix(cfg.RouterURL, "/") + IngestPath) // where this bus sends
 	case TransportRedis:
-		b.webhook = o.deliver && cfg.WebhookURL != "" && events != event.NoTypes
+		// Even with every event filtered out (MEM0_WEBHOOK_EVENTS=none) a
+		// delivering process consumes the stream, acknowledging each entry
+		// as filtered: otherwise it would grow until MEMHOOK_REDIS_MAXLEN
+		// refuses applications' events.
+		b.webhook = o.deliver && cfg.WebhookURL != ""
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnsupportedTransport, cfg.Transport)
 	}
@@ -616,7 +620,7 @@ func (b *Bus) WebhookURL() string { return b.url }
 
 // Enabled reports whether this bus sends webhooks itself: the transport
 // delivers here, the URL is set and some event is selected.
-func (b *Bus) Enabled() bool { return b.webhook }
+func (b *Bus) Enabled() bool { return b.webhook && b.events != event.NoTypes }
 
 // Events returns the events selected for delivery (MEM0_WEBHOOK_EVENTS).
 func (b *Bus) Events() event.Set { return b.events }

@@ -229,6 +229,12 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"version", bus.Version,
 	)
 
+	if transport == bus.TransportRedis && cfg.WebhookURL == "" {
+		logger.Warn("memhook: transport redis without MEM0_WEBHOOK_URL: this process does not consume the events stream; "+
+			"applications' events wait in Redis (up to MEMHOOK_REDIS_MAXLEN) until a router with a webhook URL runs",
+			"stream", bus.Topic)
+	}
+
 	code := exitOK
 	select {
 	case <-ctx.Done():

@@ -52,3 +52,45 @@ func TestRouterRecoversFromAFailedSubscribe(t *testing.T) {
 	emit(t, srv.URL(), 10)
 	cnt.waitDistinct(t, 10, 30*time.Second)
 }
+
+// A router with every event filtered out (MEM0_WEBHOOK_EVENTS=none) still
+// consumes the stream, acknowledging each entry as filtered, so that the
+// stream does not fill up to MEMHOOK_REDIS_MAXLEN; a router without a
+// webhook URL says at start that it does not consume.
+func TestRouterWithEventsNoneConsumes(t *testing.T) {
+	srv := redistest.Start(t)
+	cnt, rcv := startCounting(t, 0, nil)
+	r := serve(t, append(routerEnv(srv.URL(), rcv.URL, "none-a"), "MEM0_WEBHOOK_EVENTS=none")...)
+	r.waitReady(t, 30*time.Second)
+	emit(t, srv.URL(), 20)
+	opts, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		groups, err := c.XInfoGroups(ctx, bus.Topic).Result()
+		if err == nil && len(groups) == 1 && groups[0].Pending == 0 && groups[0].EntriesRead == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("entries not all read and acknowledged: %+v %v\n%s", groups, err, r.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := cnt.distinct(); n != 0 {
+		t.Errorf("%d webhooks sent with MEM0_WEBHOOK_EVENTS=none", n)
+	}
+
+	idle := serve(t, "MEMHOOK_TRANSPORT=redis", "MEMHOOK_REDIS_URL="+srv.URL(), "MEMHOOK_LOG_LEVEL=warn")
+	deadline = time.Now().Add(15 * time.Second)
+	for !strings.Contains(idle.log(), "without MEM0_WEBHOOK_URL: this process does not consume") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning from a router without a webhook URL:\n%s", idle.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
