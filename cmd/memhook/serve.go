@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -202,6 +203,8 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	fresh := &freshConns{conns: map[net.Conn]struct{}{}}
+	srv.ConnState = fresh.track
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	serveErr := make(chan error, 1)
@@ -245,7 +248,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), sc.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	if err := shutdownServer(shutdownCtx, srv, fresh); err != nil {
 		logger.Warn("memhook: open requests cut at shutdown", "error", err.Error())
 	}
 	stopIngest()
@@ -265,6 +268,52 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	logger.Info("memhook: stopped", "accepted", s.Accepted, "delivered", s.Delivered, "filtered", s.Filtered,
 		"poisoned", s.Poisoned, "dropped", s.Dropped, "undelivered", s.Undelivered)
 	return code
+}
+
+// freshConns tracks the connections that have not sent a byte yet.
+// http.Server.Shutdown leaves such a connection open for up to 5 s, in
+// case a request is on its way; shutdownServer closes them at once.
+type freshConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (f *freshConns) track(c net.Conn, state http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if state == http.StateNew {
+		f.conns[c] = struct{}{}
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		_ = c.Close()
+		delete(f.conns, c)
+	}
+}
+
+// shutdownServer stops srv's listener, waits for the requests in progress
+// and closes idle connections (http.Server.Shutdown), closing meanwhile
+// every connection that has sent nothing yet, so that a client's unused
+// keep-alive connection does not hold the exit.
+func shutdownServer(ctx context.Context, srv *http.Server, fresh *freshConns) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		fresh.closeAll()
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+		}
+	}
 }
 
 // busy maps bus.ErrQueueFull to handlers.ErrBusy.
