@@ -35,8 +35,9 @@ const NoMaxLen = -1
 // ClaimMargin is what ClaimTimeout adds to its multiple of the worst case.
 const ClaimMargin = 10 * time.Second
 
-// heldPerSubscription is how many entries one redisstream subscription can
-// hold delivered and not yet acked (see ClaimTimeout).
+// heldPerSubscription bounds, in handlings, how long an entry Redis
+// counts as delivered to a subscription can wait for its ack (see
+// ClaimTimeout).
 const heldPerSubscription = 4
 
 // RedisConfig configures the Redis Streams transport: NewRedisPublisher,
@@ -78,13 +79,14 @@ type RedisConfig struct {
 	// DefaultMaxLen, 1 000 000; NoMaxLen never refuses. The poison stream
 	// is not bounded: DLQ.Purge and DLQ.Replay empty it.
 	MaxLen int64
-	// Consumers is how many messages one Subscribe call handles at once:
-	// the subscriber reads the stream through that many redisstream
-	// subscriptions, each holding one message until it is acked. Each
-	// holds a Redis connection, blocked reading, and briefly a second one
-	// (claims, acks): the subscriber's pool allows 10 × GOMAXPROCS + 16 ×
-	// Consumers connections, enough for eight topics subscribed at once,
-	// unless the URL sets pool_size. 0 means DefaultConsumers, 8.
+	// Consumers is how many messages one Subscribe call handles at once
+	// (that many worker goroutines). Its reader fetches up to Consumers
+	// entries ahead, for the next free worker, and its claimer up to
+	// Consumers more. A subscription uses a Redis connection blocked
+	// reading and, briefly, others (claims, acks, poison copies): the
+	// subscriber's pool allows 10 × GOMAXPROCS + 16 × Consumers
+	// connections unless the URL sets pool_size. 0 means
+	// DefaultConsumers, 8.
 	Consumers int
 	// EventsTopic is the stream DLQ.Replay publishes to. Empty means
 	// DefaultEventsTopic, "memory.events".
@@ -198,11 +200,11 @@ func (c *RedisConfig) prepare() error {
 //
 //	ClaimTimeout(worstCase) = 4 × worstCase + ClaimMargin (10s)
 //
-// Four, not one: a redisstream subscription handles one message at a time
-// but holds up to four that Redis counts as delivered to it — the one its
-// handler runs, one in its read buffer, one its reader has fetched and
-// waits to hand over, and one its claimer has taken over — so the last is
-// acked up to four worst cases after Redis delivered it. An entry unacked
+// Four, not one: Redis counts an entry as delivered when the reader
+// fetches it, and a subscription keeps up to 3 × Consumers entries out
+// for its Consumers workers — one being handled, up to one read ahead and
+// up to one claimed per worker — so an entry can wait for up to two
+// handlings before its own, and four keeps a margin. An entry unacked
 // for MaxIdleTime is taken over and delivered again even from a live
 // process, so anything shorter can fire a webhook twice under backlog. A
 // nacked message (shutdown, or a failed publish to the poison stream) is

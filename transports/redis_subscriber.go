@@ -27,45 +27,54 @@ const (
 const (
 	// blockTime is how long one XREADGROUP waits for a new entry. It
 	// returns at once when one arrives; longer means fewer idle commands,
-	// and a reader goroutine that outlives Close by as much.
+	// and a Close that waits as much for the reader.
 	blockTime = time.Second
 	// maxClaimInterval caps how often pending entries are checked for ones
 	// idle longer than MaxIdleTime.
 	maxClaimInterval = 5 * time.Second
-	// resubscribeMin and resubscribeMax bound the wait before a
-	// subscription that ended on its own is made again.
+	// resubscribeMin and resubscribeMax bound the wait before a failed
+	// read is tried again.
 	resubscribeMin = 100 * time.Millisecond
 	resubscribeMax = 5 * time.Second
 )
 
-// RedisSubscriber reads Redis streams as one consumer of a consumer group,
-// through watermill-redisstream. Each Subscribe call handles up to
-// Consumers messages at once; an entry is acked (XACK) when its message is
-// acked, and a nacked message is handed out again after NackDelay. An entry
-// left unacked — its process crashed, or its handler ran past MaxIdleTime
-// — is taken over by a consumer of the group after MaxIdleTime and
-// delivered again: delivery is at least once.
+// RedisSubscriber reads Redis streams as one consumer of a consumer group.
+// Each Subscribe call handles up to Consumers messages at once. One reader
+// reads new entries in batches (XREADGROUP … COUNT n) and keeps at most
+// 2 × Consumers out: those being handled and, ready for the next free
+// handler, at most as many as handlers. An entry is acked when its message
+// is acked, the acks of a subscription going to Redis together: one XACK
+// for all those made while the previous one ran. A nacked message is handed out
+// again after NackDelay, without reading it again. An entry left unacked —
+// its process crashed, or its handler ran past MaxIdleTime — is taken over
+// (XAUTOCLAIM) by a consumer of the group after MaxIdleTime and delivered
+// again: delivery is at least once.
 //
 // An entry that is not a Watermill message (it cannot be decoded) does not
-// end the subscription, as it would with redisstream alone: it is copied,
-// fields unchanged plus reason_poisoned and topic_poisoned, to the poison
-// stream and acked. On the poison stream itself it is only acked, and stays
-// there for DLQ.
+// end the subscription: it is copied, fields unchanged plus reason_poisoned
+// and topic_poisoned, to the poison stream and acked. On the poison stream
+// itself it is only acked, and stays there for DLQ.
 //
 // A subscription whose reads fail because its consumer group is gone (a
-// Redis restarted without persistence, a deleted stream) is made again,
-// which recreates the group. Safe for concurrent use.
+// Redis restarted without persistence, a deleted stream) creates the group
+// again and goes on. Entries use watermill-redisstream's format, so any
+// redisstream producer or consumer interoperates. Safe for concurrent use.
 type RedisSubscriber struct {
 	cfg    RedisConfig
 	client *redis.Client
-	inner  *redisstream.Subscriber
 	logger watermill.LoggerAdapter
 	mark   string // metadata key flagging an undecodable entry; random, so no producer can set it
+	decode flaggingUnmarshaller
 
-	mu      sync.Mutex // guards closed and every call of inner.Subscribe
-	closed  bool
-	closing chan struct{}
-	wg      sync.WaitGroup // forwarders
+	mu         sync.Mutex // guards closed and s.wg.Add
+	closed     bool
+	closing    chan struct{}
+	stop       context.Context // cancelled by Close
+	cancelStop context.CancelFunc
+	wg         sync.WaitGroup // every subscription's goroutines
+
+	flightMu sync.Mutex
+	flights  map[string]*flight // entries out, by topic and id
 
 	closeOnce sync.Once
 	closeErr  error
@@ -76,7 +85,7 @@ var _ message.Subscriber = (*RedisSubscriber)(nil)
 // NewRedisSubscriber returns a subscriber with its own Redis client:
 // closing it closes that client only. cfg.MaxIdleTime is required (see
 // ClaimTimeout). It does not connect: Subscribe does. logger receives
-// redisstream's logs and memhook's; nil means none.
+// memhook's logs; nil means none.
 func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*RedisSubscriber, error) {
 	err := cfg.prepare()
 	if cfg.MaxIdleTime == 0 {
@@ -97,134 +106,71 @@ func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*Redis
 		client:  client,
 		mark:    "_memhook_undecodable_" + watermill.NewShortUUID(),
 		closing: make(chan struct{}),
+		flights: make(map[string]*flight),
 	}
+	s.decode = flaggingUnmarshaller{mark: s.mark}
+	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	s.logger = closingLogger{LoggerAdapter: logger, closing: s.closing}
-	s.inner, err = redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:                        client,
-		Unmarshaller:                  flaggingUnmarshaller{mark: s.mark},
-		Consumer:                      cfg.Consumer,
-		ConsumerGroup:                 cfg.ConsumerGroup,
-		NackResendSleep:               cfg.NackDelay,
-		BlockTime:                     blockTime,
-		ClaimInterval:                 min(max(cfg.MaxIdleTime/2, 10*time.Millisecond), maxClaimInterval),
-		MaxIdleTime:                   cfg.MaxIdleTime,
-		OldestId:                      "0", // a new group starts with the entries already there
-		ShouldStopOnReadErrors:        groupLost,
-		DisableIndefiniteInitialBlock: true,
-	}, s.logger)
-	if err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("redis transport: %w", err)
-	}
 	return s, nil
 }
 
-// groupLost ends a subscription whose group no longer exists, so that it
-// is made again (see forward); other read errors are logged and retried by
-// redisstream.
+// groupLost reports a read, claim or ack that failed because the consumer
+// group no longer exists: the group is created again (see recover).
 func groupLost(err error) bool {
 	return redis.HasErrorPrefix(err, "NOGROUP")
 }
 
+// createGroup creates the consumer group of topic, and the stream if
+// missing; a new group starts with the entries already there.
+func (s *RedisSubscriber) createGroup(ctx context.Context, topic string) error {
+	err := s.client.XGroupCreateMkStream(ctx, topic, s.cfg.ConsumerGroup, "0").Err()
+	if redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return nil
+	}
+	return err
+}
+
 // Subscribe reads the stream named topic (created, with the consumer group,
-// if missing) through Consumers redisstream subscriptions, merged into the
-// returned channel: up to Consumers messages are out at once, each
-// carrying a context cancelled when ctx ends or the subscriber closes. The
-// channel is closed when ctx is done or on Close. Messages come in stream
-// order per subscription, not overall. It returns an error when Redis
-// cannot create the group (unreachable, wrong type of key), or ErrClosed.
+// if missing) into the returned channel: up to Consumers messages are out
+// at once, each carrying a context cancelled when ctx ends or the
+// subscriber closes. The channel is closed when ctx is done or on Close.
+// Messages come in stream order, except for those nacked or taken over.
+// It returns an error when Redis cannot create the group (unreachable,
+// wrong type of key), or ErrClosed.
 func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := s.createGroup(ctx, topic); err != nil {
+		if s.isClosed() {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("redis transport: subscribing to %s: %w", topic, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	ins := make([]<-chan *message.Message, s.cfg.Consumers)
-	for i := range ins {
-		in, err := s.inner.Subscribe(ctx, topic)
-		if err != nil {
-			cancel() // ends the subscriptions made so far
-			return nil, fmt.Errorf("redis transport: subscribing to %s: %w", topic, err)
-		}
-		ins[i] = in
+	stopOnClose := context.AfterFunc(s.stop, cancel)
+	sub := &subscription{
+		s:       s,
+		topic:   topic,
+		ctx:     ctx,
+		out:     make(chan *message.Message),
+		queue:   make(chan delivery, 3*s.cfg.Consumers), // readLimit + claimLimit
+		freed:   make(chan struct{}, 1),
+		ackKick: make(chan struct{}, 1),
 	}
-	out := make(chan *message.Message)
-	var forwarders sync.WaitGroup
-	for _, in := range ins {
-		forwarders.Add(1)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer forwarders.Done()
-			s.forward(ctx, topic, in, out)
-		}()
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		forwarders.Wait()
-		cancel()
-		close(out)
-	}()
-	return out, nil
+	sub.start(func() { stopOnClose(); cancel() })
+	return sub.out, nil
 }
 
-// forward passes the messages of one redisstream subscription to out,
-// diverting undecodable ones, and makes the subscription again if it ends
-// while ctx is live and the subscriber open.
-func (s *RedisSubscriber) forward(ctx context.Context, topic string, in <-chan *message.Message, out chan<- *message.Message) {
-	backoff := resubscribeMin
-	for {
-		if in == nil {
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return
-			case <-s.closing:
-				return
-			}
-			backoff = min(2*backoff, resubscribeMax)
-			var err error
-			if in, err = s.subscribeAgain(ctx, topic); err != nil {
-				if errors.Is(err, ErrClosed) {
-					return
-				}
-				s.logger.Error("redis transport: subscribing again failed", err, watermill.LogFields{"topic": topic, "retry_in": backoff})
-				continue
-			}
-			s.logger.Info("redis transport: subscribed again", watermill.LogFields{"topic": topic})
-		}
-		for msg := range in {
-			backoff = resubscribeMin
-			if reason, bad := msg.Metadata[s.mark]; bad {
-				s.divert(ctx, topic, msg, reason)
-				continue
-			}
-			select {
-			case out <- msg:
-			case <-ctx.Done():
-				return // unacked: redisstream gives it up, Redis keeps it pending
-			case <-s.closing:
-				return
-			}
-		}
-		if ctx.Err() != nil || isClosed(s.closing) {
-			return
-		}
-		in = nil
-		s.logger.Error("redis transport: subscription ended (consumer group lost?); subscribing again", nil,
-			watermill.LogFields{"topic": topic, "group": s.cfg.ConsumerGroup, "retry_in": backoff})
-	}
-}
-
-func (s *RedisSubscriber) subscribeAgain(ctx context.Context, topic string) (<-chan *message.Message, error) {
+func (s *RedisSubscriber) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrClosed
-	}
-	return s.inner.Subscribe(ctx, topic)
+	return s.closed
 }
 
 // divert copies an undecodable entry to the poison stream and acks it; if
@@ -278,31 +224,33 @@ func (s *RedisSubscriber) Ping(ctx context.Context) error {
 }
 
 // Close ends every subscription — messages out and not yet acked stay
-// pending in Redis, to be taken over after MaxIdleTime — closes the
-// channels Subscribe returned and the Redis client. It is idempotent and
-// safe from several goroutines: later calls wait for the first and return
-// its result.
+// pending in Redis, to be taken over after MaxIdleTime; acks already made
+// are sent first, within a couple of seconds — closes the channels
+// Subscribe returned and the Redis client. It does not wait for handlers
+// to ack. It is idempotent and safe from several goroutines: later calls
+// wait for the first and return its result.
 func (s *RedisSubscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		close(s.closing)
 		s.mu.Unlock()
-		s.closeErr = s.inner.Close() // ends its subscriptions, then closes s.client
-		s.wg.Wait()
+		s.cancelStop() // ends every subscription
+		s.wg.Wait()    // the readers' blocked reads end within blockTime
+		s.closeErr = s.client.Close()
 	})
 	return s.closeErr
 }
 
 // flaggingUnmarshaller decodes entries with watermill's default stream
 // format. An entry it cannot decode becomes a message whose metadata holds
-// the entry's fields and, under mark, the reason, for forward to divert:
-// redisstream ends the subscription on an unmarshal error.
+// the entry's fields and, under mark, the reason, for deliver to divert:
+// it never returns an error.
 type flaggingUnmarshaller struct{ mark string }
 
 func (u flaggingUnmarshaller) Unmarshal(values map[string]any) (msg *message.Message, err error) {
 	defer func() {
-		if r := recover(); r != nil { // the reader goroutine has no recover: a panic would end the process
+		if r := recover(); r != nil { // the worker goroutines have no recover: a panic would end the process
 			msg, err = nil, fmt.Errorf("panic decoding: %v", r)
 		}
 		if err == nil && msg == nil {

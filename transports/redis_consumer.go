@@ -1,0 +1,532 @@
+package transports
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	// ackRetryMin and ackRetryMax bound the wait before a failed XACK is
+	// sent again.
+	ackRetryMin = 50 * time.Millisecond
+	ackRetryMax = time.Second
+	// ackFlushTimeout bounds the last XACK, sent when a subscription ends.
+	ackFlushTimeout = 2 * time.Second
+	// consumerCheckInterval is how often a subscription deletes the
+	// group's consumers idle for longer than consumerTimeout with nothing
+	// pending: processes gone for good.
+	consumerCheckInterval = 5 * time.Minute
+	consumerTimeout       = 10 * time.Minute
+)
+
+// subscription is one Subscribe call: a reader, a claimer, Consumers
+// workers and an acker.
+//
+// The reader keeps at most 2 × Consumers read entries out (handed to a
+// handler, or queued for the next free worker): one batch for the workers
+// to take as soon as they are free, never more. The claimer keeps at most
+// Consumers claimed entries out on top. So an entry waits for at most two
+// other handlings before its own: within ClaimTimeout's four.
+type subscription struct {
+	s     *RedisSubscriber
+	topic string
+	ctx   context.Context // the messages' context: ends with Subscribe's ctx or on Close
+	out   chan *message.Message
+	queue chan delivery // entries for the workers; never full (see enqueue)
+
+	mu      sync.Mutex
+	read    int           // read entries out
+	claimed int           // claimed entries out
+	freed   chan struct{} // signalled when an entry leaves, for the reader
+
+	ackMu   sync.Mutex
+	acks    []string      // ids to XACK
+	ackKick chan struct{} // signalled when acks grows
+}
+
+// delivery is a stream entry for a worker to hand out.
+type delivery struct {
+	id      string
+	values  map[string]any
+	claimed bool
+}
+
+func (sub *subscription) readLimit() int  { return 2 * sub.s.cfg.Consumers }
+func (sub *subscription) claimLimit() int { return sub.s.cfg.Consumers }
+
+// start runs the subscription's goroutines, counted in s.wg (the caller
+// holds s.mu, s being open). out is closed once the workers are done; the
+// acks are flushed once nothing else runs.
+func (sub *subscription) start(cancel context.CancelFunc) {
+	s := sub.s
+	var workers, others sync.WaitGroup
+	workers.Add(s.cfg.Consumers)
+	for range s.cfg.Consumers {
+		go func() {
+			defer workers.Done()
+			sub.work()
+		}()
+	}
+	others.Add(2)
+	go func() {
+		defer others.Done()
+		sub.readLoop()
+	}()
+	go func() {
+		defer others.Done()
+		sub.claimLoop()
+	}()
+	stopAcks := make(chan struct{})
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		sub.ackLoop(stopAcks)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		workers.Wait()
+		close(sub.out)
+		others.Wait()
+		cancel()
+		for len(sub.queue) > 0 { // entries never handed out stay pending in Redis
+			s.untrack(sub.key((<-sub.queue).id))
+		}
+		close(stopAcks)
+		<-acked
+	}()
+}
+
+func (sub *subscription) key(id string) string { return sub.topic + "\x00" + id }
+
+// readLoop reads new entries, as many at once as there are free read
+// slots, waiting for half the workers' worth to be free so that reads
+// come in batches; it never reads while all slots are taken.
+func (sub *subscription) readLoop() {
+	s := sub.s
+	threshold := max(1, s.cfg.Consumers/2)
+	failures := 0
+	for {
+		n := sub.waitReadSlots(threshold)
+		if n == 0 {
+			return
+		}
+		streams, err := s.client.XReadGroup(sub.ctx, &redis.XReadGroupArgs{
+			Group:    s.cfg.ConsumerGroup,
+			Consumer: s.cfg.Consumer,
+			Streams:  []string{sub.topic, ">"},
+			Count:    int64(n),
+			Block:    blockTime,
+		}).Result()
+		if err == nil || errors.Is(err, redis.Nil) {
+			failures = 0
+			for _, st := range streams {
+				sub.enqueue(st.Messages, false)
+			}
+			continue
+		}
+		if sub.ctx.Err() != nil {
+			return
+		}
+		failures++
+		if !sub.recover(err, "reading", failures) {
+			return
+		}
+	}
+}
+
+// waitReadSlots waits until at least want read slots are free, or fewer
+// but no entry waits for a worker, and returns how many are free; 0 once
+// the subscription ends.
+func (sub *subscription) waitReadSlots(want int) int {
+	for {
+		sub.mu.Lock()
+		free := sub.readLimit() - sub.read
+		sub.mu.Unlock()
+		if free >= want || (free > 0 && len(sub.queue) == 0) {
+			return free
+		}
+		select {
+		case <-sub.freed:
+		case <-sub.ctx.Done():
+			return 0
+		}
+	}
+}
+
+// recover handles a failed read or claim: a lost group is created again,
+// at once the first time; other errors are logged. It waits before the
+// next try (failures so far set how long), and reports false once the
+// subscription ends.
+func (sub *subscription) recover(err error, what string, failures int) bool {
+	s := sub.s
+	fields := watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup}
+	if groupLost(err) {
+		cerr := s.createGroup(sub.ctx, sub.topic)
+		if cerr == nil {
+			s.logger.Info("redis transport: consumer group lost, created again", fields)
+			if failures == 1 {
+				return true
+			}
+		} else {
+			err = cerr
+		}
+	}
+	backoff := resubscribeMin
+	for i := 1; i < failures && backoff < resubscribeMax; i++ {
+		backoff *= 2
+	}
+	backoff = min(backoff, resubscribeMax)
+	fields["retry_in"] = backoff
+	s.logger.Error("redis transport: "+what+" failed", err, fields)
+	return sleepCtx(sub.ctx, backoff)
+}
+
+// claimLoop takes over, every claim interval, entries idle for longer than
+// MaxIdleTime, as many as there are free claim slots.
+func (sub *subscription) claimLoop() {
+	s := sub.s
+	tick := time.NewTicker(min(max(s.cfg.MaxIdleTime/2, 10*time.Millisecond), maxClaimInterval))
+	defer tick.Stop()
+	check := time.NewTicker(consumerCheckInterval)
+	defer check.Stop()
+	cursor := "0-0"
+	failures := 0
+	var retryAt time.Time
+	for {
+		select {
+		case <-tick.C:
+		case <-check.C:
+			sub.deleteIdleConsumers()
+			continue
+		case <-sub.ctx.Done():
+			return
+		}
+		if time.Now().Before(retryAt) {
+			continue
+		}
+		for {
+			sub.mu.Lock()
+			n := sub.claimLimit() - sub.claimed
+			sub.mu.Unlock()
+			if n <= 0 {
+				break
+			}
+			msgs, next, err := s.client.XAutoClaim(sub.ctx, &redis.XAutoClaimArgs{
+				Stream:   sub.topic,
+				Group:    s.cfg.ConsumerGroup,
+				Consumer: s.cfg.Consumer,
+				MinIdle:  s.cfg.MaxIdleTime,
+				Start:    cursor,
+				Count:    int64(n),
+			}).Result()
+			if err != nil {
+				if sub.ctx.Err() != nil {
+					return
+				}
+				failures++
+				cursor = "0-0"
+				if groupLost(err) {
+					if s.createGroup(sub.ctx, sub.topic) == nil {
+						break
+					}
+				}
+				backoff := min(resubscribeMin<<min(failures-1, 6), resubscribeMax)
+				retryAt = time.Now().Add(backoff)
+				s.logger.Error("redis transport: claiming idle entries failed", err,
+					watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup, "retry_in": backoff})
+				break
+			}
+			failures = 0
+			sub.enqueue(msgs, true)
+			cursor = next
+			if next == "0-0" || len(msgs) < n {
+				break
+			}
+		}
+	}
+}
+
+// deleteIdleConsumers removes the group's consumers idle for longer than
+// consumerTimeout with nothing pending, as redisstream did.
+func (sub *subscription) deleteIdleConsumers() {
+	s := sub.s
+	consumers, err := s.client.XInfoConsumers(sub.ctx, sub.topic, s.cfg.ConsumerGroup).Result()
+	if err != nil {
+		return // the claimer or the reader reports Redis errors
+	}
+	for _, c := range consumers {
+		if c.Name == s.cfg.Consumer || c.Pending > 0 || c.Idle < consumerTimeout {
+			continue
+		}
+		if err := s.client.XGroupDelConsumer(sub.ctx, sub.topic, s.cfg.ConsumerGroup, c.Name).Err(); err != nil {
+			s.logger.Error("redis transport: deleting an idle consumer failed", err,
+				watermill.LogFields{"topic": sub.topic, "consumer": c.Name})
+		}
+	}
+}
+
+// enqueue queues read or claimed entries for the workers. A claimed entry
+// this process still has out is skipped unless its only copy is held by a
+// handler: that one is delivered again (see ClaimTimeout). The queue has
+// room for every slot, so this does not block.
+func (sub *subscription) enqueue(msgs []redis.XMessage, claimed bool) {
+	for _, m := range msgs {
+		if m.ID == "" { // deleted while pending (Redis 6.2 reports it so)
+			continue
+		}
+		k := sub.key(m.ID)
+		if claimed {
+			if !sub.s.trackClaimed(k) {
+				continue
+			}
+		} else {
+			sub.s.track(k)
+		}
+		sub.mu.Lock()
+		if claimed {
+			sub.claimed++
+		} else {
+			sub.read++
+		}
+		sub.mu.Unlock()
+		select {
+		case sub.queue <- delivery{id: m.ID, values: m.Values, claimed: claimed}:
+		case <-sub.ctx.Done(): // left pending in Redis
+			sub.s.untrack(k)
+		}
+	}
+}
+
+// work hands queued entries out, one at a time, until the subscription
+// ends.
+func (sub *subscription) work() {
+	for {
+		select {
+		case d := <-sub.queue:
+			sub.deliver(d)
+			sub.s.untrack(sub.key(d.id))
+			sub.mu.Lock()
+			if d.claimed {
+				sub.claimed--
+			} else {
+				sub.read--
+			}
+			sub.mu.Unlock()
+			select {
+			case sub.freed <- struct{}{}:
+			default:
+			}
+		case <-sub.ctx.Done():
+			return
+		}
+	}
+}
+
+// deliver hands an entry out and waits for its ack, queued for XACK, or
+// its nack, after which a copy is handed out again after NackDelay. An
+// undecodable entry is diverted instead. It gives up, leaving the entry
+// pending, when the subscription ends.
+func (sub *subscription) deliver(d delivery) {
+	s := sub.s
+	k := sub.key(d.id)
+	msg, _ := s.decode.Unmarshal(d.values) // never fails: see flaggingUnmarshaller
+	for {
+		switch sub.handOut(k, msg) {
+		case handedAcked:
+			sub.ack(d.id)
+			return
+		case handedEnded:
+			return
+		}
+		if !sleepCtx(sub.ctx, s.cfg.NackDelay) {
+			return
+		}
+		msg = msg.Copy()
+	}
+}
+
+type handed int
+
+const (
+	handedAcked handed = iota
+	handedNacked
+	handedEnded // the subscription ended first
+)
+
+// handOut sends msg, or diverts it, and waits for its ack or nack. The
+// message's context ends then: a handler may not use it after acking.
+func (sub *subscription) handOut(k string, msg *message.Message) handed {
+	s := sub.s
+	ctx, cancel := context.WithCancel(sub.ctx)
+	defer cancel()
+	msg.SetContext(ctx)
+	if reason, bad := msg.Metadata[s.mark]; bad {
+		s.divert(ctx, sub.topic, msg, reason)
+	} else {
+		select {
+		case sub.out <- msg:
+		case <-ctx.Done():
+			return handedEnded
+		}
+	}
+	s.hold(k, 1)
+	defer s.hold(k, -1)
+	select {
+	case <-msg.Acked():
+		return handedAcked
+	case <-msg.Nacked():
+		return handedNacked
+	case <-ctx.Done():
+		return handedEnded
+	}
+}
+
+// ack queues id for the acker.
+func (sub *subscription) ack(id string) {
+	sub.ackMu.Lock()
+	sub.acks = append(sub.acks, id)
+	sub.ackMu.Unlock()
+	select {
+	case sub.ackKick <- struct{}{}:
+	default:
+	}
+}
+
+func (sub *subscription) takeAcks() []string {
+	sub.ackMu.Lock()
+	defer sub.ackMu.Unlock()
+	ids := sub.acks
+	sub.acks = nil
+	return ids
+}
+
+// ackLoop sends one XACK for every id queued, as soon as the previous one
+// returned; a failed XACK is sent again after a backoff. Once stop is
+// closed it sends what is left, within ackFlushTimeout, and returns.
+func (sub *subscription) ackLoop(stop <-chan struct{}) {
+	backoff := ackRetryMin
+	var ids []string
+	for {
+		ids = append(ids, sub.takeAcks()...)
+		if len(ids) == 0 {
+			select {
+			case <-sub.ackKick:
+				continue
+			case <-stop:
+				sub.flushAcks(nil)
+				return
+			}
+		}
+		err := sub.xack(context.Background(), ids)
+		if err == nil {
+			ids, backoff = ids[:0], ackRetryMin
+			continue
+		}
+		sub.s.logger.Error("redis transport: acking failed, will retry", err,
+			watermill.LogFields{"topic": sub.topic, "entries": len(ids), "retry_in": backoff})
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, ackRetryMax)
+		case <-stop:
+			sub.flushAcks(ids)
+			return
+		}
+	}
+}
+
+// flushAcks sends ids and whatever else is queued in one last XACK,
+// within ackFlushTimeout.
+func (sub *subscription) flushAcks(ids []string) {
+	ids = append(ids, sub.takeAcks()...)
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ackFlushTimeout)
+	defer cancel()
+	if err := sub.xack(ctx, ids); err != nil {
+		sub.s.logger.Error("redis transport: acking failed, entries left pending", err,
+			watermill.LogFields{"topic": sub.topic, "entries": len(ids)})
+	}
+}
+
+// xack acks ids; when the group is gone there is nothing left to ack.
+func (sub *subscription) xack(ctx context.Context, ids []string) error {
+	err := sub.s.client.XAck(ctx, sub.topic, sub.s.cfg.ConsumerGroup, ids...).Err()
+	if groupLost(err) {
+		return nil
+	}
+	return err
+}
+
+// sleepCtx waits d, and reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// flight counts the copies of one entry this process has out, and how
+// many of them a handler holds.
+type flight struct{ copies, held int }
+
+func (s *RedisSubscriber) track(k string) {
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	f := s.flights[k]
+	if f == nil {
+		f = &flight{}
+		s.flights[k] = f
+	}
+	f.copies++
+}
+
+// trackClaimed tracks a claimed entry, and reports false, tracking
+// nothing, when the entry is out here already and must not be handed out
+// again: its copy waits for a worker or its NackDelay, or it has two.
+func (s *RedisSubscriber) trackClaimed(k string) bool {
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	f := s.flights[k]
+	if f == nil {
+		s.flights[k] = &flight{copies: 1}
+		return true
+	}
+	if f.copies > 1 || f.held < f.copies {
+		return false
+	}
+	f.copies++
+	return true
+}
+
+func (s *RedisSubscriber) hold(k string, delta int) {
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	if f := s.flights[k]; f != nil {
+		f.held += delta
+	}
+}
+
+func (s *RedisSubscriber) untrack(k string) {
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	if f := s.flights[k]; f != nil {
+		if f.copies--; f.copies <= 0 {
+			delete(s.flights, k)
+		}
+	}
+}
