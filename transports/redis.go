@@ -300,7 +300,7 @@ func (c RedisConfig) RedactedURL() string {
 type RedisPublisher struct {
 	cfg    RedisConfig
 	client *redis.Client
-	inner  *redisstream.Publisher
+	app    *appender
 
 	mu      sync.RWMutex // Publish holds it shared, Close exclusively
 	closed  bool
@@ -325,16 +325,9 @@ func NewRedisPublisher(cfg RedisConfig, logger watermill.LoggerAdapter) (*RedisP
 	if err != nil {
 		return nil, err
 	}
-	inner, err := redisstream.NewPublisher(redisstream.PublisherConfig{
-		Client:        client,
-		Marshaller:    redisstream.DefaultMarshallerUnmarshaller{},
-		DefaultMaxlen: 0, // no MAXLEN: only TrimAcked removes entries, never an unacknowledged one
-	}, logger)
-	if err != nil {
-		_ = client.Close()
-		return nil, fmt.Errorf("redis transport: %w", err)
-	}
-	return &RedisPublisher{cfg: cfg, client: client, inner: inner}, nil
+	// No MAXLEN on XADD: only TrimAcked removes entries, never an
+	// unacknowledged one.
+	return &RedisPublisher{cfg: cfg, client: client, app: &appender{client: client, timeout: cfg.publishTimeout()}}, nil
 }
 
 // streamMaxLen turns MaxLen into XADD's MAXLEN, 0 meaning none.
@@ -346,11 +339,14 @@ func streamMaxLen(n int64) int64 {
 }
 
 // Publish appends each message to the stream named topic (created if
-// missing), in order, and returns once Redis has acknowledged it. Each
-// message gets at most DialTimeout + WriteTimeout + ReadTimeout (6s by
-// default), sooner if its context ends: with Redis unreachable Publish
-// returns an error, it never hangs. On error the messages before the failed
-// one were published; the error says how many. After Close it returns
+// missing), in watermill-redisstream's format, in order, and returns once
+// Redis has acknowledged them. The XADDs of concurrent Publish calls go to
+// Redis together, in one pipeline: many goroutines publishing share round
+// trips. Each call gets at most DialTimeout + WriteTimeout + ReadTimeout
+// (6s by default), sooner if a message's context ends: with Redis
+// unreachable Publish returns an error, it never hangs. An error says how
+// many of the messages were not published; a message whose context ended
+// while waiting may still have been appended. After Close it returns
 // ErrClosed. The messages themselves are not modified.
 func (p *RedisPublisher) Publish(topic string, messages ...*message.Message) error {
 	p.mu.RLock()
@@ -358,29 +354,52 @@ func (p *RedisPublisher) Publish(topic string, messages ...*message.Message) err
 	if p.closed {
 		return ErrClosed
 	}
+	errs := make([]error, len(messages))
+	dones := make([]<-chan error, len(messages))
 	for i, msg := range messages {
-		c := msg.Copy() // redisstream publishes with the message's context: give it a deadline
-		ctx, cancel := context.WithTimeout(msg.Context(), p.cfg.publishTimeout())
-		c.SetContext(ctx)
-		var err error
 		if max := streamMaxLen(p.cfg.MaxLen); max > 0 && topic != p.cfg.PoisonTopic {
-			var full bool
-			if full, err = p.lengths.full(ctx, p.client, topic, max); err == nil && full {
+			ctx, cancel := context.WithTimeout(msg.Context(), p.cfg.publishTimeout())
+			full, err := p.lengths.full(ctx, p.client, topic, max)
+			cancel()
+			if err == nil && full {
 				err = ErrStreamFull
 			}
-		}
-		if err == nil {
-			err = p.inner.Publish(topic, c)
-		}
-		cancel()
-		if err != nil {
-			if len(messages) == 1 {
-				return fmt.Errorf("redis transport: publishing to %s: %w", topic, err)
+			if err != nil {
+				errs[i] = err
+				continue
 			}
-			return fmt.Errorf("redis transport: publishing to %s: %d of %d messages published: %w", topic, i, len(messages), err)
+		}
+		values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(topic, msg)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		dones[i] = p.app.add(topic, values)
+	}
+	failed := 0
+	var first error
+	for i, done := range dones {
+		if done != nil {
+			select {
+			case errs[i] = <-done:
+			case <-messages[i].Context().Done():
+				errs[i] = messages[i].Context().Err()
+			}
+		}
+		if errs[i] != nil {
+			failed++
+			if first == nil {
+				first = errs[i]
+			}
 		}
 	}
-	return nil
+	switch {
+	case failed == 0:
+		return nil
+	case len(messages) == 1:
+		return fmt.Errorf("redis transport: publishing to %s: %w", topic, first)
+	}
+	return fmt.Errorf("redis transport: publishing to %s: %d of %d messages not published: %w", topic, failed, len(messages), first)
 }
 
 // Ping checks that Redis answers on the publisher's client, within ctx and
@@ -403,7 +422,7 @@ func (p *RedisPublisher) Close() error {
 		return nil
 	}
 	p.closed = true
-	return p.inner.Close() // closes p.client
+	return p.client.Close()
 }
 
 // RedisPing checks, on a fresh connection, that the Redis cfg names answers
