@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -203,7 +204,7 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("memhook bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	n := fs.Int("n", 20000, "events per run")
-	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor, deliveries in flight of memhook")
+	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor; goroutines calling Emit and deliveries in flight of memhook")
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
 	which := fs.String("transports", "floor,memory,http,redis1,redis2", "comma list of: floor, memory, http, redis1, redis2 (1 or 2 router processes; skipped when Redis does not answer), outage")
 	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/15", "Redis for the redis runs (its streams memory.events* are deleted first)")
@@ -390,7 +391,7 @@ func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult 
 	if err != nil {
 		return benchResult{Name: "memory", Error: err.Error()}
 	}
-	return runBus(rcv, b, e, "memory (embedded, signed)", n, rate)
+	return runBus(rcv, b, e, "memory (embedded, signed)", n, w, rate)
 }
 
 var errNoRedis = errors.New("redis not reachable")
@@ -454,7 +455,7 @@ func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redi
 	if err != nil {
 		return benchResult{Name: name, Error: err.Error()}
 	}
-	return runBus(rcv, b, e, name, n, rate, pids...)
+	return runBus(rcv, b, e, name, n, w, rate, pids...)
 }
 
 // resetStreams deletes memhook's streams in the bench's Redis database, so
@@ -533,20 +534,37 @@ func median(runs []benchResult) benchResult {
 	return sorted[len(sorted)/2]
 }
 
-// runBus emits n events through b (paced at rate) and measures until the
-// receiver has them all, then closes b: the measuring part every memhook
-// run shares. pids are child processes whose CPU and memory count too.
-func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, rate int, pids ...int) benchResult {
+// runBus emits n events through b from w goroutines (paced at rate; an
+// application emits from its many request handlers, as the floor sends
+// from w workers) and measures until the receiver has them all, then
+// closes b: the measuring part every memhook run shares. pids are child
+// processes whose CPU and memory count too.
+func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, w, rate int, pids ...int) benchResult {
 	ctx := context.Background()
 	cpu0, _ := cpuAndRSS(pids...)
 	start := time.Now()
 	pace := newPacer(rate)
-	for i := range n {
-		pace.wait(i)
-		if err := b.Emit(ctx, e); err != nil {
-			_ = b.Close(ctx)
-			return benchResult{Name: name, Error: err.Error()}
-		}
+	var next atomic.Int64
+	var errOnce sync.Once
+	var firstErr error
+	var wg sync.WaitGroup
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				pace.wait(i)
+				if err := b.Emit(ctx, e); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		_ = b.Close(ctx)
+		return benchResult{Name: name, Error: firstErr.Error()}
 	}
 	res := rcv.finish(name, n, 0, 5*time.Minute)
 	took := time.Since(start)
@@ -582,7 +600,7 @@ func benchHTTP(rcv *benchReceiver, e event.Event, n, w, rate int, profile string
 	if err != nil {
 		return benchResult{Name: name, Error: err.Error()}
 	}
-	return runBus(rcv, b, e, name, n, rate, cmd.Process.Pid)
+	return runBus(rcv, b, e, name, n, w, rate, cmd.Process.Pid)
 }
 
 // pacer spaces n sends at rate per second; rate 0 sends as fast as
