@@ -18,7 +18,8 @@ import (
 type redisState struct {
 	cfg     transports.RedisConfig
 	pub     *transports.RedisPublisher
-	stop    context.CancelFunc // ends the wait for Redis
+	sub     *transports.RedisSubscriber // the running router's, once started
+	stop    context.CancelFunc          // ends the wait for Redis
 	waiting sync.WaitGroup
 	mu      sync.Mutex
 	started bool // the delivery router runs
@@ -96,6 +97,7 @@ func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
 				if err == nil {
 					b.redis.mu.Lock()
 					b.redis.started = true
+					b.redis.sub = sub
 					b.redis.mu.Unlock()
 					b.log.Info("memhook: delivering from Redis", "url", rcfg.RedactedURL(), "group", rcfg.ConsumerGroup,
 						"consumer", rcfg.Consumer, "claim_after", rcfg.MaxIdleTime)
@@ -177,12 +179,23 @@ func (b *Bus) Ready(ctx context.Context) error {
 }
 
 // closeRedis stops the wait for Redis, the router (deliveries in flight
-// finish, up to the router's close timeout; unacknowledged entries stay
-// pending in Redis for another router process) and the publisher.
+// finish, up to the subscriber's close timeout; entries not acknowledged
+// are released to the group's other consumers, which claim them within
+// seconds) and the publisher.
 func (b *Bus) closeRedis() error {
 	b.redis.stop()
 	b.redis.waiting.Wait()
 	errs := b.stopRouter()
+	b.redis.mu.Lock()
+	sub := b.redis.sub
+	b.redis.mu.Unlock()
+	if sub != nil {
+		// The router closes it too, without waiting for the end: here
+		// acks are flushed and unhandled entries released before we go.
+		if err := sub.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := b.redis.pub.Close(); err != nil {
 		errs = append(errs, err)
 	}

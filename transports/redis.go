@@ -26,6 +26,7 @@ const (
 	DefaultMaxLen        = 1_000_000
 	DefaultConsumers     = 8
 	DefaultNackDelay     = time.Second
+	DefaultCloseTimeout  = 5 * time.Second
 	DefaultRedisTimeout  = 2 * time.Second
 )
 
@@ -99,6 +100,11 @@ type RedisConfig struct {
 	// NackDelay is how long a nacked message waits before it is handed out
 	// again. 0 means DefaultNackDelay, 1s.
 	NackDelay time.Duration
+	// CloseTimeout is how long RedisSubscriber.Close lets handlers finish
+	// the messages they hold (ack or nack) before it cancels their
+	// contexts. 0 means DefaultCloseTimeout, 5s: below the router's own
+	// close timeout (10s in memhook), so that Close is over first.
+	CloseTimeout time.Duration
 	// DialTimeout bounds connecting to Redis, ReadTimeout waiting for an
 	// answer, WriteTimeout sending a command. Each 0 means
 	// DefaultRedisTimeout, 2s. A publish gives up after their sum.
@@ -141,6 +147,9 @@ func (c *RedisConfig) setDefaults() {
 	if c.NackDelay == 0 {
 		c.NackDelay = DefaultNackDelay
 	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = DefaultCloseTimeout
+	}
 	for _, d := range []*time.Duration{&c.DialTimeout, &c.ReadTimeout, &c.WriteTimeout} {
 		if *d == 0 {
 			*d = DefaultRedisTimeout
@@ -176,6 +185,9 @@ func (c RedisConfig) Validate() error {
 	}
 	if c.NackDelay < 0 {
 		bad("NackDelay must not be negative, got %s", c.NackDelay)
+	}
+	if c.CloseTimeout < 0 {
+		bad("CloseTimeout must not be negative, got %s", c.CloseTimeout)
 	}
 	for _, f := range []struct {
 		name string

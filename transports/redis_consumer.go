@@ -36,14 +36,18 @@ const (
 type subscription struct {
 	s     *RedisSubscriber
 	topic string
-	ctx   context.Context // the messages' context: ends with Subscribe's ctx or on Close
-	out   chan *message.Message
-	queue chan delivery // entries for the workers; never full (see enqueue)
+	ctx   context.Context // the messages' context: ends with Subscribe's ctx, or CloseTimeout into Close
+	// intake ends with ctx or when Close starts: then nothing more is read,
+	// claimed or handed out, and handlers finish what they hold.
+	intake context.Context
+	out    chan *message.Message
+	queue  chan delivery // entries for the workers; never full (see enqueue)
 
 	mu      sync.Mutex
-	read    int           // read entries out
-	claimed int           // claimed entries out
-	freed   chan struct{} // signalled when an entry leaves, for the reader
+	read    int                 // read entries out
+	claimed int                 // claimed entries out
+	unacked map[string]struct{} // ids read or claimed and not acked yet, released when the subscription ends
+	freed   chan struct{}       // signalled when an entry leaves, for the reader
 
 	ackMu   sync.Mutex
 	acks    []string      // ids to XACK
@@ -63,7 +67,7 @@ func (sub *subscription) claimLimit() int { return sub.s.cfg.Consumers }
 // start runs the subscription's goroutines, counted in s.wg (the caller
 // holds s.mu, s being open). out is closed once the workers are done; the
 // acks are flushed once nothing else runs.
-func (sub *subscription) start(cancel context.CancelFunc) {
+func (sub *subscription) start(cancelMsgs, cancel context.CancelFunc) {
 	s := sub.s
 	var workers, others sync.WaitGroup
 	workers.Add(s.cfg.Consumers)
@@ -73,6 +77,25 @@ func (sub *subscription) start(cancel context.CancelFunc) {
 			sub.work()
 		}()
 	}
+	workersDone := make(chan struct{})
+	s.wg.Add(1)
+	go func() { // the handlers' grace once intake ends
+		defer s.wg.Done()
+		select {
+		case <-sub.intake.Done():
+		case <-workersDone:
+			return
+		}
+		t := time.NewTimer(s.cfg.CloseTimeout)
+		defer t.Stop()
+		select {
+		case <-workersDone:
+		case <-t.C:
+			s.logger.Info("redis transport: handlers still busy at the close timeout; cancelling them",
+				watermill.LogFields{"topic": sub.topic, "close_timeout": s.cfg.CloseTimeout})
+			cancelMsgs()
+		}
+	}()
 	others.Add(2)
 	go func() {
 		defer others.Done()
@@ -92,14 +115,16 @@ func (sub *subscription) start(cancel context.CancelFunc) {
 	go func() {
 		defer s.wg.Done()
 		workers.Wait()
+		close(workersDone)
 		close(sub.out)
 		others.Wait()
 		cancel()
-		for len(sub.queue) > 0 { // entries never handed out stay pending in Redis
+		for len(sub.queue) > 0 { // entries never handed out: released below
 			s.untrack(sub.key((<-sub.queue).id))
 		}
 		close(stopAcks)
 		<-acked
+		sub.release()
 	}()
 }
 
@@ -117,7 +142,7 @@ func (sub *subscription) readLoop() {
 		if n == 0 {
 			return
 		}
-		streams, err := s.client.XReadGroup(sub.ctx, &redis.XReadGroupArgs{
+		streams, err := s.client.XReadGroup(sub.intake, &redis.XReadGroupArgs{
 			Group:    s.cfg.ConsumerGroup,
 			Consumer: s.cfg.Consumer,
 			Streams:  []string{sub.topic, ">"},
@@ -131,7 +156,7 @@ func (sub *subscription) readLoop() {
 			}
 			continue
 		}
-		if sub.ctx.Err() != nil {
+		if sub.intake.Err() != nil {
 			return
 		}
 		failures++
@@ -154,7 +179,7 @@ func (sub *subscription) waitReadSlots(want int) int {
 		}
 		select {
 		case <-sub.freed:
-		case <-sub.ctx.Done():
+		case <-sub.intake.Done():
 			return 0
 		}
 	}
@@ -168,7 +193,7 @@ func (sub *subscription) recover(err error, what string, failures int) bool {
 	s := sub.s
 	fields := watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup}
 	if groupLost(err) {
-		cerr := s.createGroup(sub.ctx, sub.topic)
+		cerr := s.createGroup(sub.intake, sub.topic)
 		if cerr == nil {
 			s.logger.Info("redis transport: consumer group lost, created again", fields)
 			if failures == 1 {
@@ -185,7 +210,7 @@ func (sub *subscription) recover(err error, what string, failures int) bool {
 	backoff = min(backoff, resubscribeMax)
 	fields["retry_in"] = backoff
 	s.logger.Error("redis transport: "+what+" failed", err, fields)
-	return sleepCtx(sub.ctx, backoff)
+	return sleepCtx(sub.intake, backoff)
 }
 
 // claimLoop takes over, every claim interval, entries idle for longer than
@@ -205,7 +230,7 @@ func (sub *subscription) claimLoop() {
 		case <-check.C:
 			sub.deleteIdleConsumers()
 			continue
-		case <-sub.ctx.Done():
+		case <-sub.intake.Done():
 			return
 		}
 		if time.Now().Before(retryAt) {
@@ -218,7 +243,7 @@ func (sub *subscription) claimLoop() {
 			if n <= 0 {
 				break
 			}
-			msgs, next, err := s.client.XAutoClaim(sub.ctx, &redis.XAutoClaimArgs{
+			msgs, next, err := s.client.XAutoClaim(sub.intake, &redis.XAutoClaimArgs{
 				Stream:   sub.topic,
 				Group:    s.cfg.ConsumerGroup,
 				Consumer: s.cfg.Consumer,
@@ -227,13 +252,13 @@ func (sub *subscription) claimLoop() {
 				Count:    int64(n),
 			}).Result()
 			if err != nil {
-				if sub.ctx.Err() != nil {
+				if sub.intake.Err() != nil {
 					return
 				}
 				failures++
 				cursor = "0-0"
 				if groupLost(err) {
-					if s.createGroup(sub.ctx, sub.topic) == nil {
+					if s.createGroup(sub.intake, sub.topic) == nil {
 						break
 					}
 				}
@@ -257,7 +282,7 @@ func (sub *subscription) claimLoop() {
 // consumerTimeout with nothing pending, as redisstream did.
 func (sub *subscription) deleteIdleConsumers() {
 	s := sub.s
-	consumers, err := s.client.XInfoConsumers(sub.ctx, sub.topic, s.cfg.ConsumerGroup).Result()
+	consumers, err := s.client.XInfoConsumers(sub.intake, sub.topic, s.cfg.ConsumerGroup).Result()
 	if err != nil {
 		return // the claimer or the reader reports Redis errors
 	}
@@ -265,7 +290,7 @@ func (sub *subscription) deleteIdleConsumers() {
 		if c.Name == s.cfg.Consumer || c.Pending > 0 || c.Idle < consumerTimeout {
 			continue
 		}
-		if err := s.client.XGroupDelConsumer(sub.ctx, sub.topic, s.cfg.ConsumerGroup, c.Name).Err(); err != nil {
+		if err := s.client.XGroupDelConsumer(sub.intake, sub.topic, s.cfg.ConsumerGroup, c.Name).Err(); err != nil {
 			s.logger.Error("redis transport: deleting an idle consumer failed", err,
 				watermill.LogFields{"topic": sub.topic, "consumer": c.Name})
 		}
@@ -295,10 +320,11 @@ func (sub *subscription) enqueue(msgs []redis.XMessage, claimed bool) {
 		} else {
 			sub.read++
 		}
+		sub.unacked[m.ID] = struct{}{}
 		sub.mu.Unlock()
 		select {
 		case sub.queue <- delivery{id: m.ID, values: m.Values, claimed: claimed}:
-		case <-sub.ctx.Done(): // left pending in Redis
+		case <-sub.intake.Done(): // released when the subscription ends
 			sub.s.untrack(k)
 		}
 	}
@@ -308,6 +334,9 @@ func (sub *subscription) enqueue(msgs []redis.XMessage, claimed bool) {
 // ends.
 func (sub *subscription) work() {
 	for {
+		if sub.intake.Err() != nil { // closing: hand out nothing more
+			return
+		}
 		select {
 		case d := <-sub.queue:
 			sub.deliver(d)
@@ -323,7 +352,7 @@ func (sub *subscription) work() {
 			case sub.freed <- struct{}{}:
 			default:
 			}
-		case <-sub.ctx.Done():
+		case <-sub.intake.Done():
 			return
 		}
 	}
@@ -345,7 +374,7 @@ func (sub *subscription) deliver(d delivery) {
 		case handedEnded:
 			return
 		}
-		if !sleepCtx(sub.ctx, s.cfg.NackDelay) {
+		if !sleepCtx(sub.intake, s.cfg.NackDelay) {
 			return
 		}
 		msg = msg.Copy()
@@ -372,7 +401,7 @@ func (sub *subscription) handOut(k string, msg *message.Message) handed {
 	} else {
 		select {
 		case sub.out <- msg:
-		case <-ctx.Done():
+		case <-sub.intake.Done():
 			return handedEnded
 		}
 	}
@@ -390,6 +419,9 @@ func (sub *subscription) handOut(k string, msg *message.Message) handed {
 
 // ack queues id for the acker.
 func (sub *subscription) ack(id string) {
+	sub.mu.Lock()
+	delete(sub.unacked, id)
+	sub.mu.Unlock()
 	sub.ackMu.Lock()
 	sub.acks = append(sub.acks, id)
 	sub.ackMu.Unlock()
@@ -463,6 +495,35 @@ func (sub *subscription) xack(ctx context.Context, ids []string) error {
 		return nil
 	}
 	return err
+}
+
+// release makes the entries this subscription read or claimed and did not
+// ack (never handed out, waiting out a NackDelay, or cut by CloseTimeout)
+// claimable at once by the group's other consumers: XCLAIM to itself with
+// IDLE MaxIdleTime and JUSTID (no delivery counted). Without it they would
+// wait MaxIdleTime — 20 min with the defaults — for a claimer.
+func (sub *subscription) release() {
+	sub.mu.Lock()
+	ids := make([]any, 0, len(sub.unacked))
+	for id := range sub.unacked {
+		ids = append(ids, id)
+	}
+	sub.unacked = nil
+	sub.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	s := sub.s
+	ctx, cancel := context.WithTimeout(context.Background(), ackFlushTimeout)
+	defer cancel()
+	args := append([]any{"XCLAIM", sub.topic, s.cfg.ConsumerGroup, s.cfg.Consumer, 0}, ids...)
+	args = append(args, "IDLE", s.cfg.MaxIdleTime.Milliseconds(), "JUSTID")
+	fields := watermill.LogFields{"topic": sub.topic, "entries": len(ids)}
+	if err := s.client.Do(ctx, args...).Err(); err != nil && !groupLost(err) {
+		s.logger.Error("redis transport: releasing unhandled entries failed; they wait for the claim timeout", err, fields)
+		return
+	}
+	s.logger.Info("redis transport: unhandled entries released to the group's other consumers", fields)
 }
 
 // sleepCtx waits d, and reports false if ctx ended first.

@@ -130,6 +130,7 @@ func TestRedisCloseFlushesAcksAndLeavesUnackedPending(t *testing.T) {
 	url := redistest.URL(t)
 	cfg := redisConfig(t, url)
 	cfg.Consumers = 4
+	cfg.CloseTimeout = 300 * time.Millisecond
 	p := newRedisPublisher(t, cfg)
 	s := newRedisSubscriber(t, cfg)
 	ch := subscribe(t, s, cfg.EventsTopic)
@@ -169,5 +170,52 @@ func TestRedisCloseFlushesAcksAndLeavesUnackedPending(t *testing.T) {
 	}
 	if pending.Count != 1 {
 		t.Fatalf("%d entries pending after Close, want the one never acked", pending.Count)
+	}
+	// Released: claimable by another consumer at once.
+	ext, err := rc.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+		Stream: cfg.EventsTopic, Group: cfg.ConsumerGroup, Start: "-", End: "+", Count: 10,
+	}).Result()
+	if err != nil || len(ext) != 1 || ext[0].Idle < cfg.MaxIdleTime {
+		t.Fatalf("pending entry not released (idle below MaxIdleTime %s): %+v %v", cfg.MaxIdleTime, ext, err)
+	}
+}
+
+// When Subscribe's context ends (a router closing cancels it at once) a
+// message out keeps its context until its handler acks it, within
+// CloseTimeout, and the ack reaches Redis.
+func TestRedisHandlersFinishAfterSubscribeCtxEnds(t *testing.T) {
+	url := redistest.URL(t)
+	cfg := redisConfig(t, url)
+	cfg.Consumers = 2
+	cfg.CloseTimeout = 10 * time.Second
+	p := newRedisPublisher(t, cfg)
+	s := newRedisSubscriber(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := s.Subscribe(ctx, cfg.EventsTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(cfg.EventsTopic, message.NewMessage(watermill.NewUUID(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	m := receive(t, ch, 5*time.Second)
+	cancel()
+	time.Sleep(200 * time.Millisecond)
+	if m.Context().Err() != nil {
+		t.Fatal("the message's context ended with Subscribe's, before its handler finished")
+	}
+	m.Ack()
+	select {
+	case _, open := <-ch:
+		if open {
+			t.Fatal("a message handed out after Subscribe's context ended")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("channel not closed after the handler finished")
+	}
+	pending, err := rawClient(t, url).XPending(context.Background(), cfg.EventsTopic, cfg.ConsumerGroup).Result()
+	if err != nil || pending.Count != 0 {
+		t.Fatalf("pending %+v %v after the ack, want none", pending, err)
 	}
 }

@@ -66,12 +66,14 @@ type RedisSubscriber struct {
 	mark   string // metadata key flagging an undecodable entry; random, so no producer can set it
 	decode flaggingUnmarshaller
 
-	mu         sync.Mutex // guards closed and s.wg.Add
-	closed     bool
-	closing    chan struct{}
-	stop       context.Context // cancelled by Close
-	cancelStop context.CancelFunc
-	wg         sync.WaitGroup // every subscription's goroutines
+	mu           sync.Mutex // guards closed and s.wg.Add
+	closed       bool
+	closing      chan struct{}
+	intake       context.Context // cancelled when Close starts: nothing more is read or handed out
+	cancelIntake context.CancelFunc
+	stop         context.Context // cancelled by Close once handlers are done, or after CloseTimeout
+	cancelStop   context.CancelFunc
+	wg           sync.WaitGroup // every subscription's goroutines
 
 	flightMu sync.Mutex
 	flights  map[string]*flight // entries out, by topic and id
@@ -110,6 +112,7 @@ func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*Redis
 	}
 	s.decode = flaggingUnmarshaller{mark: s.mark}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
+	s.intake, s.cancelIntake = context.WithCancel(s.stop)
 	s.logger = closingLogger{LoggerAdapter: logger, closing: s.closing}
 	return s, nil
 }
@@ -132,9 +135,12 @@ func (s *RedisSubscriber) createGroup(ctx context.Context, topic string) error {
 
 // Subscribe reads the stream named topic (created, with the consumer group,
 // if missing) into the returned channel: up to Consumers messages are out
-// at once, each carrying a context cancelled when ctx ends or the
-// subscriber closes. The channel is closed when ctx is done or on Close.
-// Messages come in stream order, except for those nacked or taken over.
+// at once. When ctx ends or Close begins, nothing more is read or handed
+// out; each message out keeps its context until it is acked or nacked, or
+// for CloseTimeout more (a closing Watermill router cancels ctx at once,
+// while its handlers still run), then the entries not acked are released
+// to the group's other consumers and the channel is closed. Messages come
+// in stream order, except for those nacked or taken over.
 // It returns an error when Redis cannot create the group (unreachable,
 // wrong type of key), or ErrClosed.
 func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -152,18 +158,26 @@ func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	if s.closed {
 		return nil, ErrClosed
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	stopOnClose := context.AfterFunc(s.stop, cancel)
+	// Reading and handing out stop when ctx ends or Close begins; the
+	// messages out keep their context, so that their handlers can finish,
+	// until they are acked or nacked, or for CloseTimeout more (the
+	// router cancels ctx as soon as it closes).
+	intake, cancelIntake := context.WithCancel(ctx)
+	stopIntake := context.AfterFunc(s.intake, cancelIntake)
+	msgs, cancelMsgs := context.WithCancel(context.WithoutCancel(ctx))
+	stopMsgs := context.AfterFunc(s.stop, cancelMsgs)
 	sub := &subscription{
 		s:       s,
 		topic:   topic,
-		ctx:     ctx,
+		ctx:     msgs,
+		intake:  intake,
 		out:     make(chan *message.Message),
 		queue:   make(chan delivery, 3*s.cfg.Consumers), // readLimit + claimLimit
+		unacked: make(map[string]struct{}),
 		freed:   make(chan struct{}, 1),
 		ackKick: make(chan struct{}, 1),
 	}
-	sub.start(func() { stopOnClose(); cancel() })
+	sub.start(cancelMsgs, func() { stopIntake(); cancelIntake(); stopMsgs(); cancelMsgs() })
 	return sub.out, nil
 }
 
@@ -223,20 +237,24 @@ func (s *RedisSubscriber) Ping(ctx context.Context) error {
 	return ping(ctx, s.client, s.cfg)
 }
 
-// Close ends every subscription — messages out and not yet acked stay
-// pending in Redis, to be taken over after MaxIdleTime; acks already made
-// are sent first, within a couple of seconds — closes the channels
-// Subscribe returned and the Redis client. It does not wait for handlers
-// to ack. It is idempotent and safe from several goroutines: later calls
-// wait for the first and return its result.
+// Close ends every subscription: it stops reading, claiming and handing
+// out at once, lets handlers finish the messages they hold (acked or
+// nacked) for up to CloseTimeout, then cancels the contexts of those still
+// held. Acks made are sent; every entry read or claimed and not acked
+// (never handed out, waiting out a NackDelay, or cut) is released to the
+// group's other consumers, which claim it at their next claim tick
+// instead of after MaxIdleTime. Then it closes the channels Subscribe
+// returned and the Redis client. It is idempotent and safe from several
+// goroutines: later calls wait for the first and return its result.
 func (s *RedisSubscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		close(s.closing)
 		s.mu.Unlock()
-		s.cancelStop() // ends every subscription
-		s.wg.Wait()    // the readers' blocked reads end within blockTime
+		s.cancelIntake() // each subscription gives its handlers CloseTimeout
+		s.wg.Wait()      // the readers' blocked reads end within blockTime
+		s.cancelStop()
 		s.closeErr = s.client.Close()
 	})
 	return s.closeErr

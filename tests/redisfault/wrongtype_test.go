@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,5 +93,61 @@ func TestRouterWithEventsNoneConsumes(t *testing.T) {
 			t.Fatalf("no warning from a router without a webhook URL:\n%s", idle.log())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// SIGTERM to a router with deliveries in flight and entries read ahead:
+// the deliveries finish and are acknowledged (no duplicate), and the
+// entries it read but never handled are released, so that the next router
+// delivers them within seconds, not after the claim timeout (50 s here).
+func TestSIGTERMedRouterFinishesAndReleases(t *testing.T) {
+	srv := redistest.Start(t)
+	cnt, rcv := startCounting(t, 300*time.Millisecond, nil)
+	env := append(routerEnv(srv.URL(), rcv.URL, ""), "MEM0_WEBHOOK_TIMEOUT=5")
+	const n = 40
+	emit(t, srv.URL(), n)
+	a := serve(t, append(env, "MEMHOOK_REDIS_CONSUMER=grace-a")...)
+	deadline := time.Now().Add(15 * time.Second)
+	for cnt.distinct() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("router a delivered nothing:\n%s", a.log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("router a did not exit after SIGTERM:\n%s", a.log())
+	}
+	byA := cnt.distinct()
+
+	opts, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	pending, err := c.XPendingExt(context.Background(), &redis.XPendingExtArgs{
+		Stream: bus.Topic, Group: "memhook", Start: "-", End: "+", Count: n,
+	}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pending {
+		if p.Idle < 50*time.Second {
+			t.Errorf("entry %s left pending by router a, idle %s: not released", p.ID, p.Idle)
+		}
+	}
+
+	start := time.Now()
+	serve(t, append(env, "MEMHOOK_REDIS_CONSUMER=grace-b")...)
+	cnt.waitDistinct(t, n, 20*time.Second)
+	t.Logf("router a delivered %d before exiting and released %d; router b delivered the other %d in %s",
+		byA, len(pending), n-byA, time.Since(start).Round(time.Millisecond))
+	if d := cnt.duplicates(); d != 0 {
+		t.Errorf("%d duplicate deliveries: deliveries in flight at SIGTERM were not finished and acknowledged", d)
 	}
 }
