@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -141,6 +142,19 @@ type Deliver struct {
 	cfg      DeliverConfig
 	redacted string
 	pub      *whttp.Publisher
+
+	// Attempts run on long-lived goroutines: the router runs each message
+	// on a new goroutine, whose stack would grow into net/http's depth for
+	// every message.
+	jobs     chan deliverJob
+	stop     chan struct{}
+	stopOnce sync.Once
+	workers  sync.WaitGroup
+}
+
+type deliverJob struct {
+	msg  *message.Message
+	done chan error
 }
 
 // NewDeliver returns the delivery handler for cfg.
@@ -173,14 +187,49 @@ func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Deliver{cfg: cfg, redacted: RedactURL(cfg.URL), pub: pub}, nil
+	d := &Deliver{cfg: cfg, redacted: RedactURL(cfg.URL), pub: pub, jobs: make(chan deliverJob), stop: make(chan struct{})}
+	for range cfg.MaxIdleConns {
+		d.workers.Add(1)
+		go d.work()
+	}
+	return d, nil
+}
+
+func (d *Deliver) work() {
+	defer d.workers.Done()
+	for {
+		select {
+		case j := <-d.jobs:
+			j.done <- d.attempt(j.msg)
+		case <-d.stop:
+			return
+		}
+	}
 }
 
 // URL returns the webhook URL redacted for display.
 func (d *Deliver) URL() string { return d.redacted }
 
-// Handle is a message.NoPublishHandlerFunc: one delivery attempt.
+// Handle is a message.NoPublishHandlerFunc: one delivery attempt. It
+// returns msg's context error if that ends before the attempt starts, and
+// ErrDeliverClosed after Close.
 func (d *Deliver) Handle(msg *message.Message) error {
+	j := deliverJob{msg: msg, done: make(chan error, 1)}
+	select {
+	case d.jobs <- j:
+		return <-j.done
+	case <-msg.Context().Done():
+		return msg.Context().Err()
+	case <-d.stop:
+		return ErrDeliverClosed
+	}
+}
+
+// ErrDeliverClosed is what Handle returns after Close.
+var ErrDeliverClosed = errors.New("deliver: closed")
+
+// attempt is one delivery attempt, on a worker goroutine.
+func (d *Deliver) attempt(msg *message.Message) error {
 	rec := &record{}
 	ctx := msg.Context()
 	actx, cancel := context.WithTimeout(context.WithValue(ctx, recordKey{}, rec), d.cfg.Timeout)
@@ -219,8 +268,13 @@ func unwrapPublisher(err error) error {
 	return err
 }
 
-// Close releases the publisher. Deliveries after Close fail.
-func (d *Deliver) Close() error { return d.pub.Close() }
+// Close waits for the attempts running, then releases the publisher.
+// Deliveries after Close fail with ErrDeliverClosed.
+func (d *Deliver) Close() error {
+	d.stopOnce.Do(func() { close(d.stop) })
+	d.workers.Wait()
+	return d.pub.Close()
+}
 
 type recordKey struct{}
 

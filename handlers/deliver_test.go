@@ -170,3 +170,44 @@ func TestDeliverRedactsTheURLInErrors(t *testing.T) {
 		t.Errorf("connection refused is not retryable: %v", err)
 	}
 }
+
+// Attempts run on MaxIdleConns workers: one more waits for a free worker,
+// until its context ends; after Close, Handle fails at once.
+func TestDeliverWorkers(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: 10 * time.Second, MaxIdleConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := make(chan error, 2)
+	for i := range 2 {
+		go func() { busy <- d.Handle(message.NewMessage(fmt.Sprint(i), []byte(`{}`))) }()
+	}
+	time.Sleep(200 * time.Millisecond) // both workers are in their attempt
+	msg := message.NewMessage("third", []byte(`{}`))
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	msg.SetContext(ctx)
+	if err := d.Handle(msg); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("third delivery with both workers busy: %v, want its context's deadline", err)
+	}
+	close(release)
+	for range 2 {
+		if err := <-busy; err != nil {
+			t.Errorf("delivery: %v", err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Handle(message.NewMessage("late", []byte(`{}`))); !errors.Is(err, handlers.ErrDeliverClosed) {
+		t.Errorf("Handle after Close: %v, want ErrDeliverClosed", err)
+	}
+}
