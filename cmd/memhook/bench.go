@@ -47,6 +47,7 @@ type benchResult struct {
 	MaxMs         float64 `json:"max_ms"`
 	CPUPer1000    float64 `json:"cpu_seconds_per_1000"`
 	PeakRSSMiB    float64 `json:"peak_rss_mib"`
+	Connections   int64   `json:"receiver_connections"`
 	Error         string  `json:"error,omitempty"`
 	Configuration string  `json:"configuration"`
 }
@@ -55,8 +56,9 @@ type benchResult struct {
 // times it arrived and the latency from the envelope's timestamp (the time
 // of Emit) to receipt.
 type benchReceiver struct {
-	url string
-	srv *http.Server
+	url   string
+	srv   *http.Server
+	conns atomic.Int64 // connections opened to the receiver since reset: keep-alive at work when small
 
 	mu      sync.Mutex
 	seen    map[string]int
@@ -71,7 +73,11 @@ func startBenchReceiver() (*benchReceiver, error) {
 		return nil, err
 	}
 	r := &benchReceiver{url: "http://" + ln.Addr().String() + "/hook"}
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			r.conns.Add(1)
+		}
+	}}
 	go func() { _ = r.srv.Serve(ln) }()
 	return r, nil
 }
@@ -83,6 +89,7 @@ func (r *benchReceiver) reset(want int) {
 	r.latency = make([]time.Duration, 0, want)
 	r.done = make(chan struct{})
 	r.want = want
+	r.conns.Store(0)
 }
 
 var tsKey = []byte(`"timestamp":"`)
@@ -181,7 +188,7 @@ func (r *benchReceiver) finish(name string, n int, took time.Duration, timeout t
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	res := benchResult{Name: name, Events: n, Received: len(r.seen), Seconds: took.Seconds()}
+	res := benchResult{Name: name, Events: n, Received: len(r.seen), Seconds: took.Seconds(), Connections: r.conns.Load()}
 	for _, c := range r.seen {
 		if c > 1 {
 			res.Duplicates += c - 1
@@ -277,6 +284,7 @@ arrived exactly once. Flags:`)
 		}
 		runs := make([]benchResult, 0, *repeat)
 		for range *repeat {
+			runtime.GC() // each run starts from a collected heap, not the last one's garbage
 			runs = append(runs, one())
 			if name == "outage" {
 				break // ten seconds of outage each: once is enough
@@ -312,10 +320,10 @@ arrived exactly once. Flags:`)
 	} else {
 		fmt.Fprintf(stdout, "memhook bench: %s\n\n", config)
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "run\tevents/s\tx floor\tp50 ms\tp99 ms\tmax ms\tCPU s/1000\tpeak RSS MiB\treceived\tdup\tmissing\t")
+		fmt.Fprintln(tw, "run\tevents/s\tx floor\tp50 ms\tp99 ms\tmax ms\tCPU s/1000\tpeak RSS MiB\treceived\tdup\tmissing\tconns\t")
 		for _, r := range results {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.0f\t%d\t%d\t%d\t\n",
-				r.Name, r.EventsPerSec, r.RatioToFloor, r.P50Ms, r.P99Ms, r.MaxMs, r.CPUPer1000, r.PeakRSSMiB, r.Received, r.Duplicates, r.Missing)
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.0f\t%d\t%d\t%d\t%d\t\n",
+				r.Name, r.EventsPerSec, r.RatioToFloor, r.P50Ms, r.P99Ms, r.MaxMs, r.CPUPer1000, r.PeakRSSMiB, r.Received, r.Duplicates, r.Missing, r.Connections)
 		}
 		_ = tw.Flush()
 		for _, r := range results {
@@ -336,6 +344,7 @@ func benchFloor(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = w
 	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
 	jobs := make(chan int, w)
 	cpu0, _ := cpuAndRSS()
 	start := time.Now()
