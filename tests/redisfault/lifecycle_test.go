@@ -19,11 +19,7 @@ import (
 // trying with a fresh subscriber, and delivers once the key is fixed.
 func TestRouterRecoversFromAFailedSubscribe(t *testing.T) {
 	srv := redistest.Start(t)
-	opts, err := redis.ParseURL(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opts)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer c.Close()
 	ctx := context.Background()
 	if err := c.Set(ctx, bus.Topic, "not a stream", 0).Err(); err != nil {
@@ -38,14 +34,7 @@ func TestRouterRecoversFromAFailedSubscribe(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	resp, err := http.Get("http://" + r.addr + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz = %d while subscribing fails, want 503", resp.StatusCode)
-	}
+	r.wantNotReady(t)
 	if err := c.Del(ctx, bus.Topic).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -64,11 +53,7 @@ func TestRouterWithEventsNoneConsumes(t *testing.T) {
 	r := serve(t, append(routerEnv(srv.URL(), rcv.URL, "none-a"), "MEM0_WEBHOOK_EVENTS=none")...)
 	r.waitReady(t, 30*time.Second)
 	emit(t, srv.URL(), 20)
-	opts, err := redis.ParseURL(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opts)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer c.Close()
 	ctx := context.Background()
 	deadline := time.Now().Add(30 * time.Second)
@@ -124,11 +109,7 @@ func TestSIGTERMedRouterFinishesAndReleases(t *testing.T) {
 	}
 	byA := cnt.distinct()
 
-	opts, err := redis.ParseURL(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opts)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer c.Close()
 	pending, err := c.XPendingExt(context.Background(), &redis.XPendingExtArgs{
 		Stream: bus.Topic, Group: "memhook", Start: "-", End: "+", Count: n,
@@ -149,5 +130,18 @@ func TestSIGTERMedRouterFinishesAndReleases(t *testing.T) {
 		byA, len(pending), n-byA, time.Since(start).Round(time.Millisecond))
 	if d := cnt.duplicates(); d != 0 {
 		t.Errorf("%d duplicate deliveries: deliveries in flight at SIGTERM were not finished and acknowledged", d)
+	}
+}
+
+// wantNotReady fails t unless /readyz answers 503.
+func (p *proc) wantNotReady(t *testing.T) {
+	t.Helper()
+	resp, err := http.Get("http://" + p.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d, want 503 (not ready)", resp.StatusCode)
 	}
 }

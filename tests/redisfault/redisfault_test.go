@@ -376,14 +376,7 @@ func TestRouterStartsBeforeRedis(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	resp, err := http.Get("http://" + r.addr + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz = %d with Redis down, want 503", resp.StatusCode)
-	}
+	r.wantNotReady(t)
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
