@@ -151,16 +151,7 @@ func TestServeShutdownTimeoutReportsUndelivered(t *testing.T) {
 	if problems := ingestAll(s, ids, 8); len(problems) > 0 {
 		t.Fatalf("%d of %d events not accepted, e.g. %s", len(problems), events, problems[0])
 	}
-	if err := s.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	sent := time.Now()
-	code, err := s.Wait(15 * time.Second)
-	if err != nil {
-		t.Fatalf("no exit after SIGTERM: %v", err)
-	}
-	took := time.Since(sent)
-	s.finish()
+	code, took := terminate(t, s, 15*time.Second)
 	t.Logf("exited %d, %s after SIGTERM", code, took.Round(time.Millisecond))
 	if code != 3 {
 		t.Errorf("exit %d, want 3\n%s", code, tail(s.Stderr(), 20))
@@ -207,16 +198,7 @@ func TestServeShutdownDoesNotWaitForUnusedConnections(t *testing.T) {
 	}
 	defer conn.Close()
 	time.Sleep(100 * time.Millisecond) // let the server accept it
-	if err := s.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	sent := time.Now()
-	code, err := s.Wait(15 * time.Second)
-	if err != nil {
-		t.Fatalf("no exit after SIGTERM: %v", err)
-	}
-	took := time.Since(sent)
-	s.finish()
+	code, took := terminate(t, s, 15*time.Second)
 	if code != 0 {
 		t.Errorf("exit %d, want 0\n%s", code, tail(s.Stderr(), 20))
 	}
@@ -226,4 +208,21 @@ func TestServeShutdownDoesNotWaitForUnusedConnections(t *testing.T) {
 	if strings.Contains(s.Stderr(), "open requests cut") {
 		t.Errorf("an unused connection was reported as a request cut:\n%s", tail(s.Stderr(), 20))
 	}
+}
+
+// terminate sends SIGTERM to s and waits up to timeout for its exit; it
+// returns the exit code and how long the exit took.
+func terminate(t *testing.T, s *server, timeout time.Duration) (int, time.Duration) {
+	t.Helper()
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	code, err := s.Wait(timeout)
+	if err != nil {
+		t.Fatalf("no exit after SIGTERM: %v", err)
+	}
+	took := time.Since(sent)
+	s.finish()
+	return code, took
 }
