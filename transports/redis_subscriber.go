@@ -71,8 +71,6 @@ type RedisSubscriber struct {
 	closing      chan struct{}
 	intake       context.Context // cancelled when Close starts: nothing more is read or handed out
 	cancelIntake context.CancelFunc
-	stop         context.Context // cancelled by Close once handlers are done, or after CloseTimeout
-	cancelStop   context.CancelFunc
 	wg           sync.WaitGroup // every subscription's goroutines
 
 	flightMu sync.Mutex
@@ -111,8 +109,7 @@ func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*Redis
 		flights: make(map[string]*flight),
 	}
 	s.decode = flaggingUnmarshaller{mark: s.mark}
-	s.stop, s.cancelStop = context.WithCancel(context.Background())
-	s.intake, s.cancelIntake = context.WithCancel(s.stop)
+	s.intake, s.cancelIntake = context.WithCancel(context.Background())
 	s.logger = closingLogger{LoggerAdapter: logger, closing: s.closing}
 	return s, nil
 }
@@ -165,7 +162,6 @@ func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	intake, cancelIntake := context.WithCancel(ctx)
 	stopIntake := context.AfterFunc(s.intake, cancelIntake)
 	msgs, cancelMsgs := context.WithCancel(context.WithoutCancel(ctx))
-	stopMsgs := context.AfterFunc(s.stop, cancelMsgs)
 	sub := &subscription{
 		s:       s,
 		topic:   topic,
@@ -177,7 +173,7 @@ func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		freed:   make(chan struct{}, 1),
 		ackKick: make(chan struct{}, 1),
 	}
-	sub.start(cancelMsgs, func() { stopIntake(); cancelIntake(); stopMsgs(); cancelMsgs() })
+	sub.start(cancelMsgs, func() { stopIntake(); cancelIntake(); cancelMsgs() })
 	return sub.out, nil
 }
 
@@ -254,7 +250,6 @@ func (s *RedisSubscriber) Close() error {
 		s.mu.Unlock()
 		s.cancelIntake() // each subscription gives its handlers CloseTimeout
 		s.wg.Wait()      // the readers' blocked reads end within blockTime
-		s.cancelStop()
 		s.closeErr = s.client.Close()
 	})
 	return s.closeErr
