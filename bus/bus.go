@@ -180,7 +180,7 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		}
 	case TransportHTTP:
 		b.forward = true
-		b.url = handlers.RedactURL(strings.TrimSuffix(cfg.RouterURL, "/") + IngestPath) // where this bus sends
+		b.url = handlers.RedactURL(cfg.routerURL(IngestPath)) // where this bus sends
 	case TransportRedis:
 		// Even with every event filtered out (MEM0_WEBHOOK_EVENTS=none) a
 		// delivering process consumes the stream, acknowledging each entry
@@ -222,7 +222,7 @@ func (b *Bus) start(wlog watermill.LoggerAdapter, sub message.Subscriber) error 
 	}
 	target := b.cfg.WebhookURL
 	if b.forward {
-		target = strings.TrimSuffix(b.cfg.RouterURL, "/") + IngestPath
+		target = b.cfg.routerURL(IngestPath)
 	}
 	if b.webhook || b.forward {
 		b.deliver, err = handlers.NewDeliver(handlers.DeliverConfig{
@@ -246,7 +246,7 @@ func (b *Bus) start(wlog watermill.LoggerAdapter, sub message.Subscriber) error 
 		fwd := b.forwarder()
 		single := compose([]message.HandlerMiddleware{fwd.Middleware}, b.deliver.Handle)
 		b.batch, err = handlers.NewBatchForwarder(handlers.BatchForwarderConfig{
-			URL:     strings.TrimSuffix(b.cfg.RouterURL, "/") + IngestBatchPath,
+			URL:     b.cfg.routerURL(IngestBatchPath),
 			Headers: fwd.Headers,
 			Single: func(msg *message.Message) error {
 				_, err := single(msg)

@@ -109,6 +109,11 @@ type Config struct {
 // IngestPath is the path of the router's ingest endpoint.
 const IngestPath = "/ingest"
 
+// routerURL is path on the router at RouterURL (transport http).
+func (c Config) routerURL(path string) string {
+	return strings.TrimSuffix(c.RouterURL, "/") + path
+}
+
 // IngestBatchPath is the path of the router's endpoint for several events
 // per request, where transport "http" sends when events queue up.
 const IngestBatchPath = "/ingest/batch"
