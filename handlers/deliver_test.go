@@ -175,7 +175,9 @@ func TestDeliverRedactsTheURLInErrors(t *testing.T) {
 // until its context ends; after Close, Handle fails at once.
 func TestDeliverWorkers(t *testing.T) {
 	release := make(chan struct{})
+	arrived := make(chan struct{}, 2)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -190,7 +192,9 @@ func TestDeliverWorkers(t *testing.T) {
 	for i := range 2 {
 		go func() { busy <- d.Handle(message.NewMessage(fmt.Sprint(i), []byte(`{}`))) }()
 	}
-	time.Sleep(200 * time.Millisecond) // both workers are in their attempt
+	for range 2 { // both workers are in their attempt
+		<-arrived
+	}
 	msg := message.NewMessage("third", []byte(`{}`))
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
