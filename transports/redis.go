@@ -134,6 +134,9 @@ type RedisConfig struct {
 	// stream), with the error and the wait before the next try; for
 	// logging. Unset, the subscriber logs the failure at error level.
 	OnJoinRetry func(topic string, err error, retryIn time.Duration)
+	// OnJoined, if set, is called once a subscription has joined its
+	// consumer group; for logging.
+	OnJoined func(topic string)
 }
 
 func (c *RedisConfig) setDefaults() {

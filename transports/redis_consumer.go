@@ -73,6 +73,9 @@ func (sub *subscription) join() bool {
 			sub.joinErr = nil
 			sub.joinMu.Unlock()
 			close(sub.joined)
+			if s.cfg.OnJoined != nil {
+				s.cfg.OnJoined(sub.topic)
+			}
 			return true
 		}
 		if sub.intake.Err() != nil {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -64,16 +67,6 @@ func NewRedisTransport(cfg RedisConfig, consumes bool, log *slog.Logger) (*Redis
 	if consumes && cfg.MaxIdleTime == 0 {
 		return nil, errors.New("redis transport: MaxIdleTime is required to consume: set it to ClaimTimeout(the worst-case time to handle one message)")
 	}
-	if cfg.OnJoinRetry == nil {
-		cfg.OnJoinRetry = func(topic string, err error, retryIn time.Duration) {
-			what := "memhook: Redis not reachable, retrying"
-			if errors.Is(err, ErrRedisFull) {
-				what = "memhook: Redis is full (maxmemory reached) and cannot create the consumer group, retrying"
-			}
-			log.Warn(what, "url", cfg.RedactedURL(), "stream", topic, "group", cfg.ConsumerGroup,
-				"retry_in", retryIn, "error", err.Error())
-		}
-	}
 	pub, err := NewRedisPublisher(cfg, wlog)
 	if err != nil {
 		return nil, err
@@ -100,6 +93,25 @@ func (t *RedisTransport) Subscriber(group string) (message.Subscriber, error) {
 	}
 	cfg := t.cfg
 	cfg.ConsumerGroup = group
+	if cfg.OnJoinRetry == nil {
+		cfg.OnJoinRetry = func(topic string, err error, retryIn time.Duration) {
+			what := "memhook: Redis refuses the consumer group, retrying"
+			var ne net.Error
+			switch {
+			case errors.Is(err, ErrRedisFull):
+				what = "memhook: Redis is full (maxmemory reached) and cannot create the consumer group, retrying"
+			case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNREFUSED):
+				what = "memhook: Redis not reachable, retrying"
+			}
+			t.log.Warn(what, "url", cfg.RedactedURL(), "stream", topic, "group", group, "retry_in", retryIn, "error", err.Error())
+		}
+	}
+	if cfg.OnJoined == nil {
+		cfg.OnJoined = func(topic string) {
+			t.log.Info("memhook: consuming from Redis", "url", cfg.RedactedURL(), "stream", topic,
+				"group", group, "consumer", cfg.Consumer, "claim_after", cfg.MaxIdleTime)
+		}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
