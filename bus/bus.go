@@ -118,6 +118,7 @@ type Bus struct {
 	deliver   *handlers.Deliver   // nil unless this process delivers webhooks
 	handle    message.HandlerFunc // the chain and deliver, for Send; nil unless this process delivers
 	runErr    chan error
+	stopRun   context.CancelFunc // ends the router's Run: a close, not "all handlers stopped"
 	// delivers: this process runs the delivery chain (the transport
 	// delivers here and a webhook URL is set). publishes: Emit hands
 	// events to the transport; false only where nothing would ever
@@ -301,7 +302,9 @@ func (b *Bus) start() error {
 		return nil // nothing consumed here: a publisher only
 	}
 	b.router = router
-	go func() { b.runErr <- router.Run(context.Background()) }()
+	ctx, stop := context.WithCancel(context.Background())
+	b.stopRun = stop
+	go func() { b.runErr <- router.Run(ctx) }()
 	select {
 	case <-router.Running():
 		return nil
@@ -334,6 +337,9 @@ func (b *Bus) incomingHandler() message.NoPublishHandlerFunc {
 
 // abandon releases what a New that failed had started.
 func (b *Bus) abandon() {
+	if b.stopRun != nil {
+		b.stopRun()
+	}
 	_, _ = b.transport.Close()
 	_ = b.stopRouter()
 }
@@ -555,6 +561,12 @@ func (b *Bus) close(ctx context.Context) error {
 	b.closed = true
 	b.mu.Unlock()
 	drainErr := b.transport.Drain(ctx)
+	if b.stopRun != nil {
+		// Before the transport ends the subscriptions: Watermill then sees
+		// a router closing, not handlers that stopped on their own (which
+		// it logs at ERROR).
+		b.stopRun()
+	}
 	left, err := b.transport.Close()
 	errs := b.stopRouter()
 	if err != nil {

@@ -125,13 +125,14 @@ func (c HTTPConfig) Validate() error {
 // delivers no webhook: Delivers is false; Subscriber serves the local
 // poison topic.
 type HTTP struct {
-	cfg    HTTPConfig
-	mem    *Memory
-	batch  *BatchForwarder
-	client *http.Client
-	fwd    Forward
-	router *message.Router
-	runErr chan error
+	cfg     HTTPConfig
+	mem     *Memory
+	batch   *BatchForwarder
+	client  *http.Client
+	fwd     Forward
+	router  *message.Router
+	runErr  chan error
+	stopRun context.CancelFunc
 
 	closeOnce sync.Once
 	left      Left
@@ -202,11 +203,14 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		}.Middleware,
 	)
 	t.router = router
-	go func() { t.runErr <- router.Run(context.Background()) }()
+	ctx, stop := context.WithCancel(context.Background())
+	t.stopRun = stop
+	go func() { t.runErr <- router.Run(ctx) }()
 	select {
 	case <-router.Running():
 		return t, nil
 	case err := <-t.runErr:
+		stop()
 		mem.Shutdown()
 		_ = t.batch.Close()
 		return nil, fmt.Errorf("http transport: forwarder did not start: %w", err)
@@ -271,6 +275,7 @@ func (t *HTTP) Drain(ctx context.Context) error { return t.mem.Drain(ctx) }
 // call's result.
 func (t *HTTP) Close() (Left, error) {
 	t.closeOnce.Do(func() {
+		t.stopRun() // a close, not "all handlers stopped" (logged at ERROR) when the queue ends
 		t.left = t.mem.Shutdown()
 		var errs []error
 		if err := t.router.Close(); err != nil {
