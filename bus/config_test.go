@@ -3,6 +3,7 @@ package bus_test
 import (
 	"maps"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,7 +83,7 @@ func TestConfigFromLookupDefaultsAreTheSeeds(t *testing.T) {
 	}
 	want := seedConfig()
 	want.WebhookURL, want.Token, want.Secret = "", "", ""
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults =\n%+v\nwant\n%+v", got, want)
 	}
 }
@@ -92,7 +93,7 @@ func TestConfigFromLookupReadsTheSeedsExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := seedConfig(); got != want {
+	if want := seedConfig(); !reflect.DeepEqual(got, want) {
 		t.Errorf("config =\n%+v\nwant\n%+v", got, want)
 	}
 }
@@ -140,7 +141,7 @@ func TestConfigFromLookupGoodValues(t *testing.T) {
 			}
 			want := seedConfig()
 			tt.change(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("%s=%q reads as\n%+v\nwant\n%+v", tt.env, tt.value, got, want)
 			}
 		})

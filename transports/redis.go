@@ -26,6 +26,7 @@ const (
 	DefaultEventsTopic   = "memory.events"
 	DefaultPoisonTopic   = middleware.PoisonTopic
 	DefaultIncomingTopic = "memory.incoming"
+	DefaultRetryTopic    = "memory.events.retry"
 	DefaultMaxLen        = 1_000_000
 	DefaultConsumers     = DefaultWorkers
 	DefaultNackDelay     = time.Second
@@ -105,6 +106,10 @@ type RedisConfig struct {
 	// EventsTopic is the stream DLQ.Replay publishes to. Empty means
 	// DefaultEventsTopic, "memory.events".
 	EventsTopic string
+	// RetryTopic is the stream due retries are appended to; the retries
+	// waiting for it are kept in the sorted set RetryTopic + ":delayed".
+	// Empty means DefaultRetryTopic, "memory.events.retry".
+	RetryTopic string
 	// PoisonTopic is the poison stream: undecodable entries are copied
 	// there, and DLQ reads it. It must be the topic the PoisonQueue
 	// middleware publishes to. Empty means DefaultPoisonTopic,
@@ -160,6 +165,9 @@ func (c *RedisConfig) setDefaults() {
 	}
 	if c.PoisonTopic == "" {
 		c.PoisonTopic = DefaultPoisonTopic
+	}
+	if c.RetryTopic == "" {
+		c.RetryTopic = DefaultRetryTopic
 	}
 	if c.NackDelay == 0 {
 		c.NackDelay = DefaultNackDelay

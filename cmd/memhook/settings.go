@@ -34,6 +34,7 @@ func settings() []setting {
 		{"MEM0_WEBHOOK_TIMEOUT", "", seconds(bus.DefaultTimeout), "seconds per delivery attempt"},
 		{"MEM0_WEBHOOK_RETRY_COUNT", "", strconv.Itoa(bus.DefaultRetryCount), "retries after the first attempt; 0 = none"},
 		{"MEM0_WEBHOOK_RETRY_DELAY", "", fmt.Sprintf("%.1f", bus.DefaultRetryDelay.Seconds()), "first retry delay in seconds, doubled each time"},
+		{"MEMHOOK_RETRY_SCHEDULE", "retry-schedule", "(unset: the seed's)", "comma list of Go durations, one retry each (e.g. 5s,5m,30m,2h,5h,10h,10h); replaces RETRY_COUNT/RETRY_DELAY"},
 		{"MEM0_WEBHOOK_EVENTS", "", "all", "all, none, or a comma list of event names"},
 		{"BOT_VERSION", "", bus.DefaultBotVersion, "the envelope's bot_version"},
 		{"MEMHOOK_TRANSPORT", "transport", bus.TransportMemory, "memory | http | redis"},
