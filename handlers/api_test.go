@@ -43,6 +43,13 @@ type apiFixture struct {
 
 func startAPI(t *testing.T, api *handlers.API) *apiFixture {
 	t.Helper()
+	return startAPIWith(t, api, nil)
+}
+
+// startAPIWith is startAPI whose Ingest, when ingest is set, calls ingest
+// before keeping the message.
+func startAPIWith(t *testing.T, api *handlers.API, ingest func(*message.Message) error) *apiFixture {
+	t.Helper()
 	f := &apiFixture{logs: &logBuf{}}
 	api.Incoming = func(m *message.Message) error {
 		f.mu.Lock()
@@ -51,6 +58,11 @@ func startAPI(t *testing.T, api *handlers.API) *apiFixture {
 		return nil
 	}
 	api.Ingest = func(m *message.Message) error {
+		if ingest != nil {
+			if err := ingest(m); err != nil {
+				return err
+			}
+		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.ingested = append(f.ingested, m)
@@ -186,5 +198,67 @@ func TestIngestAcceptsSignatureAndKeepsTheID(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.ingested) != 1 || f.ingested[0].UUID != "evt_ing_1" || f.ingested[0].Metadata.Get("event_type") != "memory_added" {
 		t.Fatalf("ingested %v", f.ingested)
+	}
+}
+
+// A request for an event id another request is handling right now is told
+// to retry (503 with Retry-After), as POST /ingest/batch answers: a 409
+// would be a permanent refusal to the application's forwarder, which
+// would poison an event that is being delivered.
+func TestIngestSameIDWhileInProgress(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	f := startAPIWith(t, &handlers.API{}, func(*message.Message) error {
+		entered <- struct{}{}
+		<-release
+		return nil
+	})
+	body := envelope("evt_busy")
+	first := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+handlers.PathIngest, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(verify.HeaderID, "evt_busy")
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("the first request did not reach Ingest in 10s")
+	}
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+handlers.PathIngest, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(verify.HeaderID, "evt_busy")
+	resp, err := f.srv.Client().Do(req)
+	close(release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("twin while the first is handled: %d Retry-After %q %v, want 503 with Retry-After 1",
+			resp.StatusCode, resp.Header.Get("Retry-After"), out)
+	}
+	select {
+	case code := <-first:
+		if code != http.StatusOK {
+			t.Fatalf("first request: %d, want 200", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first request was not answered in 10s")
+	}
+	// Once the first is done, the twin sent again is a duplicate.
+	code, out := f.post(t, handlers.PathIngest, http.Header{verify.HeaderID: {"evt_busy"}}, body)
+	if code != http.StatusOK || out["duplicate"] != true {
+		t.Errorf("twin after the first: %d %v, want 200 duplicate", code, out)
 	}
 }

@@ -87,10 +87,9 @@ func (a *API) ingestBatch(replays *replayGuard, log *slog.Logger) http.Handler {
 				ans.Accepted++
 				ans.Duplicates++
 				continue
-			case replayBusy: // 503, not /ingest's 409: every sender retries a 503
-				ans.Error = fmt.Sprintf("event %s is being processed by another request; retry later", msg.UUID)
-				w.Header().Set("Retry-After", "1")
-				writeJSON(w, http.StatusServiceUnavailable, ans)
+			case replayLater:
+				ans.Error = busyReason(msg.UUID)
+				retryLater(w, ans)
 				return
 			}
 			if err := a.Ingest(msg); err != nil {

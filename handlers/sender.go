@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"crypto/subtle"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -79,7 +80,8 @@ func (c *senderCheck) refused(r *http.Request, reason string) {
 // that a request replayed (or retried after a lost answer) within the
 // signature tolerance is answered without being processed twice. An id
 // is recorded only once processing succeeded; one being processed makes
-// its twin wait for a 409 and retry.
+// its twin retry later (see retryLater). Every event path (POST
+// /webhooks/memory, /ingest, /ingest/batch) goes through begin and end.
 type replayGuard struct {
 	window time.Duration
 	max    int
@@ -98,16 +100,23 @@ func newReplayGuard(window time.Duration, max int) *replayGuard {
 	return &replayGuard{window: window, max: max, ids: map[string]replayEntry{}}
 }
 
+// replayState is what replayGuard.begin says of an id.
+type replayState int
+
 // Outcomes of replayGuard.begin.
 const (
-	replayNew = iota
+	// replayNew: process the event; the caller holds the id until end.
+	replayNew replayState = iota
+	// replayDone: processed within the window; answer without processing.
 	replayDone
-	replayBusy
+	// replayLater: another request is processing it; answer with
+	// retryLater.
+	replayLater
 )
 
 // begin reports whether id is new (and now in progress), done already, or
-// being processed. An empty id is always new and never recorded.
-func (g *replayGuard) begin(id string, now time.Time) int {
+// to be retried later. An empty id is always new and never recorded.
+func (g *replayGuard) begin(id string, now time.Time) replayState {
 	if id == "" {
 		return replayNew
 	}
@@ -125,7 +134,7 @@ func (g *replayGuard) begin(id string, now time.Time) int {
 		if e.done {
 			return replayDone
 		}
-		return replayBusy
+		return replayLater
 	}
 	if len(g.ids) >= g.max {
 		return replayNew // full of live ids: process, do not record
@@ -183,9 +192,8 @@ func (g *replayGuard) once(idOf func(*http.Request) string, dupBody any, log *sl
 			log.Info("memhook: duplicate request answered without processing", "path", r.URL.Path, "id", id)
 			writeJSON(w, http.StatusOK, dupBody)
 			return
-		case replayBusy:
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusConflict, "an event with this id is being processed; retry later")
+		case replayLater:
+			retryLater(w, errorBody{Error: busyReason(id)})
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w}
@@ -194,4 +202,19 @@ func (g *replayGuard) once(idOf func(*http.Request) string, dupBody any, log *sl
 		next.ServeHTTP(rec, r)
 		ok = rec.status >= 200 && rec.status < 300
 	})
+}
+
+// busyReason is the error text of an answer for an event id another
+// request is processing.
+func busyReason(id string) string {
+	return fmt.Sprintf("event %s is being processed by another request; retry later", id)
+}
+
+// retryLater answers a request whose event the replay guard holds back
+// now: 503 with Retry-After and body. Every sender retries a 503 — the
+// application's forwarder takes a 409 as a permanent refusal and would
+// poison an event that is being delivered.
+func retryLater(w http.ResponseWriter, body any) {
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, body)
 }
