@@ -16,6 +16,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/verify"
 )
@@ -260,5 +261,56 @@ func TestIngestSameIDWhileInProgress(t *testing.T) {
 	code, out := f.post(t, handlers.PathIngest, http.Header{verify.HeaderID: {"evt_busy"}}, body)
 	if code != http.StatusOK || out["duplicate"] != true {
 		t.Errorf("twin after the first: %d %v, want 200 duplicate", code, out)
+	}
+}
+
+// Event ids that cannot be sent as a webhook-id header are refused with
+// 422 naming the field (the batch's event by index, a header by name)
+// instead of being queued and poisoned with status 0 later.
+func TestBadEventIDsAreRefused(t *testing.T) {
+	withID := func(id string) string {
+		b, _ := json.Marshal(id)
+		return `{"event":"memory_added","user_id":"u","data":{},"id":` + string(b) + `}`
+	}
+	long := strings.Repeat("a", event.MaxIDBytes+1)
+	tests := []struct {
+		name, path string
+		h          http.Header
+		body       string
+		want       []string // in the error
+	}{
+		{"ingest CR LF", handlers.PathIngest, nil, withID("evt\r\nX-Injected: 1"), []string{"field id", "control character"}},
+		{"ingest NUL", handlers.PathIngest, nil, withID("evt\x00"), []string{"field id", "control character"}},
+		{"ingest blank", handlers.PathIngest, nil, withID("   "), []string{"field id", "blank"}},
+		{"ingest too long", handlers.PathIngest, nil, withID(long), []string{"field id", "257 bytes"}},
+		{"ingest webhook-id header too long", handlers.PathIngest, http.Header{"Webhook-Id": {long}}, envelope("evt_ok_1"), []string{"header webhook-id", "257 bytes"}},
+		{"ingest webhook-id header with a tab", handlers.PathIngest, http.Header{"Webhook-Id": {"evt\t1"}}, envelope("evt_ok_2"), []string{"header webhook-id", "control character"}},
+		{"ingest Message-Uuid header (watermill-http) with a C1 control", handlers.PathIngest, http.Header{"Message-Uuid": {"evt\u0085"}}, `{"event":"memory_added","user_id":"u","data":{}}`, []string{"header Message-Uuid", "control character"}},
+		{"batch names the event", handlers.PathIngestBatch, nil, "[" + envelope("evt_ok_3") + "," + withID("evt\n") + "]", []string{"event 1: ", "field id", "control character"}},
+		{"batch blank", handlers.PathIngestBatch, nil, "[" + withID("\t") + "]", []string{"event 0: ", "field id"}},
+		{"incoming LF", handlers.PathIncoming, nil, withID("evt\n"), []string{"field id", "control character"}},
+		{"incoming webhook-id header too long", handlers.PathIncoming, http.Header{"Webhook-Id": {long}}, incomingBody, []string{"header webhook-id", "257 bytes"}},
+	}
+	f := startAPI(t, &handlers.API{})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := f.post(t, tt.path, tt.h, tt.body)
+			if code != http.StatusUnprocessableEntity {
+				t.Fatalf("%d %v, want 422", code, out)
+			}
+			if len(out) != 1 {
+				t.Errorf("answer %v, want just an error", out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(fmt.Sprint(out["error"]), w) {
+					t.Errorf("error %q does not say %q", out["error"], w)
+				}
+			}
+		})
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ingested) != 0 || len(f.incoming) != 0 {
+		t.Errorf("%d events ingested and %d incoming published, want none", len(f.ingested), len(f.incoming))
 	}
 }

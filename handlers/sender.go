@@ -2,12 +2,16 @@ package handlers
 
 import (
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"time"
 
+	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
+
+	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -181,11 +185,40 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
+// idHeaders are the request headers an event endpoint may take an event
+// id from (see requestID).
+var idHeaders = [...]string{verify.HeaderID, whttp.HeaderUUID}
+
+// idHeadersValid checks every id header present with event.ValidID, as
+// the envelope's id is: a value that could not be sent on as a webhook-id
+// is answered 422 naming the header.
+func idHeadersValid(w http.ResponseWriter, r *http.Request) bool {
+	for _, name := range idHeaders {
+		v := r.Header.Get(name)
+		if v == "" {
+			continue
+		}
+		if err := event.ValidID(v); err != nil {
+			problem := err.Error()
+			var fe *event.FieldError
+			if errors.As(err, &fe) {
+				problem = fe.Problem
+			}
+			writeError(w, http.StatusUnprocessableEntity, "header "+name+": "+problem)
+			return false
+		}
+	}
+	return true
+}
+
 // once wraps next so that a request whose id (from idOf) was processed
 // within the window is answered 200 with duplicate=true, and is not
 // processed again.
 func (g *replayGuard) once(idOf func(*http.Request) string, dupBody any, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !idHeadersValid(w, r) {
+			return
+		}
 		id := idOf(r)
 		switch g.begin(id, time.Now()) {
 		case replayDone:
