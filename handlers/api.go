@@ -84,6 +84,12 @@ type API struct {
 	// processed again. 0 means verify.DefaultTolerance (5 minutes), the
 	// window in which a signed request is accepted at all.
 	ReplayWindow time.Duration
+	// Seen keeps the ids the duplicate guard of the event endpoints has
+	// seen (see ReplayWindow). nil means NewMemorySeen(DefaultMaxSeen):
+	// one process's memory, so a request replayed to another router, or
+	// after a restart, is processed again; `memhook serve` on transport
+	// redis sets a transports.RedisSeen shared by all its routers.
+	Seen SeenStore
 	// IngestWorkers is how many ingested requests are handed to the queue
 	// at once; 0 means 8.
 	IngestWorkers int
@@ -170,17 +176,21 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	if window <= 0 {
 		window = verify.DefaultTolerance
 	}
-	replays := newReplayGuard(window, 1_000_000)
+	seen := a.Seen
+	if seen == nil {
+		seen = NewMemorySeen(DefaultMaxSeen)
+	}
+	replays := &replayGuard{store: seen, window: window, log: log}
 	processed := map[string]any{"status": "processed", "action": "memory_logged", "duplicate": true}
 	mux := http.NewServeMux()
-	mux.Handle("POST "+PathIncoming, incomingCheck.wrap(replays.once(requestID, processed, log, http.HandlerFunc(a.incoming(log)))))
+	mux.Handle("POST "+PathIncoming, incomingCheck.wrap(replays.once(requestID, processed, http.HandlerFunc(a.incoming(log)))))
 	mux.Handle("GET "+PathStatus, adminCheck.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})))
 	mux.Handle("POST "+PathTest, adminCheck.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Test(r.Context()))
 	})))
-	mux.Handle("POST "+PathIngest, ingestCheck.wrap(replays.once(requestID, map[string]any{"duplicate": true}, log, ingest)))
+	mux.Handle("POST "+PathIngest, ingestCheck.wrap(replays.once(requestID, map[string]any{"duplicate": true}, ingest)))
 	mux.Handle("POST "+PathIngestBatch, ingestCheck.wrap(a.ingestBatch(replays, log)))
 	mux.HandleFunc("GET "+PathHealth, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

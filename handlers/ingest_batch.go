@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -82,18 +81,18 @@ func (a *API) ingestBatch(replays *replayGuard, log *slog.Logger) http.Handler {
 		}
 		var ans BatchAnswer
 		for _, msg := range msgs {
-			switch replays.begin(msg.UUID, time.Now()) {
+			switch state, reason := replays.begin(r.Context(), msg.UUID); state {
 			case replayDone:
 				ans.Accepted++
 				ans.Duplicates++
 				continue
 			case replayLater:
-				ans.Error = busyReason(msg.UUID)
+				ans.Error = reason
 				retryLater(w, ans)
 				return
 			}
 			if err := a.Ingest(msg); err != nil {
-				replays.end(msg.UUID, false, time.Now())
+				replays.end(r.Context(), msg.UUID, false)
 				if errors.Is(err, ErrBusy) {
 					ans.Error = "delivery queue is full; retry the events not accepted later"
 					w.Header().Set("Retry-After", "1")
@@ -105,7 +104,7 @@ func (a *API) ingestBatch(replays *replayGuard, log *slog.Logger) http.Handler {
 				writeJSON(w, http.StatusInternalServerError, ans)
 				return
 			}
-			replays.end(msg.UUID, true, time.Now())
+			replays.end(r.Context(), msg.UUID, true)
 			ans.Accepted++
 		}
 		if ans.Duplicates > 0 {

@@ -1,12 +1,12 @@
 package handlers
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
@@ -86,23 +86,24 @@ func (c *senderCheck) refused(r *http.Request, reason string) {
 // is recorded only once processing succeeded; one being processed makes
 // its twin retry later (see retryLater). Every event path (POST
 // /webhooks/memory, /ingest, /ingest/batch) goes through begin and end.
+// Its store decides how far "twice" reaches: one process (MemorySeen) or
+// every router on one Redis (transports.RedisSeen).
 type replayGuard struct {
+	store  SeenStore
 	window time.Duration
-	max    int
-
-	mu    sync.Mutex
-	ids   map[string]replayEntry
-	calls int
+	log    *slog.Logger
 }
 
-type replayEntry struct {
-	expires time.Time
-	done    bool
-}
+// InProgressTimeout is how long an event id stays in progress (its twins
+// answered 503) without an end: a router that died while processing it
+// holds it that long. Processing — handing the event to the queue — takes
+// far less: on Redis at most the client's dial, write and read timeouts.
+const InProgressTimeout = 30 * time.Second
 
-func newReplayGuard(window time.Duration, max int) *replayGuard {
-	return &replayGuard{window: window, max: max, ids: map[string]replayEntry{}}
-}
+// endTimeout bounds recording the outcome of an id, which goes on when the
+// request's context ends (its sender hung up): not recording a processed
+// id would let a retry process it again.
+const endTimeout = 5 * time.Second
 
 // replayState is what replayGuard.begin says of an id.
 type replayState int
@@ -113,55 +114,43 @@ const (
 	replayNew replayState = iota
 	// replayDone: processed within the window; answer without processing.
 	replayDone
-	// replayLater: another request is processing it; answer with
-	// retryLater.
+	// replayLater: another request is processing it, or the store cannot
+	// tell; answer with retryLater and the reason begin returned.
 	replayLater
 )
 
 // begin reports whether id is new (and now in progress), done already, or
-// to be retried later. An empty id is always new and never recorded.
-func (g *replayGuard) begin(id string, now time.Time) replayState {
+// to be retried later, with the reason to answer then. An empty id is
+// always new and never recorded. A store that fails refuses the event
+// (fail closed): a sender retrying a 503 is better than a duplicate.
+func (g *replayGuard) begin(ctx context.Context, id string) (replayState, string) {
 	if id == "" {
-		return replayNew
+		return replayNew, ""
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.calls++
-	if g.calls%1024 == 0 || len(g.ids) >= g.max {
-		for k, e := range g.ids {
-			if now.After(e.expires) {
-				delete(g.ids, k)
-			}
-		}
+	claimed, done, err := g.store.Begin(ctx, id, min(InProgressTimeout, g.window))
+	switch {
+	case err != nil:
+		g.log.Warn("memhook: duplicate guard unavailable, event refused for now", "id", id, "error", err.Error())
+		return replayLater, "duplicate guard unavailable; retry later"
+	case claimed:
+		return replayNew, ""
+	case done:
+		return replayDone, ""
 	}
-	if e, ok := g.ids[id]; ok && now.Before(e.expires) {
-		if e.done {
-			return replayDone
-		}
-		return replayLater
-	}
-	if len(g.ids) >= g.max {
-		return replayNew // full of live ids: process, do not record
-	}
-	g.ids[id] = replayEntry{expires: now.Add(g.window)}
-	return replayNew
+	return replayLater, fmt.Sprintf("event %s is being processed by another request; retry later", id)
 }
 
 // end records the outcome of an id begin returned new for: kept as done
 // when processed, forgotten when not (so that a retry is processed).
-func (g *replayGuard) end(id string, ok bool, now time.Time) {
+func (g *replayGuard) end(ctx context.Context, id string, ok bool) {
 	if id == "" {
 		return
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, tracked := g.ids[id]; !tracked {
-		return
-	}
-	if ok {
-		g.ids[id] = replayEntry{expires: now.Add(g.window), done: true}
-	} else {
-		delete(g.ids, id)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+	defer cancel()
+	if err := g.store.End(ctx, id, ok, g.window); err != nil {
+		g.log.Warn("memhook: duplicate guard did not record an outcome; the id stays in progress until it lapses",
+			"id", id, "processed", ok, "lapses_in", min(InProgressTimeout, g.window), "error", err.Error())
 	}
 }
 
@@ -212,35 +201,29 @@ func idHeadersValid(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // once wraps next so that a request whose id (from idOf) was processed
-// within the window is answered 200 with duplicate=true, and is not
-// processed again.
-func (g *replayGuard) once(idOf func(*http.Request) string, dupBody any, log *slog.Logger, next http.Handler) http.Handler {
+// within the window is answered 200 with dupBody, and is not processed
+// again.
+func (g *replayGuard) once(idOf func(*http.Request) string, dupBody any, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !idHeadersValid(w, r) {
 			return
 		}
 		id := idOf(r)
-		switch g.begin(id, time.Now()) {
+		switch state, reason := g.begin(r.Context(), id); state {
 		case replayDone:
-			log.Info("memhook: duplicate request answered without processing", "path", r.URL.Path, "id", id)
+			g.log.Info("memhook: duplicate request answered without processing", "path", r.URL.Path, "id", id)
 			writeJSON(w, http.StatusOK, dupBody)
 			return
 		case replayLater:
-			retryLater(w, errorBody{Error: busyReason(id)})
+			retryLater(w, errorBody{Error: reason})
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w}
 		ok := false
-		defer func() { g.end(id, ok, time.Now()) }()
+		defer func() { g.end(r.Context(), id, ok) }()
 		next.ServeHTTP(rec, r)
 		ok = rec.status >= 200 && rec.status < 300
 	})
-}
-
-// busyReason is the error text of an answer for an event id another
-// request is processing.
-func busyReason(id string) string {
-	return fmt.Sprintf("event %s is being processed by another request; retry later", id)
 }
 
 // retryLater answers a request whose event the replay guard holds back
