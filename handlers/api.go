@@ -60,7 +60,10 @@ type API struct {
 	// /webhooks/memory/test; required.
 	Test func(ctx context.Context) TestResult
 	// Ready reports whether the transport is connected (GET /readyz); nil
-	// means always ready.
+	// means always ready. GET /readyz answers anyone 200 or 503 with just
+	// the status; the error's text (which may name the Redis host and
+	// port) only to a caller with AdminToken, or to anyone when AdminToken
+	// is unset (as status).
 	Ready func(ctx context.Context) error
 	// Metrics serves GET /metrics; nil answers 404.
 	Metrics http.Handler
@@ -198,11 +201,15 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	mux.HandleFunc("GET "+PathReady, func(w http.ResponseWriter, r *http.Request) {
 		if a.Ready != nil {
 			if err := a.Ready(r.Context()); err != nil {
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+				ans := readiness{Status: "not ready"}
+				if adminCheck.allows(r) { // the reason names hosts and ports
+					ans.Error = err.Error()
+				}
+				writeJSON(w, http.StatusServiceUnavailable, ans)
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		writeJSON(w, http.StatusOK, readiness{Status: "ready"})
 	})
 	if a.Metrics != nil {
 		mux.Handle("GET "+PathMetrics, a.Metrics)
@@ -375,6 +382,14 @@ func (a *API) ingestHandler(ctx context.Context, log *slog.Logger) (http.Handler
 		}()
 	}
 	return r, nil
+}
+
+// readiness is the body of GET /readyz: {"status":"ready"}, or
+// {"status":"not ready"} with, for a caller the admin check admits, the
+// reason in "error".
+type readiness struct {
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
 }
 
 type errorBody struct {

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -312,5 +315,63 @@ func TestBadEventIDsAreRefused(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.ingested) != 0 || len(f.incoming) != 0 {
 		t.Errorf("%d events ingested and %d incoming published, want none", len(f.ingested), len(f.incoming))
+	}
+}
+
+// GET /readyz tells anyone only whether the router is ready; why it is not
+// (which names the Redis host and port) only to a caller with the admin
+// token.
+func TestReadyzDetailOnlyWithTheAdminToken(t *testing.T) {
+	const detail = "bus: not ready: redis transport: ping redis://10.1.2.3:6380/0: dial tcp 10.1.2.3:6380: connect: connection refused"
+	var notReady atomic.Bool
+	notReady.Store(true)
+	ready := func(context.Context) error {
+		if notReady.Load() {
+			return errors.New(detail)
+		}
+		return nil
+	}
+	get := func(t *testing.T, f *apiFixture, h http.Header) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+handlers.PathReady, nil)
+		req.Header = h
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+	guarded := startAPI(t, &handlers.API{Ready: ready, AdminToken: "admin-token"})
+	open := startAPI(t, &handlers.API{Ready: ready}) // no admin token: loopback only, status is open too
+	tests := []struct {
+		name string
+		f    *apiFixture
+		h    http.Header
+		want string
+	}{
+		{"anonymous", guarded, nil, `{"status":"not ready"}`},
+		{"wrong token", guarded, http.Header{"Authorization": {"Bearer nope"}}, `{"status":"not ready"}`},
+		{"ingest-style token", guarded, http.Header{"Authorization": {"admin-token"}}, `{"status":"not ready"}`},
+		{"admin token", guarded, http.Header{"Authorization": {"Bearer admin-token"}}, `{"status":"not ready","error":"` + detail + `"}`},
+		{"no admin token configured", open, nil, `{"status":"not ready","error":"` + detail + `"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := get(t, tt.f, tt.h)
+			if code != http.StatusServiceUnavailable || body != tt.want {
+				t.Errorf("%d %s, want 503 %s", code, body, tt.want)
+			}
+		})
+	}
+	notReady.Store(false)
+	for _, h := range []http.Header{nil, {"Authorization": {"Bearer admin-token"}}} {
+		if code, body := get(t, guarded, h); code != http.StatusOK || body != `{"status":"ready"}` {
+			t.Errorf("ready, header %v: %d %s, want 200 {\"status\":\"ready\"}", h, code, body)
+		}
+	}
+	if logs := guarded.logs.String(); strings.Contains(logs, "request refused") {
+		t.Errorf("a readiness probe without the token was logged as a refusal:\n%s", logs)
 	}
 }

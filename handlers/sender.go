@@ -43,6 +43,16 @@ func newSenderCheck(realm, token string, secrets []verify.Secret, log *slog.Logg
 
 func (c *senderCheck) open() bool { return c.token == "" && c.verifier == nil }
 
+// allows reports, without answering or logging, whether r passes a
+// bearer-only check (c has no secrets): for endpoints that answer anyone
+// but tell more to an admitted caller.
+func (c *senderCheck) allows(r *http.Request) bool {
+	if c.open() {
+		return true
+	}
+	return c.token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+c.token)) == 1
+}
+
 func (c *senderCheck) wrap(next http.Handler) http.Handler {
 	if c.open() {
 		return next
