@@ -110,10 +110,11 @@ type replayGuard struct {
 // far less: on Redis at most the client's dial, write and read timeouts.
 const InProgressTimeout = 30 * time.Second
 
-// endTimeout bounds recording the outcome of an id, which goes on when the
-// request's context ends (its sender hung up): not recording a processed
-// id would let a retry process it again.
-const endTimeout = 5 * time.Second
+// storeTimeout bounds one call to the guard's store: a Redis that does not
+// answer makes the event endpoints answer 503 within it. Recording an
+// outcome goes on when the request's context ends (its sender hung up):
+// not recording a processed id would let a retry process it again.
+const storeTimeout = 5 * time.Second
 
 // replayState is what replayGuard.begin says of an id.
 type replayState int
@@ -137,6 +138,8 @@ func (g *replayGuard) begin(ctx context.Context, id string) (replayState, string
 	if id == "" {
 		return replayNew, ""
 	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	claimed, done, err := g.store.Begin(ctx, id, min(InProgressTimeout, g.window))
 	switch {
 	case err != nil:
@@ -156,7 +159,7 @@ func (g *replayGuard) end(ctx context.Context, id string, ok bool) {
 	if id == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	if err := g.store.End(ctx, id, ok, g.window); err != nil {
 		g.log.Warn("memhook: duplicate guard did not record an outcome; the id stays in progress until it lapses",

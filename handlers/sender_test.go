@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -120,5 +121,38 @@ func TestDuplicateGuardFailsClosed(t *testing.T) {
 	}
 	if in, ing := f.counts(); in != 0 || ing != 0 {
 		t.Errorf("%d incoming and %d ingested with the guard down, want none", in, ing)
+	}
+}
+
+// A guard whose Redis accepts connections but never answers still lets
+// the endpoints answer 503 within the guard's own bound (5s), whatever the
+// client's timeouts.
+func TestDuplicateGuardAnswersWithinItsBound(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() { // a Redis that reads and never answers
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+		}
+	}()
+	seen, err := transports.NewRedisSeen(transports.RedisConfig{
+		URL: "redis://" + l.Addr().String() + "/0", ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = seen.Close() })
+	f := startAPI(t, &handlers.API{Seen: seen})
+	start := time.Now()
+	code, out := f.post(t, handlers.PathIngest, http.Header{verify.HeaderID: {"evt_silent"}}, envelope("evt_silent"))
+	if took := time.Since(start); code != http.StatusServiceUnavailable || took > 8*time.Second {
+		t.Errorf("%d %v after %s, want 503 within about 5s", code, out, took.Round(time.Millisecond))
 	}
 }
