@@ -23,6 +23,7 @@ import (
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/transports"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -174,6 +175,21 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	}
 	reg.MustRegister(metrics)
 
+	// On Redis the duplicate guard of the event endpoints is shared by
+	// every router on it and outlives restarts; elsewhere it is in memory.
+	var seen handlers.SeenStore
+	guard := "memory"
+	if transport == bus.TransportRedis {
+		rs, err := transports.NewRedisSeen(cfg.RedisConfig())
+		if err != nil {
+			_ = b.Close(context.Background())
+			fmt.Fprintf(stderr, "memhook serve: %s\n", oneLine(err))
+			return exitUsage
+		}
+		defer rs.Close()
+		seen, guard = rs, "redis"
+	}
+
 	api := &handlers.API{
 		Incoming:        busy(b.Incoming),
 		Ingest:          busy(b.Ingest),
@@ -186,6 +202,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		IngestToken:     cfg.IngestToken,
 		IncomingSecrets: sc.IncomingSecrets,
 		IngestSecrets:   sc.IngestSecrets,
+		Seen:            seen,
 		Logger:          logger,
 	}
 	ingestCtx, stopIngest := context.WithCancel(context.Background())
@@ -235,6 +252,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"ingest_token", setOrUnset(cfg.IngestToken != ""),
 		"incoming_secret", setOrUnset(len(sc.IncomingSecrets) > 0),
 		"ingest_secret", setOrUnset(len(sc.IngestSecrets) > 0),
+		"duplicate_guard", guard,
 		"version", bus.Version,
 	)
 
