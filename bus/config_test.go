@@ -223,7 +223,7 @@ func TestConfigFromLookupReportsEveryBadValue(t *testing.T) {
 		t.Fatal("bad values accepted")
 	}
 	for name, value := range bad {
-		if !strings.Contains(err.Error(), name+`="`+value+`"`) && !strings.Contains(err.Error(), name+": webhook URL "+value) {
+		if !strings.Contains(err.Error(), name+`="`+value+`"`) && !strings.Contains(err.Error(), name+": URL "+value) {
 			t.Errorf("error does not report %s=%s:\n%v", name, value, err)
 		}
 	}

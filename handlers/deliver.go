@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -78,53 +77,6 @@ func (c DeliverConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("deliver: MaxResponseBytes must not be negative, got %d", c.MaxResponseBytes))
 	}
 	return errors.Join(errs...)
-}
-
-// ValidateURL checks that raw is an absolute http(s) URL with a host. Its
-// error shows the URL with credentials and query removed (RedactURL).
-func ValidateURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("webhook URL is not a URL: %s", RedactURL(raw))
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("webhook URL %s: scheme must be http or https", RedactURL(raw))
-	}
-	if u.Host == "" {
-		return fmt.Errorf("webhook URL %s: host is missing", RedactURL(raw))
-	}
-	return nil
-}
-
-// RedactURL returns raw fit for logs, errors and status output: user
-// information, query values and bare query names are replaced by
-// "REDACTED" (a token often travels in either). A string that does not
-// parse is replaced whole.
-func RedactURL(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "REDACTED"
-	}
-	if u.User != nil {
-		u.User = url.User("REDACTED")
-	}
-	if u.RawQuery != "" {
-		// Keep the names, hide the values; a bare name may itself be a
-		// secret ("?s3cr3t"), so it is hidden whole.
-		parts := strings.Split(u.RawQuery, "&")
-		for i, p := range parts {
-			if k, _, ok := strings.Cut(p, "="); ok {
-				parts[i] = k + "=REDACTED"
-			} else {
-				parts[i] = "REDACTED"
-			}
-		}
-		u.RawQuery = strings.Join(parts, "&")
-	}
-	return u.String()
 }
 
 // Deliver POSTs each message's payload to the webhook URL through
