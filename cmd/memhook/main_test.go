@@ -327,6 +327,8 @@ var helpEntries = []helpEntry{
 	{"MEMHOOK_LOG_FORMAT", "log-format", "text"},
 	{"MEMHOOK_LOG_LEVEL", "log-level", "info"},
 	{"MEMHOOK_CPU_PROFILE", "cpu-profile", "(unset: none)"},
+	{"MEMHOOK_TLS_CERT", "tls-cert", "(unset: plain http)"},
+	{"MEMHOOK_TLS_KEY", "tls-key", "(unset: plain http)"},
 	{"MEMHOOK_ADMIN_TOKEN", "", "(unset)"},
 	{"MEMHOOK_INCOMING_TOKEN", "", "(unset)"},
 	{"MEMHOOK_INGEST_TOKEN", "", "(unset)"},
