@@ -170,6 +170,7 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		url:     handlers.RedactURL(cfg.WebhookURL),
 		secrets: secrets,
 	}
+	warnLegacySecret(b.log, cfg)
 	wlog := wmlog.New(b.log, slog.LevelDebug) // the router's own chatter below INFO
 	switch cfg.Transport {
 	case TransportMemory:
