@@ -179,7 +179,11 @@ func FuzzURLHidesSecrets(f *testing.F) {
 	})
 }
 
-// FuzzURL: URL never panics, and what it returns redacts to itself.
+// FuzzURL: URL never panics, and for a URL with a host (what the
+// configuration accepts) what it returns redacts to itself. Without a
+// host url.URL.String does not always give back what parses the same
+// ("/%2F " → "//%20", a host): nothing hidden comes back, but the
+// property does not hold.
 func FuzzURL(f *testing.F) {
 	for _, s := range []string{
 		"https://user:pa55@h.example/m?token=abc&x#frag",
@@ -195,6 +199,9 @@ func FuzzURL(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		once := redact.URL(raw)
+		if u, err := url.Parse(raw); err != nil || u.Host == "" {
+			return
+		}
 		if twice := redact.URL(once); twice != once {
 			t.Fatalf("URL(%q) = %q, but URL(%q) = %q", raw, once, once, twice)
 		}
