@@ -192,6 +192,9 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 	b.transport, b.pub = t, t.Publisher()
 	b.delivers = t.Delivers() && cfg.WebhookURL != ""
 	b.publishes = b.delivers || !t.Delivers()
+	if b.delivers {
+		warnLegacySecret(b.log, cfg)
+	}
 	if !b.publishes {
 		b.log.Info("memhook: webhooks are off; events are counted, not sent", "url_set", false, "events", events.String())
 	}

@@ -246,10 +246,16 @@ func (c Config) Validate() error {
 			bad("RouterURL", "MEMHOOK_ROUTER_URL", "%v", err)
 		}
 	}
+	if c.RedisURL != "" {
+		if err := transports.ValidateRedisURL(c.RedisURL); err != nil {
+			bad("RedisURL", "MEMHOOK_REDIS_URL", "%v", err) // redacts the URL's password
+		}
+	}
 	if c.Transport == TransportRedis {
 		rc := c.RedisConfig()
+		rc.URL = "" // checked above, naming its variable
 		if err := rc.Validate(); err != nil {
-			bad("Redis…", "MEMHOOK_REDIS_*", "%v", err) // redacts the URL's password
+			bad("Redis…", "MEMHOOK_REDIS_*", "%v", err)
 		}
 	}
 	return errors.Join(errs...)
@@ -266,8 +272,8 @@ func ConfigFromEnv() (Config, error) {
 // fractional, or a Go duration such as "500ms"), _RETRY_COUNT, _RETRY_DELAY
 // (like _TIMEOUT), _EVENTS and BOT_VERSION, and memhook's MEMHOOK_TRANSPORT,
 // MEMHOOK_QUEUE_CAPACITY, MEMHOOK_CONCURRENCY, MEMHOOK_MAX_RETRY_AFTER,
-// MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL and
-// MEMHOOK_INGEST_TOKEN. Unset or empty variables
+// MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL,
+// MEMHOOK_INGEST_TOKEN and the MEMHOOK_REDIS_* ones. Unset or empty variables
 // keep the default. Every bad value is reported at once, naming the
 // variable and the value (secrets are never echoed). The result is
 // validated.
@@ -382,6 +388,11 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.IngestToken = get("MEMHOOK_INGEST_TOKEN")
 	c.RedisURL = get("MEMHOOK_REDIS_URL")
+	if c.RedisURL != "" {
+		if err := transports.ValidateRedisURL(c.RedisURL); err != nil {
+			errs = append(errs, fmt.Errorf("MEMHOOK_REDIS_URL: %w", err))
+		}
+	}
 	c.RedisGroup = get("MEMHOOK_REDIS_GROUP")
 	c.RedisConsumer = get("MEMHOOK_REDIS_CONSUMER")
 	if v := get("MEMHOOK_REDIS_MAXLEN"); v != "" {

@@ -53,6 +53,8 @@ func settings() []setting {
 		{"MEMHOOK_LOG_FORMAT", "log-format", "text", "text | json"},
 		{"MEMHOOK_LOG_LEVEL", "log-level", "info", "debug | info | warn | error"},
 		{"MEMHOOK_CPU_PROFILE", "cpu-profile", "(unset: none)", "serve: write a CPU profile (go tool pprof) of the whole run to this file"},
+		{"MEMHOOK_TLS_CERT", "tls-cert", "(unset: plain http)", "serve: PEM certificate file (chain, leaf first); with MEMHOOK_TLS_KEY serves https only"},
+		{"MEMHOOK_TLS_KEY", "tls-key", "(unset: plain http)", "serve: PEM private key file of MEMHOOK_TLS_CERT"},
 		{"MEMHOOK_ADMIN_TOKEN", "", "", "serve: bearer token for status and test (required off loopback)"},
 		{"MEMHOOK_INCOMING_TOKEN", "", "", "serve: bearer token POST /webhooks/memory requires"},
 		{"MEMHOOK_INGEST_TOKEN", "", "", "bearer token of /ingest (serve requires it, transport http sends it)"},
