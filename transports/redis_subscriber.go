@@ -114,6 +114,14 @@ func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*Redis
 	return s, nil
 }
 
+// ErrRedisFull is wrapped in the error Subscribe returns (and the
+// subscription logs) when Redis refuses to create the consumer group
+// because it is full: used memory reached maxmemory and maxmemory-policy
+// is noeviction. Reading, acking and claiming still work on a full Redis,
+// so a group that exists is joined anyway; a missing one can be created
+// only once memory is freed or maxmemory raised.
+var ErrRedisFull = errors.New("redis transport: Redis is full (maxmemory reached, maxmemory-policy noeviction)")
+
 // groupLost reports a read, claim or ack that failed because the consumer
 // group no longer exists: the group is created again (see recover).
 func groupLost(err error) bool {
@@ -121,13 +129,46 @@ func groupLost(err error) bool {
 }
 
 // createGroup creates the consumer group of topic, and the stream if
-// missing; a new group starts with the entries already there.
+// missing; a new group starts with the entries already there. A full
+// Redis refuses XGROUP CREATE with OOM before looking whether the group
+// exists: then the groups are read (XINFO GROUPS works on a full Redis),
+// and a group that exists is joined; a missing one is an error wrapping
+// ErrRedisFull.
 func (s *RedisSubscriber) createGroup(ctx context.Context, topic string) error {
 	err := s.client.XGroupCreateMkStream(ctx, topic, s.cfg.ConsumerGroup, "0").Err()
 	if redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return nil
 	}
-	return err
+	if !redis.HasErrorPrefix(err, "OOM") {
+		return err
+	}
+	exists, ierr := s.groupExists(ctx, topic)
+	switch {
+	case ierr != nil:
+		return fmt.Errorf("%w: cannot create consumer group %s (%v), nor check whether it exists: %w",
+			ErrRedisFull, s.cfg.ConsumerGroup, err, ierr)
+	case exists:
+		return nil
+	}
+	return fmt.Errorf("%w: cannot create consumer group %s until memory is freed or maxmemory raised: %v",
+		ErrRedisFull, s.cfg.ConsumerGroup, err)
+}
+
+// groupExists reports whether topic's stream has the consumer group.
+func (s *RedisSubscriber) groupExists(ctx context.Context, topic string) (bool, error) {
+	groups, err := s.client.XInfoGroups(ctx, topic).Result()
+	if redis.HasErrorPrefix(err, "ERR no such key") {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, g := range groups {
+		if g.Name == s.cfg.ConsumerGroup {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Subscribe reads the stream named topic (created, with the consumer group,
@@ -139,7 +180,8 @@ func (s *RedisSubscriber) createGroup(ctx context.Context, topic string) error {
 // to the group's other consumers and the channel is closed. Messages come
 // in stream order, except for those nacked or taken over.
 // It returns an error when Redis cannot create the group (unreachable,
-// wrong type of key), or ErrClosed.
+// wrong type of key; one wrapping ErrRedisFull when Redis is full and the
+// group missing: a full Redis whose group exists is joined), or ErrClosed.
 func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
