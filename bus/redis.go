@@ -117,7 +117,11 @@ func (b *Bus) startRedis(wlog watermill.LoggerAdapter) error {
 			if ctx.Err() != nil {
 				return
 			}
-			b.log.Warn("memhook: Redis not reachable, retrying", "url", rcfg.RedactedURL(), "retry_in", delay, "error", err.Error())
+			msg := "memhook: Redis not reachable, retrying"
+			if errors.Is(err, transports.ErrRedisFull) {
+				msg = "memhook: Redis is full (maxmemory reached, noeviction): cannot create the consumer group; free memory or raise maxmemory. Retrying"
+			}
+			b.log.Warn(msg, "url", rcfg.RedactedURL(), "retry_in", delay, "error", err.Error())
 			select {
 			case <-ctx.Done():
 				return
