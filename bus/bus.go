@@ -315,7 +315,7 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 	retry.OnRetry = b.onRetry
 	chain := []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
-		middleware.PoisonQueue{Publisher: poison, Topic: PoisonTopic, OnPoisoned: b.onPoisoned}.Middleware,
+		middleware.PoisonQueue{Publisher: poison, Topic: PoisonTopic, OnPoisoned: b.onPoisoned, OnPublishFailed: b.onPoisonPublishFailed}.Middleware,
 		middleware.Filter{Events: b.events, OnFiltered: b.onFiltered}.Middleware,
 	}
 	chain = append(chain, extra...)
@@ -338,7 +338,7 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 func (b *Bus) forwardChain() []message.HandlerMiddleware {
 	return []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
-		middleware.PoisonQueue{Publisher: b.mem, Topic: PoisonTopic, OnPoisoned: b.onPoisoned}.Middleware,
+		middleware.PoisonQueue{Publisher: b.mem, Topic: PoisonTopic, OnPoisoned: b.onPoisoned, OnPublishFailed: b.onPoisonPublishFailed}.Middleware,
 		middleware.Retry{
 			MaxRetries:      math.MaxInt32,
 			InitialInterval: b.cfg.RetryDelay,
