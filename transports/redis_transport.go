@@ -55,7 +55,6 @@ var (
 	_ Delayer   = (*RedisTransport)(nil)
 )
 
-
 // NewRedisTransport returns a transport on the Redis cfg names. With
 // consumes false this process only publishes: Subscriber returns
 // ErrNoSubscriber. cfg.MaxIdleTime is required when it consumes. It does
