@@ -1,0 +1,221 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// natsServer starts a private nats-server with JetStream on a free
+// loopback port, its store in a temporary directory, and returns its URL.
+// Without the binary the test skips, except under CI=true where it fails.
+func natsServer(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		const how = "nats-server not on PATH; install it (Debian: apt-get install nats-server) to run this test"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(how)
+		}
+		t.Skip(how)
+	}
+	port := freePort(t)
+	p := start(t, "nats-server", bin, []string{
+		"-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", t.TempDir(),
+	}, nil)
+	if err := p.waitLine("Server is ready", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", port)
+}
+
+// buildExample builds this example into a temporary directory.
+func buildExample(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "nats-example")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// counting is a webhook receiver on loopback. It counts the webhooks it
+// answered 200, by webhook-id and by memory id (the event's index), per
+// path (each delivering process gets its own). Once holdAfter webhooks
+// were answered, it holds every request to holdPath unanswered until
+// release is called: that process then has events in hand, unacked.
+type counting struct {
+	srv       *httptest.Server
+	holdAfter int
+	holdPath  string
+	released  chan struct{}
+	once      sync.Once
+
+	mu     sync.Mutex
+	ids    map[string]int // webhook-id → answers
+	mems   map[string]bool
+	total  int
+	held   map[string]int // path → requests being held
+	byPath map[string]int
+}
+
+func newCounting(t *testing.T, holdAfter int, holdPath string) *counting {
+	c := &counting{
+		holdAfter: holdAfter, holdPath: holdPath, released: make(chan struct{}),
+		ids: map[string]int{}, mems: map[string]bool{}, held: map[string]int{}, byPath: map[string]int{},
+	}
+	c.srv = httptest.NewServer(http.HandlerFunc(c.serve))
+	t.Cleanup(func() {
+		c.release()
+		c.srv.Close()
+	})
+	return c
+}
+
+func (c *counting) release() { c.once.Do(func() { close(c.released) }) }
+
+func (c *counting) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	var env struct {
+		Data struct {
+			Result struct {
+				ID string `json:"id"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err == nil {
+		err = json.Unmarshal(body, &env)
+	}
+	id := r.Header.Get("webhook-id")
+	if err != nil || id == "" || env.Data.Result.ID == "" {
+		http.Error(w, "want a memory_added envelope and a webhook-id", http.StatusBadRequest)
+		return
+	}
+	c.mu.Lock()
+	hold := r.URL.Path == c.holdPath && c.total >= c.holdAfter
+	if hold {
+		c.held[r.URL.Path]++
+	}
+	c.mu.Unlock()
+	if hold {
+		select {
+		case <-c.released:
+		case <-r.Context().Done(): // the sender died: nothing was delivered
+			return
+		}
+	}
+	c.mu.Lock()
+	c.ids[id]++
+	c.mems[env.Data.Result.ID] = true
+	c.total++
+	c.byPath[r.URL.Path]++
+	c.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+// snapshot returns the distinct webhook-ids answered, all answers, and
+// the requests held on holdPath.
+func (c *counting) snapshot() (distinct, total, held int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.ids), c.total, c.held[c.holdPath]
+}
+
+// waitUntil polls cond every 20 ms until it holds or timeout passes.
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// TestEveryEventArrivesWhenADeliveringProcessIsKilled runs two delivering
+// processes of one consumer group, emits 1 000 events, SIGKILLs one while
+// it holds events unacked (its webhooks held unanswered by the receiver)
+// and checks that JetStream hands those to the other process: every event
+// arrives.
+func TestEveryEventArrivesWhenADeliveringProcessIsKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nats-server and three processes")
+	}
+	const events = 1000
+	url := natsServer(t)
+	bin := buildExample(t)
+	rcv := newCounting(t, 300, "/p1")
+	env := func(path string) []string {
+		return []string{
+			"NATS_URL=" + url,
+			"MEM0_WEBHOOK_URL=" + rcv.srv.URL + path,
+			"MEM0_WEBHOOK_TIMEOUT=3",     // longer than the receiver holds p2's requests
+			"MEM0_WEBHOOK_RETRY_COUNT=0", // no retries: AckWait = 2 × 3 s + 5 s
+			"MEMHOOK_CONCURRENCY=2",
+		}
+	}
+	p1 := start(t, "deliver p1", bin, []string{"deliver"}, env("/p1"))
+	p2 := start(t, "deliver p2", bin, []string{"deliver"}, env("/p2"))
+	for _, p := range []*process{p1, p2} {
+		if err := p.waitLine("memhook-nats: delivering", 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	em := start(t, "emit", bin, []string{"emit", "-n", strconv.Itoa(events)}, env("/unused"))
+	if code, err := em.wait(60 * time.Second); err != nil || code != 0 {
+		t.Fatalf("emit exit %d, %v", code, err)
+	}
+
+	// p1 holds an event unacked: kill it.
+	if !waitUntil(60*time.Second, func() bool { _, _, held := rcv.snapshot(); return held > 0 }) {
+		d, total, _ := rcv.snapshot()
+		t.Fatalf("p1 got no webhook to hold (%d distinct of %d answered)", d, total)
+	}
+	p1.kill()
+	if _, err := p1.wait(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	killedAt := time.Now()
+	distinct, _, held := rcv.snapshot()
+	if distinct == 0 || distinct >= events {
+		t.Fatalf("killed p1 after %d of %d events arrived; want some but not all", distinct, events)
+	}
+	t.Logf("SIGKILLed p1 after %d of %d events arrived, %d of its webhooks held unanswered", distinct, events, held)
+	rcv.release()
+
+	if !waitUntil(90*time.Second, func() bool { d, _, _ := rcv.snapshot(); return d >= events }) {
+		d, _, _ := rcv.snapshot()
+		t.Fatalf("%d of %d events arrived within 90 s of the SIGKILL", d, events)
+	}
+	rcv.mu.Lock()
+	missing := 0
+	for i := range events {
+		if !rcv.mems[fmt.Sprintf("mem_%d", i)] {
+			missing++
+		}
+	}
+	dups := rcv.total - len(rcv.ids)
+	perPath := fmt.Sprint(rcv.byPath)
+	rcv.mu.Unlock()
+	if missing > 0 {
+		t.Fatalf("%d events missing though %d webhook-ids arrived", missing, events)
+	}
+	t.Logf("all %d events arrived %s after the SIGKILL; %d duplicate deliveries; answered per process %s",
+		events, time.Since(killedAt).Round(time.Millisecond), dups, perPath)
+
+	if code, err := p2.terminate(30 * time.Second); err != nil || code != 0 {
+		t.Errorf("p2 after SIGTERM: exit %d, %v", code, err)
+	}
+}
