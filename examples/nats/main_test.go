@@ -143,15 +143,30 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 	return true
 }
 
-// TestEveryEventArrivesWhenADeliveringProcessIsKilled runs two delivering
-// processes of one consumer group, emits 1 000 events, SIGKILLs one while
-// it holds events unacked (its webhooks held unanswered by the receiver)
-// and checks that JetStream hands those to the other process: every event
-// arrives.
-func TestEveryEventArrivesWhenADeliveringProcessIsKilled(t *testing.T) {
+// TestEveryEventArrivesWhenADeliveringProcessStops runs two delivering
+// processes of one consumer group, emits 1 000 events, stops one while it
+// holds events unacked (its webhooks held unanswered by the receiver) and
+// checks that JetStream hands those to the other process: every event
+// arrives. SIGKILL: the broker's AckWait runs out. SIGTERM: the process
+// must not ack what it did not deliver (nats.go acks a message whose
+// callback returned unless acks are manual), nor delete the group's
+// consumer (nats.go deletes one it created when unsubscribing).
+func TestEveryEventArrivesWhenADeliveringProcessStops(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts nats-server and three processes")
+		t.Skip("starts nats-server and four processes")
 	}
+	for _, tt := range []struct {
+		name string
+		stop func(*process) error
+	}{
+		{"SIGKILL", func(p *process) error { p.kill(); _, err := p.wait(10 * time.Second); return err }},
+		{"SIGTERM", func(p *process) error { _, err := p.terminate(30 * time.Second); return err }},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testTakeover(t, tt.stop) })
+	}
+}
+
+func testTakeover(t *testing.T, stop func(*process) error) {
 	const events = 1000
 	url := natsServer(t)
 	bin := buildExample(t)
@@ -160,17 +175,19 @@ func TestEveryEventArrivesWhenADeliveringProcessIsKilled(t *testing.T) {
 		return []string{
 			"NATS_URL=" + url,
 			"MEM0_WEBHOOK_URL=" + rcv.srv.URL + path,
-			"MEM0_WEBHOOK_TIMEOUT=3",     // longer than the receiver holds p2's requests
+			"MEM0_WEBHOOK_TIMEOUT=3",     // the receiver holds p1's requests for less
 			"MEM0_WEBHOOK_RETRY_COUNT=0", // no retries: AckWait = 2 × 3 s + 5 s
 			"MEMHOOK_CONCURRENCY=2",
 		}
 	}
+	// p1 first: it is the process that found the group's consumer missing.
 	p1 := start(t, "deliver p1", bin, []string{"deliver"}, env("/p1"))
+	if err := p1.waitLine("memhook-nats: delivering", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	p2 := start(t, "deliver p2", bin, []string{"deliver"}, env("/p2"))
-	for _, p := range []*process{p1, p2} {
-		if err := p.waitLine("memhook-nats: delivering", 30*time.Second); err != nil {
-			t.Fatal(err)
-		}
+	if err := p2.waitLine("memhook-nats: delivering", 30*time.Second); err != nil {
+		t.Fatal(err)
 	}
 
 	em := start(t, "emit", bin, []string{"emit", "-n", strconv.Itoa(events)}, env("/unused"))
@@ -178,26 +195,25 @@ func TestEveryEventArrivesWhenADeliveringProcessIsKilled(t *testing.T) {
 		t.Fatalf("emit exit %d, %v", code, err)
 	}
 
-	// p1 holds an event unacked: kill it.
+	// Once p1 holds an event unacked, stop it.
 	if !waitUntil(60*time.Second, func() bool { _, _, held := rcv.snapshot(); return held > 0 }) {
 		d, total, _ := rcv.snapshot()
 		t.Fatalf("p1 got no webhook to hold (%d distinct of %d answered)", d, total)
 	}
-	p1.kill()
-	if _, err := p1.wait(10 * time.Second); err != nil {
+	distinct, _, held := rcv.snapshot()
+	if err := stop(p1); err != nil {
 		t.Fatal(err)
 	}
-	killedAt := time.Now()
-	distinct, _, held := rcv.snapshot()
+	stoppedAt := time.Now()
 	if distinct == 0 || distinct >= events {
-		t.Fatalf("killed p1 after %d of %d events arrived; want some but not all", distinct, events)
+		t.Fatalf("stopped p1 after %d of %d events arrived; want some but not all", distinct, events)
 	}
-	t.Logf("SIGKILLed p1 after %d of %d events arrived, %d of its webhooks held unanswered", distinct, events, held)
+	t.Logf("stopped p1 after %d of %d events arrived, %d of its webhooks held unanswered", distinct, events, held)
 	rcv.release()
 
 	if !waitUntil(90*time.Second, func() bool { d, _, _ := rcv.snapshot(); return d >= events }) {
 		d, _, _ := rcv.snapshot()
-		t.Fatalf("%d of %d events arrived within 90 s of the SIGKILL", d, events)
+		t.Fatalf("%d of %d events arrived within 90 s of stopping p1", d, events)
 	}
 	rcv.mu.Lock()
 	missing := 0
@@ -212,8 +228,8 @@ func TestEveryEventArrivesWhenADeliveringProcessIsKilled(t *testing.T) {
 	if missing > 0 {
 		t.Fatalf("%d events missing though %d webhook-ids arrived", missing, events)
 	}
-	t.Logf("all %d events arrived %s after the SIGKILL; %d duplicate deliveries; answered per process %s",
-		events, time.Since(killedAt).Round(time.Millisecond), dups, perPath)
+	t.Logf("all %d events arrived %s after p1 stopped; %d duplicate deliveries; answered per process %s",
+		events, time.Since(stoppedAt).Round(time.Millisecond), dups, perPath)
 
 	if code, err := p2.terminate(30 * time.Second); err != nil || code != 0 {
 		t.Errorf("p2 after SIGTERM: exit %d, %v", code, err)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -291,7 +292,7 @@ type subscribers struct {
 	logger watermill.LoggerAdapter
 
 	mu   sync.Mutex
-	subs []*wmnats.Subscriber
+	subs []*groupSubscriber
 }
 
 // Subscribe returns a subscriber of the Watermill consumer group group,
@@ -309,13 +310,21 @@ func (s *subscribers) Subscribe(group string) (message.Subscriber, error) {
 		return nil, err
 	}
 	queue := strings.ReplaceAll(group, ".", "_")
-	sub, err := wmnats.NewSubscriber(wmnats.SubscriberConfig{
-		URL:              s.cfg.URL,
+	redacted := redactURL(s.cfg.URL)
+	nc, err := nats.Connect(s.cfg.URL, connOptions("memhook-"+queue)...)
+	if err != nil {
+		return nil, fmt.Errorf("NATS subscriber of group %s at %s: %w", group, redacted, err)
+	}
+	js, err := nc.JetStream()
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	wcfg := wmnats.SubscriberConfig{
 		QueueGroupPrefix: queue,
 		SubscribersCount: s.cfg.Concurrency,
 		AckWaitTimeout:   s.cfg.AckWait,
 		CloseTimeout:     10 * time.Second,
-		NatsOptions:      connOptions("memhook-" + queue),
 		Unmarshaler:      &wmnats.NATSMarshaler{},
 		NakDelay:         wmnats.NewStaticDelay(NakDelay),
 		JetStream: wmnats.JetStreamConfig{
@@ -329,14 +338,17 @@ func (s *subscribers) Subscribe(group string) (message.Subscriber, error) {
 				nats.DeliverAll(),
 			},
 		},
-	}, s.logger)
-	if err != nil {
-		return nil, fmt.Errorf("NATS subscriber of group %s at %s: %w", group, redactURL(s.cfg.URL), err)
 	}
+	sub, err := wmnats.NewSubscriberWithNatsConn(nc, wcfg.GetSubscriberSubscriptionConfig(), s.logger)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("NATS subscriber of group %s at %s: %w", group, redacted, err)
+	}
+	g := &groupSubscriber{sub: sub, nc: nc, js: js, cfg: s.cfg, group: group, queue: queue}
 	s.mu.Lock()
-	s.subs = append(s.subs, sub)
+	s.subs = append(s.subs, g)
 	s.mu.Unlock()
-	return sub, nil
+	return g, nil
 }
 
 // Close closes every subscriber made (each closes once).
@@ -348,4 +360,81 @@ func (s *subscribers) Close() error {
 		errs = append(errs, sub.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// groupSubscriber is a watermill-nats subscriber that makes its group's
+// durable consumer itself before subscribing. nats.go deletes a consumer
+// on Unsubscribe when it created it: had the first process of a group to
+// subscribe created it, stopping that process would delete the group's
+// consumer under the other processes and its position with it (a new one
+// would read the stream again from the start).
+type groupSubscriber struct {
+	sub          *wmnats.Subscriber
+	nc           *nats.Conn
+	js           nats.JetStreamManager
+	cfg          natsConfig
+	group, queue string
+}
+
+var _ message.Subscriber = (*groupSubscriber)(nil)
+
+// Subscribe makes sure the group's consumer of topic exists with this
+// process's AckWait and MaxAckPending, then subscribes.
+func (g *groupSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := g.ensureConsumer(topic); err != nil {
+		return nil, err
+	}
+	return g.sub.Subscribe(ctx, topic)
+}
+
+// ensureConsumer creates the durable push consumer of the group on
+// topic's stream, or updates its AckWait and MaxAckPending to this
+// process's (they derive from MEM0_WEBHOOK_* and NATS_MAX_ACK_PENDING;
+// nats.go refuses to bind when they differ). Creating it is idempotent:
+// its deliver subject is derived from its name, so two processes creating
+// it at once ask for the same consumer.
+func (g *groupSubscriber) ensureConsumer(topic string) error {
+	stream, name := streamName(topic), consumerName(g.group, topic)
+	want := nats.ConsumerConfig{
+		Durable:        name,
+		DeliverSubject: "memhook.deliver." + name,
+		DeliverGroup:   g.queue,
+		DeliverPolicy:  nats.DeliverAllPolicy,
+		AckPolicy:      nats.AckExplicitPolicy,
+		AckWait:        g.cfg.AckWait,
+		MaxAckPending:  g.cfg.MaxAckPending,
+		FilterSubject:  topic,
+	}
+	info, err := g.js.ConsumerInfo(stream, name)
+	if errors.Is(err, nats.ErrConsumerNotFound) {
+		if _, err = g.js.AddConsumer(stream, &want); err == nil {
+			return nil
+		}
+		info, err = g.js.ConsumerInfo(stream, name) // another process made it meanwhile?
+	}
+	if err != nil {
+		return fmt.Errorf("consumer %s on stream %s: %w", name, stream, err)
+	}
+	have := info.Config
+	if have.DeliverGroup != g.queue || have.DeliverSubject == "" {
+		return fmt.Errorf("consumer %s on stream %s exists with deliver group %q, not a push consumer of queue %q: delete it or choose another group",
+			name, stream, have.DeliverGroup, g.queue)
+	}
+	if have.AckWait == want.AckWait && have.MaxAckPending == want.MaxAckPending {
+		return nil
+	}
+	have.AckWait, have.MaxAckPending = want.AckWait, want.MaxAckPending
+	if _, err := g.js.UpdateConsumer(stream, &have); err != nil {
+		return fmt.Errorf("updating consumer %s on stream %s to ack wait %s, max ack pending %d: %w",
+			name, stream, want.AckWait, want.MaxAckPending, err)
+	}
+	return nil
+}
+
+// Close closes the watermill-nats subscriber, which drains its
+// connection; the group's consumers stay.
+func (g *groupSubscriber) Close() error {
+	err := g.sub.Close()
+	g.nc.Close() // a no-op once drained; closes it if draining failed
+	return err
 }
