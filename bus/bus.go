@@ -11,13 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/google/uuid"
@@ -45,14 +43,14 @@ func firstSecret(s string) string {
 const Version = "0.1.0"
 
 // Topic is the Watermill topic memory events travel on.
-const Topic = "memory.events"
+const Topic = transports.DefaultEventsTopic
 
 // PoisonTopic is where events that failed for good are published.
-const PoisonTopic = middleware.PoisonTopic
+const PoisonTopic = transports.DefaultPoisonTopic
 
 // IncomingTopic carries the events other systems POST to the router's
 // /webhooks/memory. They are never sent out again as webhooks.
-const IncomingTopic = "memory.incoming"
+const IncomingTopic = transports.DefaultIncomingTopic
 
 // Errors returned by Emit and Close.
 var (
@@ -114,16 +112,19 @@ type Bus struct {
 	stats   *stats
 	opts    options
 
-	mem     *transports.Memory       // the in-process queue; nil when Emit writes to Redis
-	redis   *redisState              // the Redis transport; nil otherwise
-	pub     message.Publisher        // where Emit publishes
-	router  *message.Router          // nil when this process runs no handler
-	deliver *handlers.Deliver        // delivers webhooks, or forwards one event to the router
-	batch   *handlers.BatchForwarder // transport http: forwards batches to the router
-	handle  message.HandlerFunc
-	runErr  chan error
-	webhook bool // this process delivers webhooks: URL set and some event selected
-	forward bool // transport http: events go to the router process
+	transport transports.Transport
+	pub       message.Publisher   // the transport's, where Emit publishes
+	router    *message.Router     // runs this process's consumers
+	deliver   *handlers.Deliver   // nil unless this process delivers webhooks
+	handle    message.HandlerFunc // the chain and deliver, for Send; nil unless this process delivers
+	runErr    chan error
+	stopRun   context.CancelFunc // ends the router's Run: a close, not "all handlers stopped"
+	// delivers: this process runs the delivery chain (the transport
+	// delivers here and a webhook URL is set). publishes: Emit hands
+	// events to the transport; false only where nothing would ever
+	// consume them (the memory transport without a webhook URL), and
+	// events are then only counted.
+	delivers, publishes bool
 
 	mu     sync.RWMutex // Emit holds it shared; Close exclusively, to set closed
 	closed bool
@@ -138,22 +139,31 @@ type Bus struct {
 // needs in this process:
 //
 //   - "memory": the in-process queue and the router that delivers from it.
-//     With WebhookURL empty, or Events "none", webhooks are off: Emit
-//     accepts and counts events and sends nothing.
-//   - "http": the in-process queue and a router that forwards every event to
-//     the `memhook serve` process at RouterURL, retrying with backoff while
-//     it is down; the router process delivers.
+//     With WebhookURL empty webhooks are off: Emit accepts and counts
+//     events and sends nothing.
+//   - "http": the in-process queue and a forwarder that hands every event
+//     to the `memhook serve` process at RouterURL, retrying with backoff
+//     while it is down; the router process delivers.
 //   - "redis": a publisher: Emit appends to the stream. With WithDelivery
 //     (and a WebhookURL) also the router that joins the consumer group and
-//     delivers, started once Redis answers (Ready reports until then).
+//     delivers; it joins in the background, retrying while Redis is down
+//     (Ready reports until it has joined).
+//   - any Watermill pub/sub, with WithPubSub (Transport is then ignored).
+//
+// On every transport where this process consumes, the poison topic is
+// consumed (WithPoisonHandler) and, where it delivers, the incoming topic
+// (WithIncomingHandler).
 func New(cfg Config, opts ...Option) (*Bus, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	o := options{logger: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.pubsub != nil {
+		cfg.Transport = TransportPubSub
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	events, _ := event.ParseSet(cfg.Events) // validated above
 	var secrets []verify.Secret
@@ -170,63 +180,82 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		url:     handlers.RedactURL(cfg.WebhookURL),
 		secrets: secrets,
 	}
-	wlog := wmlog.New(b.log, slog.LevelDebug) // the router's own chatter below INFO
-	switch cfg.Transport {
-	case TransportMemory:
-		b.webhook = cfg.WebhookURL != "" && events != event.NoTypes
-		if !b.webhook {
-			b.log.Info("memhook: webhooks are off; events are counted, not sent",
-				"url_set", cfg.WebhookURL != "", "events", events.String())
-		}
-	case TransportHTTP:
-		b.forward = true
-		b.url = handlers.RedactURL(cfg.routerURL(IngestPath)) // where this bus sends
-	case TransportRedis:
-		// Even with every event filtered out (MEM0_WEBHOOK_EVENTS=none) a
-		// delivering process consumes the stream, acknowledging each entry
-		// as filtered: otherwise it would grow until MEMHOOK_REDIS_MAXLEN
-		// refuses applications' events.
-		b.webhook = o.deliver && cfg.WebhookURL != ""
-	default:
-		return nil, fmt.Errorf("%w: %q", ErrUnsupportedTransport, cfg.Transport)
-	}
-	if cfg.Transport == TransportRedis {
-		if err := b.startRedis(wlog); err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
-	mem, err := transports.NewMemory(transports.MemoryConfig{
-		Capacity: cfg.QueueCapacity,
-		Workers:  cfg.Concurrency,
-		Logger:   wlog,
-	})
+	t, err := b.openTransport()
 	if err != nil {
 		return nil, err
 	}
-	b.mem, b.pub = mem, mem
-	if err := b.start(wlog, mem); err != nil {
-		mem.Shutdown()
+	b.transport, b.pub = t, t.Publisher()
+	b.delivers = t.Delivers() && cfg.WebhookURL != ""
+	b.publishes = b.delivers || !t.Delivers()
+	if !b.publishes {
+		b.log.Info("memhook: webhooks are off; events are counted, not sent", "url_set", false, "events", events.String())
+	}
+	if err := b.start(); err != nil {
+		b.abandon()
 		return nil, err
 	}
 	return b, nil
 }
 
-// start builds and runs the router over sub: delivery (or forwarding)
-// from the events topic and, on the memory transport, consumers of the
-// poison and incoming topics (on Redis those stay on their streams).
-func (b *Bus) start(wlog watermill.LoggerAdapter, sub message.Subscriber) error {
+// openTransport makes the transport cfg (or WithPubSub) names: the one
+// place where the kind of transport matters.
+func (b *Bus) openTransport() (transports.Transport, error) {
+	cfg := b.cfg
+	switch cfg.Transport {
+	case TransportPubSub:
+		return transports.NewPubSub(b.opts.pubsub.pub, b.opts.pubsub.subscribe)
+	case TransportMemory:
+		return transports.NewMemoryTransport(cfg.memoryConfig(b.log))
+	case TransportHTTP:
+		b.url = handlers.RedactURL(cfg.routerURL(IngestPath)) // where this bus sends
+		var ingestSecrets []verify.Secret
+		if cfg.IngestSecret != "" {
+			ingestSecrets, _ = verify.ParseSecrets(cfg.IngestSecret) // validated in New
+		}
+		return transports.NewHTTP(transports.HTTPConfig{
+			RouterURL:     cfg.RouterURL,
+			Token:         cfg.IngestToken,
+			Secrets:       ingestSecrets,
+			UserAgent:     userAgent,
+			Timeout:       cfg.Timeout,
+			RetryDelay:    cfg.RetryDelay,
+			MaxRetryAfter: cfg.MaxRetryAfter,
+			Memory:        cfg.memoryConfig(b.log),
+			EventsTopic:   Topic,
+			PoisonTopic:   PoisonTopic,
+			Transport:     b.opts.transport,
+			OnDelivered:   b.onDelivered,
+			OnRetry:       b.onRetry,
+			OnPoisoned:    b.onPoisoned,
+			Logger:        b.log,
+		})
+	case TransportRedis:
+		// Even with every event filtered out (MEM0_WEBHOOK_EVENTS=none) a
+		// delivering process consumes the stream, acknowledging each entry
+		// as filtered: otherwise it would grow until MEMHOOK_REDIS_MAXLEN
+		// refuses applications' events. Without a URL it does not consume:
+		// it would take other routers' events and send none.
+		return transports.NewRedisTransport(cfg.RedisConfig(), b.opts.deliver && cfg.WebhookURL != "", b.log)
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnsupportedTransport, cfg.Transport)
+}
+
+// userAgent is the User-Agent of every request memhook sends.
+const userAgent = "memhook/" + Version
+
+// start builds and runs the router: delivery from the events topic where
+// this process delivers, and consumers of the poison topic and, where it
+// delivers, of the incoming topic.
+func (b *Bus) start() error {
+	wlog := wmlog.New(b.log, slog.LevelDebug) // the router's own chatter below INFO
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
 	if err != nil {
 		return err
 	}
-	target := b.cfg.WebhookURL
-	if b.forward {
-		target = b.cfg.routerURL(IngestPath)
-	}
-	if b.webhook || b.forward {
+	group := b.cfg.RedisGroup
+	if b.delivers {
 		b.deliver, err = handlers.NewDeliver(handlers.DeliverConfig{
-			URL:          target,
+			URL:          b.cfg.WebhookURL,
 			Timeout:      b.cfg.Timeout,
 			MaxIdleConns: b.cfg.Concurrency,
 			Transport:    b.opts.transport,
@@ -236,61 +265,83 @@ func (b *Bus) start(wlog watermill.LoggerAdapter, sub message.Subscriber) error 
 		if err != nil {
 			return err
 		}
-	}
-	switch {
-	case b.webhook:
+		sub, err := b.transport.Subscriber(group)
+		if err != nil {
+			return fmt.Errorf("bus: subscribing to %s: %w", Topic, err)
+		}
 		chain := b.Chain(b.pub, b.opts.middleware...)
 		router.AddConsumerHandler("memhook.deliver", Topic, sub, b.deliver.Handle).AddMiddleware(chain...)
 		b.handle = compose(chain, b.deliver.Handle)
-	case b.forward:
-		fwd := b.forwarder()
-		single := compose([]message.HandlerMiddleware{fwd.Middleware}, b.deliver.Handle)
-		b.batch, err = handlers.NewBatchForwarder(handlers.BatchForwarderConfig{
-			URL:     b.cfg.routerURL(IngestBatchPath),
-			Headers: fwd.Headers,
-			Single: func(msg *message.Message) error {
-				_, err := single(msg)
-				return err
-			},
-			Timeout:     b.cfg.Timeout,
-			Transport:   b.opts.transport,
-			OnDelivered: b.onDelivered,
-			Logger:      wlog,
-		})
-		if err != nil {
-			return err
-		}
-		router.AddConsumerHandler("memhook.forward", Topic, sub, b.batch.Handle).AddMiddleware(b.forwardChain()...)
 	}
-	if b.mem != nil {
-		poison := b.opts.poison
-		if poison == nil {
-			poison = func(*message.Message) error { return nil } // logged and counted by the chain
+	consumers := []struct {
+		name, topic string
+		h           message.NoPublishHandlerFunc
+	}{{"memhook.poison", PoisonTopic, b.poisonHandler()}}
+	if b.transport.Delivers() {
+		consumers = append(consumers, struct {
+			name, topic string
+			h           message.NoPublishHandlerFunc
+		}{"memhook.incoming", IncomingTopic, b.incomingHandler()})
+	}
+	for _, c := range consumers {
+		sub, err := b.transport.Subscriber(group + "." + strings.TrimPrefix(c.name, "memhook."))
+		if errors.Is(err, transports.ErrNoSubscriber) {
+			continue
 		}
-		router.AddConsumerHandler("memhook.poison", PoisonTopic, b.mem, poison)
-		incoming := b.opts.incoming
-		if incoming == nil {
-			incoming = func(msg *message.Message) error {
-				b.log.Info("memhook: incoming event", "event", msg.Metadata.Get(event.MetaType), "id", msg.UUID,
-					"user_id", msg.Metadata.Get(event.MetaUserID))
-				return nil
-			}
+		if err != nil {
+			return fmt.Errorf("bus: subscribing to %s: %w", c.topic, err)
 		}
-		router.AddConsumerHandler("memhook.incoming", IncomingTopic, b.mem, incoming)
+		router.AddConsumerHandler(c.name, c.topic, sub, c.h)
 	}
 	for _, f := range b.opts.routerSetup {
 		if err := f(router); err != nil {
 			return err
 		}
 	}
+	if len(router.Handlers()) == 0 {
+		return nil // nothing consumed here: a publisher only
+	}
 	b.router = router
-	go func() { b.runErr <- router.Run(context.Background()) }()
+	ctx, stop := context.WithCancel(context.Background())
+	b.stopRun = stop
+	go func() { b.runErr <- router.Run(ctx) }()
 	select {
 	case <-router.Running():
 		return nil
 	case err := <-b.runErr:
+		b.router = nil
 		return fmt.Errorf("bus: router did not start: %w", err)
 	}
+}
+
+// poisonHandler is WithPoisonHandler's, or one that only acknowledges
+// (the chain has logged and counted the event).
+func (b *Bus) poisonHandler() message.NoPublishHandlerFunc {
+	if b.opts.poison != nil {
+		return b.opts.poison
+	}
+	return func(*message.Message) error { return nil }
+}
+
+// incomingHandler is WithIncomingHandler's, or one that logs the event.
+func (b *Bus) incomingHandler() message.NoPublishHandlerFunc {
+	if b.opts.incoming != nil {
+		return b.opts.incoming
+	}
+	return func(msg *message.Message) error {
+		b.log.Info("memhook: incoming event", "event", msg.Metadata.Get(event.MetaType), "id", msg.UUID,
+			"user_id", msg.Metadata.Get(event.MetaUserID))
+		return nil
+	}
+}
+
+// abandon releases what a New that failed had started.
+func (b *Bus) abandon() {
+	if b.stopRun != nil {
+		b.stopRun()
+	}
+	_, _ = b.transport.Close()
+	_ = b.stopRouter()
 }
 
 // compose wraps h in chain, outermost first, as the router does.
@@ -325,42 +376,10 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 			Token:        b.cfg.Token,
 			LegacySecret: legacy,
 			Secrets:      b.secrets,
-			UserAgent:    "memhook/" + Version,
+			UserAgent:    userAgent,
 		}.Middleware,
 	)
 }
-
-// forwardChain is the chain of transport "http": hand each event to the
-// router process (batched, see handlers.BatchForwarder), retrying with
-// backoff (at most RetryDelay × 2ⁿ capped at forwardMaxInterval) for as
-// long as the bus runs; a permanent refusal (401, 413, 422 …) poisons the
-// event locally, logged at ERROR.
-func (b *Bus) forwardChain() []message.HandlerMiddleware {
-	return []message.HandlerMiddleware{
-		wmiddleware.Recoverer,
-		middleware.PoisonQueue{Publisher: b.mem, Topic: PoisonTopic, OnPoisoned: b.onPoisoned}.Middleware,
-		middleware.Retry{
-			MaxRetries:      math.MaxInt32,
-			InitialInterval: b.cfg.RetryDelay,
-			MaxInterval:     forwardMaxInterval,
-			MaxRetryAfter:   b.cfg.MaxRetryAfter,
-			OnRetry:         b.onRetry,
-		}.Middleware,
-	}
-}
-
-// forwarder sets the headers of requests to the router: ingest token and
-// signature.
-func (b *Bus) forwarder() middleware.Forward {
-	var ingestSecrets []verify.Secret
-	if b.cfg.IngestSecret != "" {
-		ingestSecrets, _ = verify.ParseSecrets(b.cfg.IngestSecret) // validated in New
-	}
-	return middleware.Forward{Token: b.cfg.IngestToken, Secrets: ingestSecrets, UserAgent: "memhook/" + Version}
-}
-
-// forwardMaxInterval caps the wait between two tries to reach the router.
-const forwardMaxInterval = 10 * time.Second
 
 // Emit hands e to the delivery queue and returns at once: it never waits
 // for a webhook. It returns a *event.FieldError (errors.Is ErrInvalid) for
@@ -381,7 +400,7 @@ func (b *Bus) Emit(ctx context.Context, e event.Event) error {
 	if b.closed {
 		return ErrClosed
 	}
-	if !b.publishes() {
+	if !b.publishes {
 		c.accepted.Add(1)
 		c.filtered.Add(1)
 		return nil
@@ -402,11 +421,6 @@ func (b *Bus) message(e event.Event) (*message.Message, error) {
 	msg.Metadata[event.MetaUserID] = e.UserID
 	return msg, nil
 }
-
-// publishes reports whether Emit hands events on: to the in-process
-// delivery queue, to a router (http) or to the Redis stream. On the memory
-// transport with webhooks off it does not: events are only counted.
-func (b *Bus) publishes() bool { return b.webhook || b.forward || b.redis != nil }
 
 // publish puts msg on topic, counting it accepted or dropped. A refused
 // event is returned to the caller as an error, logged (at most once a
@@ -435,7 +449,7 @@ func (b *Bus) Ingest(msg *message.Message) error {
 		return ErrClosed
 	}
 	c := b.stats.of(msg.Metadata.Get(event.MetaType))
-	if !b.publishes() {
+	if !b.publishes {
 		c.accepted.Add(1)
 		c.filtered.Add(1)
 		return nil
@@ -486,20 +500,11 @@ func outcomeFrom(msg *message.Message) *Outcome {
 // status and the attempts. It waits for every retry; ctx bounds it. The
 // router's /webhooks/memory/test and `memhook emit` use it. It returns
 // ErrNotDelivering on a bus that hands events to other processes (transport
-// http, or redis without WithDelivery), and the errors of Emit.
+// http, redis without WithDelivery, a pub/sub without a subscribe func),
+// and the errors of Emit. Without a webhook URL the event is filtered.
 func (b *Bus) Send(ctx context.Context, e event.Event) (Outcome, error) {
-	if b.forward || (b.redis != nil && !b.opts.deliver) {
+	if !b.transport.Delivers() {
 		return Outcome{}, ErrNotDelivering
-	}
-	if b.redis != nil && b.webhook {
-		// The chain is built once Redis answers (startRedis); reading
-		// started under the lock orders that write before our read.
-		b.redis.mu.Lock()
-		started := b.redis.started
-		b.redis.mu.Unlock()
-		if !started {
-			return Outcome{}, fmt.Errorf("%w: delivery router not started yet", ErrNotReady)
-		}
 	}
 	msg, err := b.message(e)
 	if err != nil {
@@ -513,7 +518,7 @@ func (b *Bus) Send(ctx context.Context, e event.Event) (Outcome, error) {
 	}
 	out := &Outcome{ID: msg.UUID}
 	c.accepted.Add(1)
-	if !b.webhook {
+	if !b.delivers {
 		c.filtered.Add(1)
 		out.Filtered = true
 		return *out, nil
@@ -555,15 +560,18 @@ func (b *Bus) close(ctx context.Context) error {
 	b.mu.Lock()
 	b.closed = true
 	b.mu.Unlock()
-	if b.redis != nil {
-		return b.closeRedis()
+	drainErr := b.transport.Drain(ctx)
+	if b.stopRun != nil {
+		// Before the transport ends the subscriptions: Watermill then sees
+		// a router closing, not handlers that stopped on their own (which
+		// it logs at ERROR).
+		b.stopRun()
 	}
-	if b.router == nil {
-		return nil
-	}
-	drainErr := b.mem.Drain(ctx, Topic, PoisonTopic, IncomingTopic)
-	left := b.mem.Shutdown()
+	left, err := b.transport.Close()
 	errs := b.stopRouter()
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if drainErr != nil || len(left) > 0 {
 		ue := &UndeliveredError{Cause: drainErr}
 		for _, topic := range []string{Topic, PoisonTopic, IncomingTopic} {
@@ -598,9 +606,7 @@ func (b *Bus) stopRouter() []error {
 		if err := <-b.runErr; err != nil {
 			errs = append(errs, fmt.Errorf("bus: router: %w", err))
 		}
-	}
-	if b.batch != nil {
-		_ = b.batch.Close() // never fails
+		b.router = nil
 	}
 	if b.deliver != nil {
 		if err := b.deliver.Close(); err != nil {
@@ -620,7 +626,21 @@ func (b *Bus) WebhookURL() string { return b.url }
 
 // Enabled reports whether this bus sends webhooks itself: the transport
 // delivers here, the URL is set and some event is selected.
-func (b *Bus) Enabled() bool { return b.webhook && b.events != event.NoTypes }
+func (b *Bus) Enabled() bool { return b.delivers && b.events != event.NoTypes }
 
 // Events returns the events selected for delivery (MEM0_WEBHOOK_EVENTS).
 func (b *Bus) Events() event.Set { return b.events }
+
+// ErrNotReady is returned by Ready while the transport is not connected.
+var ErrNotReady = errors.New("bus: not ready")
+
+// Ready reports whether the transport is connected and every subscription
+// of this process has joined: always on the memory and http transports
+// (the queue is in-process); on Redis, whether Redis answers and, with
+// WithDelivery, whether the delivery subscription has joined its group.
+func (b *Bus) Ready(ctx context.Context) error {
+	if err := b.transport.Ready(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
+	}
+	return nil
+}

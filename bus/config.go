@@ -3,6 +3,7 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/internal/wmlog"
+	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -18,6 +22,9 @@ const (
 	TransportMemory = "memory"
 	TransportRedis  = "redis"
 	TransportHTTP   = "http"
+	// TransportPubSub is what Config.Transport says on a bus New built
+	// WithPubSub; it is not a value of MEMHOOK_TRANSPORT.
+	TransportPubSub = "pubsub"
 )
 
 // Disabled as an int or duration field of Config turns that feature off
@@ -124,13 +131,14 @@ const DefaultRouterURL = "http://127.0.0.1:8000"
 
 // Defaults of Config, applied by setDefaults.
 const (
-	DefaultTimeout       = 30 * time.Second
-	DefaultRetryCount    = 3
-	DefaultRetryDelay    = time.Second
-	DefaultMaxRetryAfter = 60 * time.Second
+	DefaultTimeout       = middleware.DefaultAttemptTimeout
+	DefaultRetryCount    = middleware.DefaultMaxRetries
+	DefaultRetryDelay    = middleware.DefaultInitialInterval
+	DefaultMaxRetryAfter = middleware.DefaultMaxRetryAfter
 	DefaultBotVersion    = "1.0.0"
-	DefaultQueueCapacity = 10_000
-	DefaultConcurrency   = 16
+	DefaultQueueCapacity = transports.DefaultCapacity
+	DefaultConcurrency   = transports.DefaultWorkers
+	DefaultGroup         = transports.DefaultConsumerGroup
 )
 
 func (c *Config) setDefaults() {
@@ -168,14 +176,10 @@ func (c *Config) setDefaults() {
 		c.RouterURL = DefaultRouterURL
 	}
 	if c.RedisGroup == "" {
-		c.RedisGroup = "memhook"
+		c.RedisGroup = DefaultGroup
 	}
 	if c.RedisConsumer == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			host = "memhook"
-		}
-		c.RedisConsumer = host + "-" + strconv.Itoa(os.Getpid())
+		c.RedisConsumer = transports.DefaultConsumer()
 	}
 }
 
@@ -217,7 +221,7 @@ func (c Config) Validate() error {
 		bad("Events", "MEM0_WEBHOOK_EVENTS", "%v", err)
 	}
 	switch c.Transport {
-	case "", TransportMemory, TransportRedis, TransportHTTP:
+	case "", TransportMemory, TransportRedis, TransportHTTP, TransportPubSub:
 	default:
 		bad("Transport", "MEMHOOK_TRANSPORT", "%q is not one of memory, redis, http", c.Transport)
 	}
@@ -399,4 +403,43 @@ func ParseSeconds(v string) (time.Duration, error) {
 		return 0, errors.New("not a number of seconds or a duration such as 500ms")
 	}
 	return d, nil
+}
+
+// memoryConfig is the in-process queue c configures.
+func (c Config) memoryConfig(log *slog.Logger) transports.MemoryConfig {
+	return transports.MemoryConfig{
+		Capacity: c.QueueCapacity,
+		Workers:  c.Concurrency,
+		Logger:   wmlog.New(log, slog.LevelDebug),
+	}
+}
+
+// RedisConfig returns the Redis transport's configuration derived from
+// cfg: the stream's claim timeout (MaxIdleTime) is
+// transports.ClaimTimeout(Retry.WorstCase(Timeout)), so that a slow but
+// live delivery is never taken over by another router process.
+func (c Config) RedisConfig() transports.RedisConfig {
+	maxLen := c.RedisMaxLen
+	if maxLen == Disabled {
+		maxLen = transports.NoMaxLen
+	}
+	return transports.RedisConfig{
+		URL:           c.RedisURL,
+		ConsumerGroup: c.RedisGroup,
+		Consumer:      c.RedisConsumer,
+		MaxIdleTime:   transports.ClaimTimeout(c.retry().WorstCase(c.Timeout)),
+		MaxLen:        maxLen,
+		Consumers:     c.Concurrency,
+		EventsTopic:   Topic,
+		PoisonTopic:   PoisonTopic,
+	}
+}
+
+// retry is the Retry middleware c configures (without hooks).
+func (c Config) retry() middleware.Retry {
+	retries := c.RetryCount
+	if retries == Disabled {
+		retries = middleware.NoRetries
+	}
+	return middleware.Retry{MaxRetries: retries, InitialInterval: c.RetryDelay, MaxRetryAfter: c.MaxRetryAfter}
 }

@@ -22,6 +22,36 @@ type options struct {
 	routerSetup []func(*message.Router) error
 	observe     func(t event.Type, status int, took time.Duration)
 	deliver     bool
+	pubsub      *pubsubOption
+}
+
+type pubsubOption struct {
+	pub       message.Publisher
+	subscribe func(group string) (message.Subscriber, error)
+}
+
+// WithPubSub runs the bus on a Watermill pub/sub the caller brings (NATS
+// JetStream, Kafka, AMQP, SQL …) instead of Config.Transport. The bus
+// publishes events on Topic, poisoned events on PoisonTopic and incoming
+// ones on IncomingTopic through pub. subscribe(group) must return a
+// subscriber of consumer group group, as Watermill's Pub/Sub suite's
+// consumer-group constructor does: each group gets every message, and
+// within a group each message goes to one subscriber. The bus asks for
+// Config.RedisGroup ("memhook") for delivery, and that name plus
+// ".poison" and ".incoming" for the poison and incoming handlers.
+// subscribe nil means this process only publishes (an application; Send
+// returns ErrNotDelivering); with subscribe and a WebhookURL it delivers,
+// as `memhook serve` does, and without a WebhookURL it only counts.
+//
+// Delivery is at least once: a message the bus has not acked (a process
+// killed mid-delivery) must be redelivered by the pub/sub. Retries
+// currently run inside one handling, so its redelivery timeout (NATS
+// AckWait, SQS visibility …) must exceed the whole retry sequence
+// (RetryCount attempts of Timeout each, plus the waits between them). The
+// bus closes the subscribers subscribe returned; the caller closes pub
+// after Close.
+func WithPubSub(pub message.Publisher, subscribe func(group string) (message.Subscriber, error)) Option {
+	return func(o *options) { o.pubsub = &pubsubOption{pub: pub, subscribe: subscribe} }
 }
 
 // WithDelivery makes a bus on the Redis transport also deliver: it joins
@@ -50,15 +80,22 @@ func WithMiddleware(m ...message.HandlerMiddleware) Option {
 // WithPoisonHandler consumes the poison topic: h gets every event that
 // failed for good, with the reason (middleware.PoisonReasonKey), the last
 // status and the attempts in metadata. An error from h nacks the message,
-// which comes back after a delay. Without it, poisoned events are logged and
-// counted, then dropped. In-memory transport only.
+// which comes back after a delay. It works on every transport where this
+// process consumes (on transport http: the events the router refused for
+// good). On Redis and brought pub/subs the poison topic is consumed by the
+// group Config.RedisGroup + ".poison" shared by every process, and
+// poisoned entries stay in the poison stream for `memhook dlq` whatever h
+// does. Without it, poisoned events are logged and counted, then (on the
+// memory transports) dropped.
 func WithPoisonHandler(h message.NoPublishHandlerFunc) Option {
 	return func(o *options) { o.poison = h }
 }
 
 // WithIncomingHandler consumes IncomingTopic, the events other systems sent
-// to the router's POST /webhooks/memory. Without it they are logged and
-// dropped. In-memory transport only; with Redis they stay on the stream.
+// to the router's POST /webhooks/memory, in every process that delivers
+// (on Redis and brought pub/subs as the group Config.RedisGroup +
+// ".incoming", shared by every router). Without it they are logged and
+// acknowledged.
 func WithIncomingHandler(h message.NoPublishHandlerFunc) Option {
 	return func(o *options) { o.incoming = h }
 }

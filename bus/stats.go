@@ -12,6 +12,7 @@ import (
 
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 )
 
 // Stats counts what became of the events a Bus was given. Every accepted
@@ -77,9 +78,9 @@ func (b *Bus) Stats() Stats {
 	}
 	b.stats.unknown.add(&s)
 	s.Invalid = b.stats.invalid.Load()
-	if b.mem != nil {
-		s.Queued = b.mem.Queued(Topic)
-		s.InFlight = max(b.mem.Outstanding(Topic)-s.Queued, 0)
+	if d, ok := b.transport.(transports.Depth); ok {
+		s.Queued = d.Queued(Topic)
+		s.InFlight = max(d.Outstanding(Topic)-s.Queued, 0)
 	}
 	return s
 }

@@ -23,17 +23,17 @@ import (
 )
 
 // MaxBodyBytes caps every request body the API reads.
-const MaxBodyBytes = 1 << 20
+const MaxBodyBytes = verify.DefaultMaxBodyBytes
 
 // Paths of the router process's endpoints.
 const (
 	PathIncoming = "/webhooks/memory"
 	PathStatus   = "/webhooks/memory/status"
 	PathTest     = "/webhooks/memory/test"
-	PathIngest   = "/ingest"
+	PathIngest   = event.IngestPath
 	// PathIngestBatch takes several events in one request (a JSON array
 	// of envelopes): what transport "http" sends when events queue up.
-	PathIngestBatch = "/ingest/batch"
+	PathIngestBatch = event.IngestBatchPath
 	PathHealth      = "/healthz"
 	PathReady       = "/readyz"
 	PathMetrics     = "/metrics"

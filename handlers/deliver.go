@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/memhook/memhook/internal/redact"
 	"github.com/memhook/memhook/middleware"
 )
 
@@ -27,7 +27,8 @@ type DeliverConfig struct {
 	// URL receives the webhooks; required, http or https.
 	URL string
 	// Timeout bounds one attempt, from dialling to the end of the
-	// response; 0 means 30s (the seed's MEM0_WEBHOOK_TIMEOUT).
+	// response; 0 means middleware.DefaultAttemptTimeout, 30s (the seed's
+	// MEM0_WEBHOOK_TIMEOUT).
 	Timeout time.Duration
 	// MaxIdleConns is how many keep-alive connections to the receiver are
 	// kept; 0 means 64. Set it to at least the deliveries in flight.
@@ -48,7 +49,7 @@ type DeliverConfig struct {
 
 func (c *DeliverConfig) setDefaults() {
 	if c.Timeout == 0 {
-		c.Timeout = 30 * time.Second
+		c.Timeout = middleware.DefaultAttemptTimeout
 	}
 	if c.MaxIdleConns == 0 {
 		c.MaxIdleConns = 64
@@ -80,52 +81,14 @@ func (c DeliverConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ValidateURL checks that raw is an absolute http(s) URL with a host. Its
-// error shows the URL with credentials and query removed (RedactURL).
-func ValidateURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("webhook URL is not a URL: %s", RedactURL(raw))
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("webhook URL %s: scheme must be http or https", RedactURL(raw))
-	}
-	if u.Host == "" {
-		return fmt.Errorf("webhook URL %s: host is missing", RedactURL(raw))
-	}
-	return nil
-}
+// ValidateURL checks that raw is an absolute http or https URL with a
+// host (redact.ValidateHTTPURL). Its error shows the URL redacted.
+func ValidateURL(raw string) error { return redact.ValidateHTTPURL(raw) }
 
-// RedactURL returns raw fit for logs, errors and status output: user
-// information, query values and bare query names are replaced by
-// "REDACTED" (a token often travels in either). A string that does not
-// parse is replaced whole.
-func RedactURL(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "REDACTED"
-	}
-	if u.User != nil {
-		u.User = url.User("REDACTED")
-	}
-	if u.RawQuery != "" {
-		// Keep the names, hide the values; a bare name may itself be a
-		// secret ("?s3cr3t"), so it is hidden whole.
-		parts := strings.Split(u.RawQuery, "&")
-		for i, p := range parts {
-			if k, _, ok := strings.Cut(p, "="); ok {
-				parts[i] = k + "=REDACTED"
-			} else {
-				parts[i] = "REDACTED"
-			}
-		}
-		u.RawQuery = strings.Join(parts, "&")
-	}
-	return u.String()
-}
+// RedactURL returns raw fit for logs, errors and status output
+// (redact.URL): user information and query values are replaced by
+// "REDACTED".
+func RedactURL(raw string) string { return redact.URL(raw) }
 
 // Deliver POSTs each message's payload to the webhook URL through
 // watermill-http's Publisher, called inside the handler so that Retry and

@@ -15,18 +15,10 @@ import (
 )
 
 // MaxBatchEvents caps the events of one POST /ingest/batch.
-const MaxBatchEvents = 1000
+const MaxBatchEvents = event.MaxBatchEvents
 
-// BatchAnswer is the body of every answer of POST /ingest/batch that got
-// as far as queueing: the first Accepted events of the batch, in order,
-// are in the delivery queue (Duplicates of them had been accepted before,
-// within the replay window, and were not queued again); the others were
-// not taken and may be sent again.
-type BatchAnswer struct {
-	Accepted   int    `json:"accepted"`
-	Duplicates int    `json:"duplicates"`
-	Error      string `json:"error,omitempty"`
-}
+// BatchAnswer is the body of the answers of POST /ingest/batch.
+type BatchAnswer = event.BatchAnswer
 
 // maxBatchErrors caps the event errors one 4xx answer lists.
 const maxBatchErrors = 10

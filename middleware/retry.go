@@ -24,22 +24,36 @@ import (
 // memhook does not use watermill's middleware.Retry: in v1.5.1 its
 // ShouldRetry advances the backoff, and it knows nothing of Retry-After.
 type Retry struct {
-	// MaxRetries is how many times a failed attempt is retried; 0 means the
-	// seed's default, 3. NoRetries disables retrying.
+	// MaxRetries is how many times a failed attempt is retried; 0 means
+	// DefaultMaxRetries, the seed's 3. NoRetries disables retrying.
 	MaxRetries int
-	// InitialInterval is the first delay; 0 means 1s.
+	// InitialInterval is the first delay; 0 means DefaultInitialInterval,
+	// 1s.
 	InitialInterval time.Duration
 	// MaxInterval caps the computed delays; 0 means no cap.
 	MaxInterval time.Duration
 	// Jitter is the fraction of each delay added at random, in [0, 1); 0
-	// means 0.1. NoJitter disables it.
+	// means DefaultJitter, 0.1. NoJitter disables it.
 	Jitter float64
-	// MaxRetryAfter caps a receiver's Retry-After; 0 means 60s.
+	// MaxRetryAfter caps a receiver's Retry-After; 0 means
+	// DefaultMaxRetryAfter, 60s.
 	MaxRetryAfter time.Duration
 	// OnRetry, if set, is called before each wait with the attempt that
 	// failed (1 for the first), the delay and the error.
 	OnRetry func(msg *message.Message, attempt int, delay time.Duration, err error)
 }
+
+// Defaults of Retry and of the attempt it wraps: the seed's retry rules
+// (MEM0_WEBHOOK_RETRY_COUNT, MEM0_WEBHOOK_RETRY_DELAY,
+// MEM0_WEBHOOK_TIMEOUT). Every layer refers to these.
+const (
+	DefaultMaxRetries      = 3
+	DefaultInitialInterval = time.Second
+	DefaultMaxRetryAfter   = 60 * time.Second
+	DefaultJitter          = 0.1
+	// DefaultAttemptTimeout bounds one delivery attempt.
+	DefaultAttemptTimeout = 30 * time.Second
+)
 
 // NoRetries as Retry.MaxRetries: every failure is final after one attempt.
 const NoRetries = -1
@@ -66,22 +80,22 @@ func (e *GiveUpError) Unwrap() error { return e.Err }
 
 func (r Retry) withDefaults() Retry {
 	if r.MaxRetries == 0 {
-		r.MaxRetries = 3
+		r.MaxRetries = DefaultMaxRetries
 	}
 	if r.MaxRetries < 0 {
 		r.MaxRetries = 0
 	}
 	if r.InitialInterval <= 0 {
-		r.InitialInterval = time.Second
+		r.InitialInterval = DefaultInitialInterval
 	}
 	if r.Jitter == 0 {
-		r.Jitter = 0.1
+		r.Jitter = DefaultJitter
 	}
 	if r.Jitter < 0 {
 		r.Jitter = 0
 	}
 	if r.MaxRetryAfter <= 0 {
-		r.MaxRetryAfter = 60 * time.Second
+		r.MaxRetryAfter = DefaultMaxRetryAfter
 	}
 	return r
 }

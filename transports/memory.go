@@ -23,16 +23,26 @@ var (
 	ErrClosed = errors.New("transports: closed")
 )
 
+// Defaults of MemoryConfig.
+const (
+	DefaultCapacity        = 10_000
+	DefaultWorkers         = 16
+	DefaultMemoryNackDelay = 100 * time.Millisecond
+)
+
 // MemoryConfig configures the in-memory transport.
 type MemoryConfig struct {
-	// Capacity bounds each topic's queue (messages accepted and not yet
-	// handed to a subscriber); 0 means 10 000.
+	// Capacity bounds each topic's queue per consumer group (messages
+	// accepted and not yet handed to a subscriber); 0 means
+	// DefaultCapacity, 10 000.
 	Capacity int
 	// Workers is how many messages one subscription holds at once, handed
-	// out and not yet acked (deliveries in flight); 0 means 16.
+	// out and not yet acked (deliveries in flight); 0 means
+	// DefaultWorkers, 16.
 	Workers int
 	// NackDelay is the first wait before a nacked message is handed out
-	// again; it doubles up to 32 times as long. 0 means 100ms.
+	// again; it doubles up to 32 times as long. 0 means
+	// DefaultMemoryNackDelay, 100ms.
 	NackDelay time.Duration
 	// Logger; nil means watermill.NopLogger.
 	Logger watermill.LoggerAdapter
@@ -40,13 +50,13 @@ type MemoryConfig struct {
 
 func (c *MemoryConfig) setDefaults() {
 	if c.Capacity == 0 {
-		c.Capacity = 10_000
+		c.Capacity = DefaultCapacity
 	}
 	if c.Workers == 0 {
-		c.Workers = 16
+		c.Workers = DefaultWorkers
 	}
 	if c.NackDelay == 0 {
-		c.NackDelay = 100 * time.Millisecond
+		c.NackDelay = DefaultMemoryNackDelay
 	}
 	if c.Logger == nil {
 		c.Logger = watermill.NopLogger{}
@@ -68,19 +78,24 @@ func (c MemoryConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Memory is the embedded transport: one bounded FIFO queue per topic,
-// shared by every subscription of that topic (competing consumers, like one
-// consumer group). Unlike watermill's gochannel it keeps messages published
-// before anyone subscribes, never starts a goroutine per message (each
-// subscription runs Workers goroutines), bounds memory by Capacity, and
-// waits NackDelay (doubling) before handing out a nacked message again.
+// Memory is the embedded transport: one bounded FIFO queue per topic and
+// consumer group. Every group of a topic gets each message published to
+// it; the subscriptions of one group share its queue (competing
+// consumers). Memory.Subscribe subscribes as the unnamed group "";
+// Subscriber(name) returns a subscriber of a named group. Unlike
+// watermill's gochannel it keeps messages published before anyone
+// subscribes (the first group to subscribe to a topic takes them; a group
+// that subscribes later gets the messages published from then on), never
+// starts a goroutine per message (each subscription runs Workers
+// goroutines), bounds memory by Capacity, and waits NackDelay (doubling)
+// before handing out a nacked message again.
 //
 // Messages live only in this process: Shutdown reports those not acked.
 type Memory struct {
 	cfg MemoryConfig
 
 	mu      sync.Mutex
-	topics  map[string]*queue
+	topics  map[string]*groups
 	closed  bool
 	closing chan struct{} // closed by Shutdown: workers stop taking messages
 	abort   context.CancelFunc
@@ -89,7 +104,15 @@ type Memory struct {
 	idle    *sync.Cond // signalled when a topic's outstanding count drops
 }
 
+// groups are the queues of one topic, one per consumer group, in the
+// order the groups appeared.
+type groups struct {
+	byName map[string]*queue
+	order  []*queue
+}
+
 type queue struct {
+	subscribed  bool // a subscription took from it: it is no longer the topic's backlog
 	ch          chan *message.Message
 	outstanding int                           // accepted and not yet acked; guarded by Memory.mu
 	held        map[*message.Message]struct{} // taken by a worker and not yet acked
@@ -109,7 +132,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Memory{
 		cfg:     cfg,
-		topics:  map[string]*queue{},
+		topics:  map[string]*groups{},
 		closing: make(chan struct{}),
 		abort:   cancel,
 		ctx:     ctx,
@@ -118,37 +141,104 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	return m, nil
 }
 
-func (m *Memory) topic(name string) *queue {
-	q := m.topics[name]
-	if q == nil {
-		q = &queue{ch: make(chan *message.Message, m.cfg.Capacity), held: map[*message.Message]struct{}{}}
-		m.topics[name] = q
+func (m *Memory) newQueue() *queue {
+	return &queue{ch: make(chan *message.Message, m.cfg.Capacity), held: map[*message.Message]struct{}{}}
+}
+
+// group returns the queue of group on topic, made if missing. The first
+// group to subscribe to a topic takes the backlog published before any
+// group existed. The caller holds m.mu.
+func (m *Memory) group(topic, group string) *queue {
+	g := m.topics[topic]
+	if g == nil {
+		g = &groups{byName: map[string]*queue{}}
+		m.topics[topic] = g
 	}
+	if q := g.byName[group]; q != nil {
+		return q
+	}
+	if backlog := g.byName[""]; backlog != nil && !backlog.subscribed && len(g.order) == 1 {
+		delete(g.byName, "")
+		g.byName[group] = backlog
+		return backlog
+	}
+	q := m.newQueue()
+	g.byName[group] = q
+	g.order = append(g.order, q)
 	return q
 }
 
-// Publish appends the messages to topic's queue without blocking. When the
-// queue is full it returns an error wrapping ErrQueueFull that says how many
-// of the messages were accepted (those before the first refused one); after
-// Shutdown it returns ErrClosed.
+// Publish appends the messages to the queue of every consumer group of
+// topic (to the topic's backlog while it has none) without blocking. When a
+// queue is full it returns an error wrapping ErrQueueFull that says how
+// many of the messages were accepted (those before the first refused one,
+// by every group); after Shutdown it returns ErrClosed.
 func (m *Memory) Publish(topic string, messages ...*message.Message) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	q := m.topic(topic)
-	for i, msg := range messages {
-		select {
-		case q.ch <- msg: // handOut sends copies; the original stays here
+	g := m.topics[topic]
+	if g == nil || len(g.order) == 0 {
+		m.group(topic, "")
+		g = m.topics[topic]
+	}
+	room := len(messages)
+	for _, q := range g.order {
+		room = min(room, cap(q.ch)-len(q.ch))
+	}
+	for _, msg := range messages[:room] {
+		for _, q := range g.order {
+			q.ch <- msg // handOut sends copies; the original stays here
 			q.outstanding++
-		default:
-			if len(messages) == 1 {
-				return ErrQueueFull
-			}
-			return fmt.Errorf("%w: %d of %d messages accepted", ErrQueueFull, i, len(messages))
 		}
 	}
+	switch {
+	case room == len(messages):
+		return nil
+	case len(messages) == 1:
+		return ErrQueueFull
+	}
+	return fmt.Errorf("%w: %d of %d messages accepted", ErrQueueFull, room, len(messages))
+}
+
+// Subscriber returns a subscriber of consumer group group: it gets every
+// message published to a topic once the group exists (see Memory), shared
+// among that group's subscriptions. Closing it ends its subscriptions, not
+// the transport; the group's queue stays and keeps collecting messages.
+func (m *Memory) Subscriber(group string) message.Subscriber {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &MemoryGroup{m: m, group: group, ctx: ctx, cancel: cancel}
+}
+
+// MemoryGroup is a subscriber of one consumer group of a Memory.
+type MemoryGroup struct {
+	m      *Memory
+	group  string
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+}
+
+var _ message.Subscriber = (*MemoryGroup)(nil)
+
+// Subscribe is Memory.Subscribe for the group: it ends when ctx is done,
+// the group subscriber is closed or the transport shuts down.
+func (g *MemoryGroup) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(g.ctx, cancel)
+	out, err := g.m.subscribe(ctx, topic, g.group)
+	if err != nil {
+		stop()
+		cancel()
+		return nil, err
+	}
+	return out, nil
+}
+
+// Close ends the group's subscriptions; it is idempotent.
+func (g *MemoryGroup) Close() error {
+	g.cancel()
 	return nil
 }
 
@@ -158,12 +248,17 @@ func (m *Memory) Publish(topic string, messages ...*message.Message) error {
 // message handed out carries a context that Shutdown cancels when its
 // deadline passes.
 func (m *Memory) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	return m.subscribe(ctx, topic, "")
+}
+
+func (m *Memory) subscribe(ctx context.Context, topic, group string) (<-chan *message.Message, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return nil, ErrClosed
 	}
-	q := m.topic(topic)
+	q := m.group(topic, group)
+	q.subscribed = true
 	out := make(chan *message.Message)
 	var wg sync.WaitGroup
 	for range m.cfg.Workers {
@@ -333,28 +428,36 @@ func (m *Memory) putBack(topic string, q *queue, msg *message.Message) {
 }
 
 // Outstanding returns how many messages of topic were accepted and not yet
-// acked (queued or in flight).
+// acked (queued or in flight), summed over its consumer groups.
 func (m *Memory) Outstanding(topic string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if q := m.topics[topic]; q != nil {
-		return q.outstanding
+	n := 0
+	if g := m.topics[topic]; g != nil {
+		for _, q := range g.order {
+			n += q.outstanding
+		}
 	}
-	return 0
+	return n
 }
 
-// Queued returns how many messages of topic wait in its queue.
+// Queued returns how many messages of topic wait in its queues, summed over
+// its consumer groups.
 func (m *Memory) Queued(topic string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if q := m.topics[topic]; q != nil {
-		return len(q.ch)
+	n := 0
+	if g := m.topics[topic]; g != nil {
+		for _, q := range g.order {
+			n += len(q.ch)
+		}
 	}
-	return 0
+	return n
 }
 
-// Drain waits until every message of the given topics has been acked, or
-// ctx is done (its error is returned). It does not refuse publishes: the
+// Drain waits until every message of the given topics (of every topic
+// when none is given) has been acked, or ctx is done (its error is
+// returned). It does not refuse publishes: the
 // caller stops its own producers first, while handlers may still publish
 // (to a poison topic, say).
 func (m *Memory) Drain(ctx context.Context, topics ...string) error {
@@ -368,9 +471,17 @@ func (m *Memory) Drain(ctx context.Context, topics ...string) error {
 	defer m.mu.Unlock()
 	for {
 		busy := false
-		for _, t := range topics {
-			if q := m.topics[t]; q != nil && q.outstanding > 0 {
-				busy = true
+		names := topics
+		if len(names) == 0 {
+			for t := range m.topics {
+				names = append(names, t)
+			}
+		}
+		for _, t := range names {
+			if g := m.topics[t]; g != nil {
+				for _, q := range g.order {
+					busy = busy || q.outstanding > 0
+				}
 			}
 		}
 		if !busy {
@@ -389,7 +500,7 @@ func (m *Memory) Drain(ctx context.Context, topics ...string) error {
 // that was accepted and never acked, per topic, so that the caller can
 // report them. Call Drain first to let them finish. Shutdown is idempotent;
 // a second call returns nothing.
-func (m *Memory) Shutdown() map[string][]*message.Message {
+func (m *Memory) Shutdown() Left {
 	m.mu.Lock()
 	if m.closed && isClosed(m.closing) {
 		m.mu.Unlock()
@@ -410,13 +521,22 @@ func (m *Memory) Shutdown() map[string][]*message.Message {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	left := map[string][]*message.Message{}
-	for name, q := range m.topics {
-		for msg := range q.held {
-			left[name] = append(left[name], msg)
+	left := Left{}
+	for name, g := range m.topics {
+		seen := map[*message.Message]struct{}{} // a message left in several groups is reported once
+		add := func(msg *message.Message) {
+			if _, ok := seen[msg]; !ok {
+				seen[msg] = struct{}{}
+				left[name] = append(left[name], msg)
+			}
 		}
-		for len(q.ch) > 0 {
-			left[name] = append(left[name], <-q.ch)
+		for _, q := range g.order {
+			for msg := range q.held {
+				add(msg)
+			}
+			for len(q.ch) > 0 {
+				add(<-q.ch)
+			}
 		}
 	}
 	return left

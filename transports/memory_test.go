@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,9 +26,10 @@ func newMemory(t *testing.T, cfg transports.MemoryConfig) *transports.Memory {
 }
 
 func TestMemoryPubSubSuite(t *testing.T) {
+	shared := &sharedMemory{byTest: map[string]*transports.Memory{}}
 	tests.TestPubSub(t,
 		tests.Features{
-			ConsumerGroups:        false,
+			ConsumerGroups:        true,
 			ExactlyOnceDelivery:   true,
 			GuaranteedOrder:       false,
 			Persistent:            false,
@@ -35,8 +39,119 @@ func TestMemoryPubSubSuite(t *testing.T) {
 			m := newMemory(t, transports.MemoryConfig{Capacity: 100_000, NackDelay: time.Millisecond})
 			return m, m
 		},
-		nil,
+		func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
+			m := shared.get(t)
+			return nopClosePublisher{m}, m.Subscriber(group)
+		},
 	)
+}
+
+// sharedMemory hands every consumer-group constructor call of one test the
+// same Memory, as a broker is shared: closing what a call returned ends
+// that group's subscriptions, not the transport.
+type sharedMemory struct {
+	mu     sync.Mutex
+	byTest map[string]*transports.Memory
+}
+
+func (s *sharedMemory) get(t *testing.T) *transports.Memory {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.byTest[t.Name()]; m != nil {
+		return m
+	}
+	m := newMemory(t, transports.MemoryConfig{Capacity: 100_000, NackDelay: time.Millisecond})
+	s.byTest[t.Name()] = m
+	return m
+}
+
+type nopClosePublisher struct{ message.Publisher }
+
+func (nopClosePublisher) Close() error { return nil }
+
+// Every consumer group gets every message, each once, and within a group
+// the subscriptions share the messages; the first group to subscribe takes
+// what was published before any group existed.
+func TestMemoryConsumerGroups(t *testing.T) {
+	m := newMemory(t, transports.MemoryConfig{Capacity: 100, Workers: 2})
+	pub := func(ids ...string) {
+		t.Helper()
+		for _, id := range ids {
+			if err := m.Publish("t", message.NewMessage(id, nil)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub("early")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a1, err := m.Subscriber("a").Subscribe(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := m.Subscriber("a").Subscribe(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Subscriber("b").Subscribe(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub("m1", "m2", "m3", "m4")
+	got := map[string][]string{}
+	take := func(name string, ch <-chan *message.Message) bool {
+		select {
+		case msg := <-ch:
+			got[name] = append(got[name], msg.UUID)
+			msg.Ack()
+			return true
+		case <-time.After(100 * time.Millisecond): // only to show that nothing more comes
+			return false
+		}
+	}
+	for take("a", a1) || take("a", a2) || take("b", b) {
+	}
+	slices.Sort(got["a"])
+	slices.Sort(got["b"])
+	if want := []string{"early", "m1", "m2", "m3", "m4"}; !slices.Equal(got["a"], want) {
+		t.Errorf("group a got %v, want %v each once", got["a"], want)
+	}
+	if want := []string{"m1", "m2", "m3", "m4"}; !slices.Equal(got["b"], want) {
+		t.Errorf("group b got %v, want %v", got["b"], want)
+	}
+	if n := m.Outstanding("t"); n != 0 {
+		t.Errorf("%d outstanding after every ack, want 0", n)
+	}
+}
+
+// A queue that cannot take a message refuses it for every group: no
+// group gets an event another missed.
+func TestMemoryFullGroupRefusesForAll(t *testing.T) {
+	m := newMemory(t, transports.MemoryConfig{Capacity: 2, Workers: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, g := range []string{"slow", "fast"} {
+		if _, err := m.Subscriber(g).Subscribe(ctx, "t"); err != nil { // nobody reads: the queues fill
+			t.Fatal(err)
+		}
+	}
+	var accepted int
+	for i := range 50 {
+		err := m.Publish("t", message.NewMessage(strconv.Itoa(i), nil))
+		if errors.Is(err, transports.ErrQueueFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted++
+	}
+	if accepted == 50 {
+		t.Fatal("50 messages accepted by queues of capacity 2")
+	}
+	if got, want := m.Outstanding("t"), 2*accepted; got != want {
+		t.Errorf("outstanding %d, want %d: every accepted message in both groups", got, want)
+	}
 }
 
 func TestMemoryPublishNeverBlocks(t *testing.T) {

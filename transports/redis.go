@@ -15,6 +15,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/memhook/memhook/middleware"
 )
 
 // Defaults of RedisConfig, applied by the constructors.
@@ -22,13 +24,24 @@ const (
 	DefaultRedisURL      = "redis://127.0.0.1:6379/0"
 	DefaultConsumerGroup = "memhook"
 	DefaultEventsTopic   = "memory.events"
-	DefaultPoisonTopic   = "memory.events.poison"
+	DefaultPoisonTopic   = middleware.PoisonTopic
+	DefaultIncomingTopic = "memory.incoming"
 	DefaultMaxLen        = 1_000_000
-	DefaultConsumers     = 8
+	DefaultConsumers     = DefaultWorkers
 	DefaultNackDelay     = time.Second
 	DefaultCloseTimeout  = 5 * time.Second
 	DefaultRedisTimeout  = 2 * time.Second
 )
+
+// DefaultConsumer names this process in a consumer group: the hostname,
+// "-" and the process id.
+func DefaultConsumer() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "memhook"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
+}
 
 // NoMaxLen as RedisConfig.MaxLen: streams are never trimmed.
 const NoMaxLen = -1
@@ -87,7 +100,7 @@ type RedisConfig struct {
 	// reading and, briefly, others (claims, acks, poison copies): the
 	// subscriber's pool allows 10 × GOMAXPROCS + 16 × Consumers
 	// connections unless the URL sets pool_size. 0 means
-	// DefaultConsumers, 8.
+	// DefaultConsumers, 16.
 	Consumers int
 	// EventsTopic is the stream DLQ.Replay publishes to. Empty means
 	// DefaultEventsTopic, "memory.events".
@@ -116,6 +129,14 @@ type RedisConfig struct {
 	// the poison stream itself, acked it), with the entry's topic and the
 	// reason; for counting. It must not block.
 	OnUndecodable func(topic, reason string)
+	// OnJoinRetry, if set, is called each time a subscription failed to
+	// join its consumer group (Redis unreachable, full, or the key not a
+	// stream), with the error and the wait before the next try; for
+	// logging. Unset, the subscriber logs the failure at error level.
+	OnJoinRetry func(topic string, err error, retryIn time.Duration)
+	// OnJoined, if set, is called once a subscription has joined its
+	// consumer group; for logging.
+	OnJoined func(topic string)
 }
 
 func (c *RedisConfig) setDefaults() {
@@ -126,11 +147,7 @@ func (c *RedisConfig) setDefaults() {
 		c.ConsumerGroup = DefaultConsumerGroup
 	}
 	if c.Consumer == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			host = "memhook"
-		}
-		c.Consumer = host + "-" + strconv.Itoa(os.Getpid())
+		c.Consumer = DefaultConsumer()
 	}
 	if c.MaxLen == 0 {
 		c.MaxLen = DefaultMaxLen

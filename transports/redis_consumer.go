@@ -3,6 +3,8 @@ package transports
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +54,63 @@ type subscription struct {
 	ackMu   sync.Mutex
 	acks    []string      // ids to XACK
 	ackKick chan struct{} // signalled when acks grows
+
+	joined  chan struct{} // closed once the consumer group exists
+	joinMu  sync.Mutex
+	joinErr error // why the last try to join failed
+}
+
+// join creates the consumer group (and the stream) until it exists or the
+// subscription ends (false), waiting longer after each failure, up to
+// resubscribeMax.
+func (sub *subscription) join() bool {
+	s := sub.s
+	backoff := resubscribeMin
+	for {
+		err := s.createGroup(sub.intake, sub.topic)
+		if err == nil {
+			sub.joinMu.Lock()
+			sub.joinErr = nil
+			sub.joinMu.Unlock()
+			close(sub.joined)
+			if s.cfg.OnJoined != nil {
+				s.cfg.OnJoined(sub.topic)
+			}
+			return true
+		}
+		if sub.intake.Err() != nil {
+			return false
+		}
+		err = fmt.Errorf("redis transport: joining group %s on %s: %w", s.cfg.ConsumerGroup, sub.topic, err)
+		sub.joinMu.Lock()
+		sub.joinErr = err
+		sub.joinMu.Unlock()
+		if s.cfg.OnJoinRetry != nil {
+			s.cfg.OnJoinRetry(sub.topic, err, backoff)
+		} else {
+			s.logger.Error("redis transport: cannot join the consumer group, retrying", err,
+				watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup, "retry_in": backoff})
+		}
+		if !sleepCtx(sub.intake, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, resubscribeMax)
+	}
+}
+
+// joinState is nil once the subscription joined its group, else why not.
+func (sub *subscription) joinState() error {
+	select {
+	case <-sub.joined:
+		return nil
+	default:
+	}
+	sub.joinMu.Lock()
+	defer sub.joinMu.Unlock()
+	if sub.joinErr != nil {
+		return sub.joinErr
+	}
+	return fmt.Errorf("redis transport: joining group %s on %s", sub.s.cfg.ConsumerGroup, sub.topic)
 }
 
 // delivery is a stream entry for a worker to hand out.
@@ -99,11 +158,17 @@ func (sub *subscription) start(cancelMsgs, cancel context.CancelFunc) {
 	others.Add(2)
 	go func() {
 		defer others.Done()
-		sub.readLoop()
+		if sub.join() {
+			sub.readLoop()
+		}
 	}()
 	go func() {
 		defer others.Done()
-		sub.claimLoop()
+		select {
+		case <-sub.joined:
+			sub.claimLoop()
+		case <-sub.intake.Done():
+		}
 	}()
 	stopAcks := make(chan struct{})
 	acked := make(chan struct{})
@@ -125,6 +190,9 @@ func (sub *subscription) start(cancelMsgs, cancel context.CancelFunc) {
 		close(stopAcks)
 		<-acked
 		sub.release()
+		s.mu.Lock()
+		s.subs = slices.DeleteFunc(s.subs, func(x *subscription) bool { return x == sub })
+		s.mu.Unlock()
 	}()
 }
 

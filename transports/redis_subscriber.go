@@ -66,8 +66,9 @@ type RedisSubscriber struct {
 	mark   string // metadata key flagging an undecodable entry; random, so no producer can set it
 	decode flaggingUnmarshaller
 
-	mu           sync.Mutex // guards closed and s.wg.Add
+	mu           sync.Mutex // guards closed, subs and s.wg.Add
 	closed       bool
+	subs         []*subscription
 	closing      chan struct{}
 	intake       context.Context // cancelled when Close starts: nothing more is read or handed out
 	cancelIntake context.CancelFunc
@@ -132,24 +133,17 @@ func (s *RedisSubscriber) createGroup(ctx context.Context, topic string) error {
 
 // Subscribe reads the stream named topic (created, with the consumer group,
 // if missing) into the returned channel: up to Consumers messages are out
-// at once. When ctx ends or Close begins, nothing more is read or handed
-// out; each message out keeps its context until it is acked or nacked, or
-// for CloseTimeout more (a closing Watermill router cancels ctx at once,
-// while its handlers still run), then the entries not acked are released
-// to the group's other consumers and the channel is closed. Messages come
-// in stream order, except for those nacked or taken over.
-// It returns an error when Redis cannot create the group (unreachable,
-// wrong type of key), or ErrClosed.
+// at once. It returns at once: the subscription joins the group in the
+// background, trying again (OnJoinRetry, or an error log line, says why)
+// while Redis is unreachable, full or refuses the group; Ready reports
+// until every subscription has joined. When ctx ends or Close begins,
+// nothing more is read or handed out; each message out keeps its context
+// until it is acked or nacked, or for CloseTimeout more (a closing
+// Watermill router cancels ctx at once, while its handlers still run),
+// then the entries not acked are released to the group's other consumers
+// and the channel is closed. Messages come in stream order, except for
+// those nacked or taken over. It returns ErrClosed after Close.
 func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	if s.isClosed() {
-		return nil, ErrClosed
-	}
-	if err := s.createGroup(ctx, topic); err != nil {
-		if s.isClosed() {
-			return nil, ErrClosed
-		}
-		return nil, fmt.Errorf("redis transport: subscribing to %s: %w", topic, err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -172,9 +166,28 @@ func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		unacked: make(map[string]struct{}),
 		freed:   make(chan struct{}, 1),
 		ackKick: make(chan struct{}, 1),
+		joined:  make(chan struct{}),
 	}
+	s.subs = append(s.subs, sub)
 	sub.start(cancelMsgs, func() { stopIntake(); cancelIntake(); cancelMsgs() })
 	return sub.out, nil
+}
+
+// Ready returns nil when Redis answers and every subscription has joined
+// its consumer group; otherwise why not.
+func (s *RedisSubscriber) Ready(ctx context.Context) error {
+	if err := s.Ping(ctx); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	subs := append([]*subscription(nil), s.subs...)
+	s.mu.Unlock()
+	for _, sub := range subs {
+		if err := sub.joinState(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *RedisSubscriber) isClosed() bool {
@@ -303,4 +316,15 @@ func (l closingLogger) Error(msg string, err error, fields watermill.LogFields) 
 
 func (l closingLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return closingLogger{LoggerAdapter: l.LoggerAdapter.With(fields), closing: l.closing}
+}
+
+// topics returns the topics of the subscriptions running.
+func (s *RedisSubscriber) topics() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.subs))
+	for _, sub := range s.subs {
+		out = append(out, sub.topic)
+	}
+	return out
 }

@@ -26,6 +26,12 @@ import (
 	"github.com/memhook/memhook/verify"
 )
 
+// Defaults of serveConfig.
+const (
+	defaultAddr            = "127.0.0.1:8000"
+	defaultShutdownTimeout = 30 * time.Second
+)
+
 // serveConfig is what serve reads besides bus.Config.
 type serveConfig struct {
 	Addr            string
@@ -48,11 +54,11 @@ func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
 		LogFormat:       get("MEMHOOK_LOG_FORMAT"),
 		LogLevel:        get("MEMHOOK_LOG_LEVEL"),
 		CPUProfile:      get("MEMHOOK_CPU_PROFILE"),
-		ShutdownTimeout: 30 * time.Second,
+		ShutdownTimeout: defaultShutdownTimeout,
 	}
 	var errs []error
 	if sc.Addr == "" {
-		sc.Addr = "127.0.0.1:8000"
+		sc.Addr = defaultAddr
 	}
 	host, _, err := net.SplitHostPort(sc.Addr)
 	if err != nil {

@@ -4,9 +4,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/memhook/memhook/bus"
+	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/transports"
 )
+
+// seconds writes d as the seed writes durations: a number of seconds.
+func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
 
 // setting is one configuration variable; flag is its flag's name, empty
 // when it has none (the seed's MEM0_* variables and secrets stay
@@ -22,24 +31,24 @@ func settings() []setting {
 		{"MEM0_WEBHOOK_URL", "", "(unset: webhooks off)", "where webhooks are POSTed (http or https)"},
 		{"MEM0_WEBHOOK_TOKEN", "", "", "bearer token sent in Authorization"},
 		{"MEM0_WEBHOOK_SECRET", "", "", "signing secret (also sent in X-Webhook-Secret unless turned off)"},
-		{"MEM0_WEBHOOK_TIMEOUT", "", "30", "seconds per delivery attempt"},
-		{"MEM0_WEBHOOK_RETRY_COUNT", "", "3", "retries after the first attempt; 0 = none"},
-		{"MEM0_WEBHOOK_RETRY_DELAY", "", "1.0", "first retry delay in seconds, doubled each time"},
+		{"MEM0_WEBHOOK_TIMEOUT", "", seconds(bus.DefaultTimeout), "seconds per delivery attempt"},
+		{"MEM0_WEBHOOK_RETRY_COUNT", "", strconv.Itoa(bus.DefaultRetryCount), "retries after the first attempt; 0 = none"},
+		{"MEM0_WEBHOOK_RETRY_DELAY", "", fmt.Sprintf("%.1f", bus.DefaultRetryDelay.Seconds()), "first retry delay in seconds, doubled each time"},
 		{"MEM0_WEBHOOK_EVENTS", "", "all", "all, none, or a comma list of event names"},
-		{"BOT_VERSION", "", "1.0.0", "the envelope's bot_version"},
-		{"MEMHOOK_TRANSPORT", "transport", "memory", "memory | http | redis"},
-		{"MEMHOOK_REDIS_URL", "", "redis://127.0.0.1:6379/0", "transport redis: Redis to use (may hold a password: env only)"},
-		{"MEMHOOK_REDIS_GROUP", "redis-group", "memhook", "transport redis: consumer group of the router processes"},
+		{"BOT_VERSION", "", bus.DefaultBotVersion, "the envelope's bot_version"},
+		{"MEMHOOK_TRANSPORT", "transport", bus.TransportMemory, "memory | http | redis"},
+		{"MEMHOOK_REDIS_URL", "", transports.DefaultRedisURL, "transport redis: Redis to use (may hold a password: env only)"},
+		{"MEMHOOK_REDIS_GROUP", "redis-group", bus.DefaultGroup, "transport redis: consumer group of the router processes"},
 		{"MEMHOOK_REDIS_CONSUMER", "redis-consumer", "hostname-pid", "transport redis: this process's consumer name"},
-		{"MEMHOOK_REDIS_MAXLEN", "redis-maxlen", "1000000", "transport redis: refuse appends while the stream holds this many unacknowledged entries; 0 = unbounded"},
-		{"MEMHOOK_ADDR", "addr", "127.0.0.1:8000", "serve: listen address"},
-		{"MEMHOOK_ROUTER_URL", "router-url", "http://127.0.0.1:8000", "transport http: the serve process to hand events to"},
-		{"MEMHOOK_QUEUE_CAPACITY", "queue-capacity", "10000", "events queued in memory before Emit refuses"},
-		{"MEMHOOK_CONCURRENCY", "concurrency", "16", "deliveries in flight at once"},
-		{"MEMHOOK_MAX_RETRY_AFTER", "max-retry-after", "60", "cap on a receiver's Retry-After, seconds"},
-		{"MEMHOOK_SOURCE", "source", "markdown-brain-bot", "the envelope's source"},
+		{"MEMHOOK_REDIS_MAXLEN", "redis-maxlen", strconv.Itoa(transports.DefaultMaxLen), "transport redis: refuse appends while the stream holds this many unacknowledged entries; 0 = unbounded"},
+		{"MEMHOOK_ADDR", "addr", defaultAddr, "serve: listen address"},
+		{"MEMHOOK_ROUTER_URL", "router-url", bus.DefaultRouterURL, "transport http: the serve process to hand events to"},
+		{"MEMHOOK_QUEUE_CAPACITY", "queue-capacity", strconv.Itoa(bus.DefaultQueueCapacity), "events queued in memory before Emit refuses"},
+		{"MEMHOOK_CONCURRENCY", "concurrency", strconv.Itoa(bus.DefaultConcurrency), "deliveries in flight at once"},
+		{"MEMHOOK_MAX_RETRY_AFTER", "max-retry-after", seconds(bus.DefaultMaxRetryAfter), "cap on a receiver's Retry-After, seconds"},
+		{"MEMHOOK_SOURCE", "source", event.DefaultSource, "the envelope's source"},
 		{"MEMHOOK_LEGACY_SECRET_HEADER", "legacy-secret-header", "true", "false stops sending X-Webhook-Secret"},
-		{"MEMHOOK_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30", "serve: seconds to drain deliveries on SIGTERM"},
+		{"MEMHOOK_SHUTDOWN_TIMEOUT", "shutdown-timeout", seconds(defaultShutdownTimeout), "serve: seconds to drain deliveries on SIGTERM"},
 		{"MEMHOOK_LOG_FORMAT", "log-format", "text", "text | json"},
 		{"MEMHOOK_LOG_LEVEL", "log-level", "info", "debug | info | warn | error"},
 		{"MEMHOOK_CPU_PROFILE", "cpu-profile", "(unset: none)", "serve: write a CPU profile (go tool pprof) of the whole run to this file"},

@@ -1,4 +1,4 @@
-package middleware
+package transports
 
 import (
 	"encoding/json"
@@ -10,15 +10,16 @@ import (
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/verify"
 )
 
-// Forward sets the headers with which an application hands an event to a
-// `memhook serve` router over HTTP (transport "http"): the message UUID and
+// Forward makes the headers with which an application hands events to a
+// `memhook serve` router over HTTP (transport "http"): the router's ingest
+// token and signature and, for one event alone, the message UUID and
 // metadata in watermill-http's headers (Watermill-UUID,
 // Watermill-Metadata), so the router's watermill-http subscriber rebuilds
-// the same message, and the router's ingest token. Like Signer it passes
-// headers through the context; put the deliver handler after it.
+// the same message.
 type Forward struct {
 	// Token, when set, is sent as "Authorization: Bearer <Token>".
 	Token string
@@ -32,23 +33,6 @@ type Forward struct {
 	UserAgent string
 }
 
-// Middleware implements message.HandlerMiddleware.
-func (f Forward) Middleware(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		meta, err := json.Marshal(msg.Metadata)
-		if err != nil {
-			return nil, fmt.Errorf("forward: metadata: %w", err)
-		}
-		hd := f.Headers(msg.UUID, msg.Payload)
-		hd.Set(whttp.HeaderUUID, msg.UUID)
-		hd.Set(whttp.HeaderMetadata, string(meta))
-		ctx := msg.Context()
-		msg.SetContext(WithHeaders(ctx, hd))
-		defer msg.SetContext(ctx)
-		return h(msg)
-	}
-}
-
 // Headers returns the headers of one request to the router whose id
 // (webhook-id) is id and whose body is body: content type, user agent,
 // the bearer token and the Standard Webhooks signature over body. A batch
@@ -58,10 +42,10 @@ func (f Forward) Headers(id string, body []byte) http.Header {
 	if ua == "" {
 		ua = "memhook"
 	}
-	hd := make(http.Header, 7)
+	hd := make(http.Header, 9)
 	hd.Set("Content-Type", "application/json")
 	hd.Set("User-Agent", ua)
-	hd.Set(HeaderWebhookID, id)
+	hd.Set(middleware.HeaderWebhookID, id)
 	if f.Token != "" {
 		hd.Set("Authorization", "Bearer "+f.Token)
 	}
@@ -71,8 +55,21 @@ func (f Forward) Headers(id string, body []byte) http.Header {
 			now = time.Now
 		}
 		ts := now()
-		hd.Set(HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
+		hd.Set(middleware.HeaderWebhookTimestamp, strconv.FormatInt(ts.Unix(), 10))
 		hd.Set(verify.HeaderSignature, verify.Sign(f.Secrets, id, ts, body))
 	}
 	return hd
+}
+
+// MessageHeaders returns the headers of a request carrying msg alone (POST
+// event.IngestPath): Headers plus watermill-http's UUID and metadata.
+func (f Forward) MessageHeaders(msg *message.Message) (http.Header, error) {
+	meta, err := json.Marshal(msg.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("forward: metadata: %w", err)
+	}
+	hd := f.Headers(msg.UUID, msg.Payload)
+	hd.Set(whttp.HeaderUUID, msg.UUID)
+	hd.Set(whttp.HeaderMetadata, string(meta))
+	return hd, nil
 }

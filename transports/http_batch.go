@@ -1,4 +1,4 @@
-package handlers
+package transports
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
+	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/internal/redact"
 	"github.com/memhook/memhook/middleware"
 )
 
@@ -33,13 +35,14 @@ type BatchForwarderConfig struct {
 	// batch the router refuses as a whole (400, 413, 415, 422), so that
 	// only a bad event fails.
 	Single func(*message.Message) error
-	// Timeout bounds one batch request; 0 means 30s.
+	// Timeout bounds one batch request; 0 means
+	// middleware.DefaultAttemptTimeout.
 	Timeout time.Duration
 	// MaxEvents caps the events of one batch; 0 means 256, and at most
-	// MaxBatchEvents.
+	// event.MaxBatchEvents.
 	MaxEvents int
 	// MaxBytes caps the body of one batch; 0 means 512 KiB (the router
-	// reads at most MaxBodyBytes). A message larger than that goes alone.
+	// reads at most 1 MiB). A message larger than that goes alone.
 	MaxBytes int
 	// InFlight is how many batch requests run at once; 0 means 2.
 	InFlight int
@@ -56,12 +59,12 @@ type BatchForwarderConfig struct {
 
 func (c *BatchForwarderConfig) setDefaults() {
 	if c.Timeout == 0 {
-		c.Timeout = 30 * time.Second
+		c.Timeout = middleware.DefaultAttemptTimeout
 	}
-	if c.MaxEvents <= 0 || c.MaxEvents > MaxBatchEvents {
-		c.MaxEvents = min(256, MaxBatchEvents)
+	if c.MaxEvents <= 0 || c.MaxEvents > event.MaxBatchEvents {
+		c.MaxEvents = min(256, event.MaxBatchEvents)
 	}
-	if c.MaxBytes <= 0 || c.MaxBytes > MaxBodyBytes {
+	if c.MaxBytes <= 0 || c.MaxBytes > maxBatchBytes {
 		c.MaxBytes = 512 << 10
 	}
 	if c.InFlight <= 0 {
@@ -71,6 +74,10 @@ func (c *BatchForwarderConfig) setDefaults() {
 		c.Logger = watermill.NopLogger{}
 	}
 }
+
+// maxBatchBytes is the most a batch body may hold: the router reads at
+// most 1 MiB of a request.
+const maxBatchBytes = 1 << 20
 
 // errSendAlone tells a waiting Handle to send its message alone.
 var errSendAlone = errors.New("send alone")
@@ -108,7 +115,7 @@ type batchItem struct {
 func NewBatchForwarder(cfg BatchForwarderConfig) (*BatchForwarder, error) {
 	cfg.setDefaults()
 	var errs []error
-	if err := ValidateURL(cfg.URL); err != nil {
+	if err := redact.ValidateHTTPURL(cfg.URL); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.Headers == nil {
@@ -129,7 +136,7 @@ func NewBatchForwarder(cfg BatchForwarderConfig) (*BatchForwarder, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &BatchForwarder{
 		cfg:      cfg,
-		redacted: RedactURL(cfg.URL),
+		redacted: redact.URL(cfg.URL),
 		client: &http.Client{Transport: base, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}},
@@ -249,7 +256,7 @@ func (f *BatchForwarder) send(batch []*batchItem, size int) {
 			watermill.LogFields{"status": code, "events": len(batch), "answer": string(raw)})
 		f.answer(batch, 0, errSendAlone)
 	default:
-		var ans BatchAnswer
+		var ans event.BatchAnswer
 		_ = json.Unmarshal(raw, &ans) // absent or foreign: nothing was taken
 		n := min(max(ans.Accepted, 0), len(batch))
 		f.delivered(batch[:n], code, took)

@@ -1,0 +1,23 @@
+package event
+
+// The wire protocol between an application on transport "http" and the
+// `memhook serve` router it hands its events to: both sides refer to these.
+const (
+	// IngestPath takes one envelope per request.
+	IngestPath = "/ingest"
+	// IngestBatchPath takes a JSON array of envelopes.
+	IngestBatchPath = "/ingest/batch"
+	// MaxBatchEvents caps the events of one IngestBatchPath request.
+	MaxBatchEvents = 1000
+)
+
+// BatchAnswer is the body of every answer of POST IngestBatchPath that got
+// as far as queueing: the first Accepted events of the batch, in order,
+// are in the delivery queue (Duplicates of them had been accepted before,
+// within the replay window, and were not queued again); the others were
+// not taken and may be sent again.
+type BatchAnswer struct {
+	Accepted   int    `json:"accepted"`
+	Duplicates int    `json:"duplicates"`
+	Error      string `json:"error,omitempty"`
+}

@@ -1,0 +1,54 @@
+package transports
+
+import (
+	"context"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// MemoryTransport is the Transport of one process: a Memory holds the
+// messages, every consumer group has its own queue in it, and nothing
+// survives the process: Close returns what was never handled.
+type MemoryTransport struct {
+	m *Memory
+}
+
+var (
+	_ Transport = (*MemoryTransport)(nil)
+	_ Depth     = (*MemoryTransport)(nil)
+)
+
+// NewMemoryTransport returns a transport over a new Memory.
+func NewMemoryTransport(cfg MemoryConfig) (*MemoryTransport, error) {
+	m, err := NewMemory(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &MemoryTransport{m: m}, nil
+}
+
+// Publisher returns the Memory.
+func (t *MemoryTransport) Publisher() message.Publisher { return t.m }
+
+// Subscriber returns a subscriber of group (Memory.Subscriber).
+func (t *MemoryTransport) Subscriber(group string) (message.Subscriber, error) {
+	return t.m.Subscriber(group), nil
+}
+
+// Delivers is true: the queue is in this process.
+func (t *MemoryTransport) Delivers() bool { return true }
+
+// Ready is always nil.
+func (t *MemoryTransport) Ready(context.Context) error { return nil }
+
+// Drain waits until every message of every topic has been acked.
+func (t *MemoryTransport) Drain(ctx context.Context) error { return t.m.Drain(ctx) }
+
+// Close shuts the Memory down and returns what it still held.
+func (t *MemoryTransport) Close() (Left, error) { return t.m.Shutdown(), nil }
+
+// Queued implements Depth.
+func (t *MemoryTransport) Queued(topic string) int { return t.m.Queued(topic) }
+
+// Outstanding implements Depth.
+func (t *MemoryTransport) Outstanding(topic string) int { return t.m.Outstanding(topic) }

@@ -1,0 +1,60 @@
+package transports
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Transport is what a bus runs on: a publisher where events are put and,
+// where this process consumes them, a subscriber per consumer group, as
+// Watermill's Pub/Sub suite understands consumer groups: every group gets
+// each message of a topic, and within one group each message goes to one
+// of its subscribers. Each implementation owns its lifecycle: connecting,
+// readiness, background work, draining and closing.
+//
+// The bus calls Publisher and Subscriber while it starts, Ready whenever it
+// is asked, then Drain and Close once, in that order.
+type Transport interface {
+	// Publisher is where the bus publishes its events, poisoned events
+	// and incoming events. It stays usable until Close.
+	Publisher() message.Publisher
+	// Subscriber returns a subscriber of consumer group group. It returns
+	// ErrNoSubscriber on a transport this process only publishes to.
+	Subscriber(group string) (message.Subscriber, error)
+	// Delivers reports whether this process runs the delivery chain on
+	// the events topic: false where another process does (transport http
+	// hands its events to a router; a Redis or brought pub/sub transport
+	// opened only to publish).
+	Delivers() bool
+	// Ready returns nil once the transport is connected and every
+	// subscription made through it has joined its group, otherwise an
+	// error saying what it waits for.
+	Ready(ctx context.Context) error
+	// Drain waits until every message published so far has been handled
+	// (acked), or ctx ends (its error is returned). A durable transport
+	// returns at once: its messages survive the process.
+	Drain(ctx context.Context) error
+	// Close stops the transport: it stops handing out messages, ends its
+	// background work and closes what it opened. It returns the messages
+	// that were accepted and never handled, by topic; a durable transport
+	// returns none (they stay with the broker). Close is idempotent.
+	Close() (Left, error)
+}
+
+// Left is what a non-durable transport held at Close: the messages of
+// each topic that were accepted and never acked.
+type Left map[string][]*message.Message
+
+// ErrNoSubscriber is returned by Transport.Subscriber on a transport that
+// this process only publishes to.
+var ErrNoSubscriber = errors.New("transports: this process does not consume from this transport")
+
+// Depth is implemented by transports that know how many messages of a
+// topic wait in this process: Queued not yet handed out, Outstanding
+// accepted and not yet acked (queued or in flight).
+type Depth interface {
+	Queued(topic string) int
+	Outstanding(topic string) int
+}
