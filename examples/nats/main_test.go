@@ -160,7 +160,13 @@ func TestEveryEventArrivesWhenADeliveringProcessStops(t *testing.T) {
 		stop func(*process) error
 	}{
 		{"SIGKILL", func(p *process) error { p.kill(); _, err := p.wait(10 * time.Second); return err }},
-		{"SIGTERM", func(p *process) error { _, err := p.terminate(30 * time.Second); return err }},
+		{"SIGTERM", func(p *process) error {
+			code, err := p.terminate(30 * time.Second)
+			if err == nil && code != 0 {
+				err = fmt.Errorf("exit code %d after SIGTERM, want 0", code)
+			}
+			return err
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) { testTakeover(t, tt.stop) })
 	}
@@ -211,9 +217,9 @@ func testTakeover(t *testing.T, stop func(*process) error) {
 	t.Logf("stopped p1 after %d of %d events arrived, %d of its webhooks held unanswered", distinct, events, held)
 	rcv.release()
 
-	if !waitUntil(90*time.Second, func() bool { d, _, _ := rcv.snapshot(); return d >= events }) {
+	if !waitUntil(60*time.Second, func() bool { d, _, _ := rcv.snapshot(); return d >= events }) {
 		d, _, _ := rcv.snapshot()
-		t.Fatalf("%d of %d events arrived within 90 s of stopping p1", d, events)
+		t.Fatalf("%d of %d events arrived within 60 s of stopping p1 (AckWait is 11 s)", d, events)
 	}
 	rcv.mu.Lock()
 	missing := 0

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -285,14 +284,11 @@ func newPublisher(c natsConfig, logger watermill.LoggerAdapter) (*wmnats.Publish
 	return pub, nil
 }
 
-// subscribers makes one watermill-nats subscriber per consumer group and
-// closes them all at the end.
-type subscribers struct {
+// groupSubscribers makes the subscribers bus.WithPubSub asks for, one
+// per consumer group; the bus closes them.
+type groupSubscribers struct {
 	cfg    natsConfig
 	logger watermill.LoggerAdapter
-
-	mu   sync.Mutex
-	subs []*groupSubscriber
 }
 
 // Subscribe returns a subscriber of the Watermill consumer group group,
@@ -305,7 +301,7 @@ type subscribers struct {
 // AckWaitTimeout passed, the subscriber closing) unacked, and nats.go
 // would otherwise ack it when the callback returns, losing it. AckWait on
 // the server and on the client is cfg.AckWait.
-func (s *subscribers) Subscribe(group string) (message.Subscriber, error) {
+func (s groupSubscribers) Subscribe(group string) (message.Subscriber, error) {
 	if err := validGroup(group); err != nil {
 		return nil, err
 	}
@@ -344,22 +340,7 @@ func (s *subscribers) Subscribe(group string) (message.Subscriber, error) {
 		nc.Close()
 		return nil, fmt.Errorf("NATS subscriber of group %s at %s: %w", group, redacted, err)
 	}
-	g := &groupSubscriber{sub: sub, nc: nc, js: js, cfg: s.cfg, group: group, queue: queue}
-	s.mu.Lock()
-	s.subs = append(s.subs, g)
-	s.mu.Unlock()
-	return g, nil
-}
-
-// Close closes every subscriber made (each closes once).
-func (s *subscribers) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var errs []error
-	for _, sub := range s.subs {
-		errs = append(errs, sub.Close())
-	}
-	return errors.Join(errs...)
+	return &groupSubscriber{sub: sub, nc: nc, js: js, cfg: s.cfg, group: group, queue: queue}, nil
 }
 
 // groupSubscriber is a watermill-nats subscriber that makes its group's
