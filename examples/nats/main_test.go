@@ -13,6 +13,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/memhook/memhook/bus"
 )
 
 // natsServer starts a private nats-server with JetStream on a free
@@ -239,5 +243,99 @@ func testTakeover(t *testing.T, stop func(*process) error) {
 
 	if code, err := p2.terminate(30 * time.Second); err != nil || code != 0 {
 		t.Errorf("p2 after SIGTERM: exit %d, %v", code, err)
+	}
+}
+
+// TestGroupsAndPoison runs one delivering process in each of two consumer
+// groups: each group gets every event. Group b's receiver refuses every
+// tenth event for good (400): those are poisoned, and the poisoned copies
+// (which keep the event's id, hence its Nats-Msg-Id) must land in the
+// poison stream, not be taken for duplicates of the events.
+func TestGroupsAndPoison(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nats-server and three processes")
+	}
+	const events = 100
+	url := natsServer(t)
+	bin := buildExample(t)
+
+	var mu sync.Mutex
+	got := map[string]map[string]int{"/a": {}, "/b": {}} // path → memory id → requests
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var env struct {
+			Data struct {
+				Result struct {
+					ID string `json:"id"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&env); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		got[r.URL.Path][env.Data.Result.ID]++
+		mu.Unlock()
+		var i int
+		if _, err := fmt.Sscanf(env.Data.Result.ID, "mem_%d", &i); err == nil && i%10 == 0 && r.URL.Path == "/b" {
+			http.Error(w, "refused for good", http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	env := func(group string) []string {
+		return []string{"NATS_URL=" + url, "MEM0_WEBHOOK_URL=" + srv.URL + "/" + group, "MEMHOOK_REDIS_GROUP=" + group, "MEMHOOK_CONCURRENCY=4"}
+	}
+	for _, g := range []string{"a", "b"} {
+		p := start(t, "deliver "+g, bin, []string{"deliver"}, env(g))
+		if err := p.waitLine("memhook-nats: delivering", 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	em := start(t, "emit", bin, []string{"emit", "-n", strconv.Itoa(events)}, env("a"))
+	if code, err := em.wait(60 * time.Second); err != nil || code != 0 {
+		t.Fatalf("emit exit %d, %v", code, err)
+	}
+
+	if !waitUntil(30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got["/a"]) == events && len(got["/b"]) == events
+	}) {
+		mu.Lock()
+		t.Fatalf("group a got %d, group b %d distinct events of %d", len(got["/a"]), len(got["/b"]), events)
+	}
+
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var poisoned uint64
+	if !waitUntil(30*time.Second, func() bool {
+		info, err := js.StreamInfo(streamName(bus.PoisonTopic), &nats.StreamInfoRequest{SubjectsFilter: bus.PoisonTopic})
+		if err == nil {
+			poisoned = info.State.Subjects[bus.PoisonTopic]
+		}
+		return poisoned >= events/10
+	}) {
+		t.Fatalf("poison stream holds %d events, want %d", poisoned, events/10)
+	}
+	if poisoned != events/10 {
+		t.Errorf("poison stream holds %d events, want %d", poisoned, events/10)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for path, ids := range got {
+		for id, n := range ids {
+			if n != 1 {
+				t.Errorf("%s got %s %d times, want once (a permanent refusal is not retried)", path, id, n)
+			}
+		}
 	}
 }
