@@ -193,23 +193,21 @@ func validGroup(group string) error {
 	return nil
 }
 
-// redactURL hides the credentials of a NATS URL (a comma-separated list
-// of server URLs): user and password, or a token in the user's place.
+// redactURL hides the credentials of a NATS URL (user and password, or a
+// token in the user's place): everything between the scheme and the last
+// '@' becomes "xxxxx". In a list of servers with credentials only what
+// follows the last '@' stays; never any part of a secret, however oddly
+// written.
 func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		switch {
-		case err == nil:
-			if u.User != nil {
-				u.User = url.User("xxxxx")
-			}
-			parts[i] = u.String()
-		case strings.Contains(p, "@"):
-			parts[i] = "…@" + p[strings.LastIndexByte(p, '@')+1:] // unparsable: keep only the host part
-		}
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
 	}
-	return strings.Join(parts, ",")
+	scheme := ""
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		scheme = s[:i+3]
+	}
+	return scheme + "xxxxx@" + s[at+1:]
 }
 
 // connOptions are the options of every connection the example opens: a
