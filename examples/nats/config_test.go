@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +168,31 @@ func TestRunRefusesBadCommands(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run(%q) = %v, want an error with %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// The README's "Bring your own pub/sub" shows newBus's lines between the
+// two markers, one tab less indented; this keeps the two the same.
+func TestREADMEHoldsTheSnippet(t *testing.T) {
+	src, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const begin, end = "\t// Bring your own pub/sub (README).\n", "\t// (end of README snippet)\n"
+	_, rest, ok1 := strings.Cut(string(src), begin)
+	snippet, _, ok2 := strings.Cut(rest, end)
+	if !ok1 || !ok2 {
+		t.Fatal("main.go lost the README snippet's markers")
+	}
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(snippet, "\n") {
+		b.WriteString(strings.TrimPrefix(line, "\t"))
+	}
+	if !strings.Contains(string(readme), "```go\n"+b.String()+"```\n") {
+		t.Fatalf("README.md does not hold this snippet of examples/nats/main.go verbatim:\n%s", b.String())
 	}
 }
