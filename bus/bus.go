@@ -52,6 +52,11 @@ const PoisonTopic = transports.DefaultPoisonTopic
 // /webhooks/memory. They are never sent out again as webhooks.
 const IncomingTopic = transports.DefaultIncomingTopic
 
+// RetryTopic carries the events whose retry is due: the transport's delay
+// store publishes them there, and the delivery handler of RetryTopic makes
+// the next attempt.
+const RetryTopic = transports.DefaultRetryTopic
+
 // Errors returned by Emit and Close.
 var (
 	// ErrQueueFull is returned by Emit when the in-memory queue holds
@@ -187,6 +192,9 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 	b.transport, b.pub = t, t.Publisher()
 	b.delivers = t.Delivers() && cfg.WebhookURL != ""
 	b.publishes = b.delivers || !t.Delivers()
+	if b.delivers {
+		warnLegacySecret(b.log, cfg)
+	}
 	if !b.publishes {
 		b.log.Info("memhook: webhooks are off; events are counted, not sent", "url_set", false, "events", events.String())
 	}
@@ -265,13 +273,19 @@ func (b *Bus) start() error {
 		if err != nil {
 			return err
 		}
-		sub, err := b.transport.Subscriber(group)
-		if err != nil {
-			return fmt.Errorf("bus: subscribing to %s: %w", Topic, err)
+		schedule := b.schedule()
+		for _, h := range []struct {
+			name, topic string
+			first       bool
+		}{{"memhook.deliver", Topic, true}, {"memhook.retry", RetryTopic, false}} {
+			sub, err := b.transport.Subscriber(group)
+			if err != nil {
+				return fmt.Errorf("bus: subscribing to %s: %w", h.topic, err)
+			}
+			router.AddConsumerHandler(h.name, h.topic, sub, b.deliver.Handle).AddMiddleware(b.chain(h.first, schedule)...)
 		}
-		chain := b.Chain(b.pub, b.opts.middleware...)
-		router.AddConsumerHandler("memhook.deliver", Topic, sub, b.deliver.Handle).AddMiddleware(chain...)
-		b.handle = compose(chain, b.deliver.Handle)
+		wait := middleware.Retry{Delays: b.cfg.delays(), MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: b.onRetry}
+		b.handle = compose(b.chain(true, wait.Middleware), b.deliver.Handle)
 	}
 	consumers := []struct {
 		name, topic string
@@ -353,25 +367,27 @@ func compose(chain []message.HandlerMiddleware, h message.NoPublishHandlerFunc) 
 	return out
 }
 
-// Chain returns the delivery chain as the bus builds it, outermost first:
-// recoverer, poison queue (publishing to poison on PoisonTopic), filter,
-// extra, retry, signer. Put it before a deliver handler; it is exported so
-// that the router process and tests build exactly the same chain.
-func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware) []message.HandlerMiddleware {
+// chain returns a delivery chain, outermost first: recoverer, poison
+// queue, then (for an event's first handling) filter and the integrators'
+// middleware, then retry and signer. The events topic's handler runs it
+// whole with the retry schedule; the retry topic's handler without filter
+// and extra, so that they run once per event, not once per attempt; Send
+// with a retry that waits in the calling goroutine.
+func (b *Bus) chain(first bool, retry message.HandlerMiddleware) []message.HandlerMiddleware {
 	legacy := ""
 	if !b.cfg.DisableLegacySecretHeader && len(b.secrets) > 0 {
 		legacy = firstSecret(b.cfg.Secret)
 	}
-	retry := b.cfg.retry()
-	retry.OnRetry = b.onRetry
 	chain := []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
-		middleware.PoisonQueue{Publisher: poison, Topic: PoisonTopic, OnPoisoned: b.onPoisoned}.Middleware,
-		middleware.Filter{Events: b.events, OnFiltered: b.onFiltered}.Middleware,
+		middleware.PoisonQueue{Publisher: b.pub, Topic: PoisonTopic, SourceTopic: Topic, OnPoisoned: b.onPoisoned}.Middleware,
 	}
-	chain = append(chain, extra...)
+	if first {
+		chain = append(chain, middleware.Filter{Events: b.events, OnFiltered: b.onFiltered}.Middleware)
+		chain = append(chain, b.opts.middleware...)
+	}
 	return append(chain,
-		retry.Middleware,
+		retry,
 		middleware.Signer{
 			Token:        b.cfg.Token,
 			LegacySecret: legacy,
@@ -379,6 +395,21 @@ func (b *Bus) Chain(poison message.Publisher, extra ...message.HandlerMiddleware
 			UserAgent:    userAgent,
 		}.Middleware,
 	)
+}
+
+// schedule is the retry middleware of handled events: one attempt per
+// handling, the next one handed to the transport's delay store
+// (transports.Delayer), published on RetryTopic when due.
+func (b *Bus) schedule() message.HandlerMiddleware {
+	d := b.transport.(transports.Delayer) // every transport that delivers has one
+	return middleware.Schedule{
+		Delays:        b.cfg.delays(),
+		MaxRetryAfter: b.cfg.MaxRetryAfter,
+		Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
+			return d.PublishAt(RetryTopic, due, msg)
+		}),
+		OnRetry: b.onRetry,
+	}.Middleware
 }
 
 // Emit hands e to the delivery queue and returns at once: it never waits
@@ -574,12 +605,12 @@ func (b *Bus) close(ctx context.Context) error {
 	}
 	if drainErr != nil || len(left) > 0 {
 		ue := &UndeliveredError{Cause: drainErr}
-		for _, topic := range []string{Topic, PoisonTopic, IncomingTopic} {
+		for _, topic := range []string{Topic, RetryTopic, PoisonTopic, IncomingTopic} {
 			for _, msg := range left[topic] {
 				ue.Events = append(ue.Events, Undelivered{
 					ID: msg.UUID, Type: event.Type(msg.Metadata.Get(event.MetaType)), Topic: topic, Payload: msg.Payload,
 				})
-				if topic == Topic {
+				if topic == Topic || topic == RetryTopic {
 					b.stats.of(msg.Metadata.Get(event.MetaType)).undelivered.Add(1)
 				}
 			}

@@ -61,6 +61,11 @@ type Config struct {
 	// RetryDelay is the first retry's delay, doubled for each next one
 	// (MEM0_WEBHOOK_RETRY_DELAY, seconds); 0 means 1s.
 	RetryDelay time.Duration
+	// RetrySchedule, when set, replaces RetryCount and RetryDelay: the wait
+	// before each retry, one retry per entry (MEMHOOK_RETRY_SCHEDULE, a
+	// comma list of Go durations such as "5s,5m,30m,2h,5h,10h,10h"). Jitter
+	// (up to a tenth) is added to each. Empty means the seed's schedule.
+	RetrySchedule []time.Duration
 	// MaxRetryAfter caps a receiver's Retry-After (MEMHOOK_MAX_RETRY_AFTER);
 	// 0 means 60s.
 	MaxRetryAfter time.Duration
@@ -217,6 +222,11 @@ func (c Config) Validate() error {
 	if c.MaxRetryAfter < 0 {
 		bad("MaxRetryAfter", "MEMHOOK_MAX_RETRY_AFTER", "must not be negative, got %s", c.MaxRetryAfter)
 	}
+	for i, d := range c.RetrySchedule {
+		if d <= 0 {
+			bad("RetrySchedule", "MEMHOOK_RETRY_SCHEDULE", "entry %d must be more than 0, got %s", i+1, d)
+		}
+	}
 	if _, err := event.ParseSet(c.Events); err != nil {
 		bad("Events", "MEM0_WEBHOOK_EVENTS", "%v", err)
 	}
@@ -236,10 +246,16 @@ func (c Config) Validate() error {
 			bad("RouterURL", "MEMHOOK_ROUTER_URL", "%v", err)
 		}
 	}
+	if c.RedisURL != "" {
+		if err := transports.ValidateRedisURL(c.RedisURL); err != nil {
+			bad("RedisURL", "MEMHOOK_REDIS_URL", "%v", err) // redacts the URL's password
+		}
+	}
 	if c.Transport == TransportRedis {
 		rc := c.RedisConfig()
+		rc.URL = "" // checked above, naming its variable
 		if err := rc.Validate(); err != nil {
-			bad("Redis…", "MEMHOOK_REDIS_*", "%v", err) // redacts the URL's password
+			bad("Redis…", "MEMHOOK_REDIS_*", "%v", err)
 		}
 	}
 	return errors.Join(errs...)
@@ -256,8 +272,8 @@ func ConfigFromEnv() (Config, error) {
 // fractional, or a Go duration such as "500ms"), _RETRY_COUNT, _RETRY_DELAY
 // (like _TIMEOUT), _EVENTS and BOT_VERSION, and memhook's MEMHOOK_TRANSPORT,
 // MEMHOOK_QUEUE_CAPACITY, MEMHOOK_CONCURRENCY, MEMHOOK_MAX_RETRY_AFTER,
-// MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL and
-// MEMHOOK_INGEST_TOKEN. Unset or empty variables
+// MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL,
+// MEMHOOK_INGEST_TOKEN and the MEMHOOK_REDIS_* ones. Unset or empty variables
 // keep the default. Every bad value is reported at once, naming the
 // variable and the value (secrets are never echoed). The result is
 // validated.
@@ -320,6 +336,19 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 		c.Timeout = 0
 	}
 	integer("MEM0_WEBHOOK_RETRY_COUNT", &c.RetryCount, Disabled)
+	if v := get("MEMHOOK_RETRY_SCHEDULE"); v != "" {
+		for i, part := range strings.Split(v, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(part))
+			switch {
+			case err != nil:
+				bad("MEMHOOK_RETRY_SCHEDULE", v, fmt.Sprintf("entry %d (%q) is not a Go duration such as 5s or 2h", i+1, strings.TrimSpace(part)))
+			case d <= 0:
+				bad("MEMHOOK_RETRY_SCHEDULE", v, fmt.Sprintf("entry %d (%q) must be more than 0", i+1, strings.TrimSpace(part)))
+			default:
+				c.RetrySchedule = append(c.RetrySchedule, d)
+			}
+		}
+	}
 	duration("MEM0_WEBHOOK_RETRY_DELAY", &c.RetryDelay)
 	if c.RetryDelay < 0 {
 		bad("MEM0_WEBHOOK_RETRY_DELAY", get("MEM0_WEBHOOK_RETRY_DELAY"), "must not be negative")
@@ -359,6 +388,11 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	}
 	c.IngestToken = get("MEMHOOK_INGEST_TOKEN")
 	c.RedisURL = get("MEMHOOK_REDIS_URL")
+	if c.RedisURL != "" {
+		if err := transports.ValidateRedisURL(c.RedisURL); err != nil {
+			errs = append(errs, fmt.Errorf("MEMHOOK_REDIS_URL: %w", err))
+		}
+	}
 	c.RedisGroup = get("MEMHOOK_REDIS_GROUP")
 	c.RedisConsumer = get("MEMHOOK_REDIS_CONSUMER")
 	if v := get("MEMHOOK_REDIS_MAXLEN"); v != "" {
@@ -416,8 +450,8 @@ func (c Config) memoryConfig(log *slog.Logger) transports.MemoryConfig {
 
 // RedisConfig returns the Redis transport's configuration derived from
 // cfg: the stream's claim timeout (MaxIdleTime) is
-// transports.ClaimTimeout(Retry.WorstCase(Timeout)), so that a slow but
-// live delivery is never taken over by another router process.
+// transports.ClaimTimeout(Timeout): a handling is one attempt, so a slow
+// but live delivery is never taken over by another router process.
 func (c Config) RedisConfig() transports.RedisConfig {
 	maxLen := c.RedisMaxLen
 	if maxLen == Disabled {
@@ -427,19 +461,24 @@ func (c Config) RedisConfig() transports.RedisConfig {
 		URL:           c.RedisURL,
 		ConsumerGroup: c.RedisGroup,
 		Consumer:      c.RedisConsumer,
-		MaxIdleTime:   transports.ClaimTimeout(c.retry().WorstCase(c.Timeout)),
+		MaxIdleTime:   transports.ClaimTimeout(c.Timeout),
 		MaxLen:        maxLen,
 		Consumers:     c.Concurrency,
 		EventsTopic:   Topic,
 		PoisonTopic:   PoisonTopic,
+		RetryTopic:    RetryTopic,
 	}
 }
 
-// retry is the Retry middleware c configures (without hooks).
-func (c Config) retry() middleware.Retry {
-	retries := c.RetryCount
-	if retries == Disabled {
-		retries = middleware.NoRetries
+// delays is the retry schedule: RetrySchedule when set, else the seed's
+// RetryCount retries from RetryDelay, doubling; none with RetryCount
+// Disabled.
+func (c Config) delays() []time.Duration {
+	if len(c.RetrySchedule) > 0 {
+		return c.RetrySchedule
 	}
-	return middleware.Retry{MaxRetries: retries, InitialInterval: c.RetryDelay, MaxRetryAfter: c.MaxRetryAfter}
+	if c.RetryCount == Disabled {
+		return []time.Duration{}
+	}
+	return middleware.SeedDelays(c.RetryCount, c.RetryDelay)
 }

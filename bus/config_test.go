@@ -3,6 +3,7 @@ package bus_test
 import (
 	"maps"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -82,7 +83,7 @@ func TestConfigFromLookupDefaultsAreTheSeeds(t *testing.T) {
 	}
 	want := seedConfig()
 	want.WebhookURL, want.Token, want.Secret = "", "", ""
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults =\n%+v\nwant\n%+v", got, want)
 	}
 }
@@ -92,7 +93,7 @@ func TestConfigFromLookupReadsTheSeedsExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := seedConfig(); got != want {
+	if want := seedConfig(); !reflect.DeepEqual(got, want) {
 		t.Errorf("config =\n%+v\nwant\n%+v", got, want)
 	}
 }
@@ -140,7 +141,7 @@ func TestConfigFromLookupGoodValues(t *testing.T) {
 			}
 			want := seedConfig()
 			tt.change(&want)
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("%s=%q reads as\n%+v\nwant\n%+v", tt.env, tt.value, got, want)
 			}
 		})
@@ -176,6 +177,13 @@ func TestConfigFromLookupBadValues(t *testing.T) {
 		{name: "negative max Retry-After", env: "MEMHOOK_MAX_RETRY_AFTER", value: "-1"},
 		{name: "legacy header maybe", env: "MEMHOOK_LEGACY_SECRET_HEADER", value: "maybe"},
 		{name: "ftp router URL", env: "MEMHOOK_ROUTER_URL", value: "ftp://router"},
+		// Without "//" a URL is opaque: no host, and all of it may be a
+		// credential.
+		{name: "opaque URL", env: "MEM0_WEBHOOK_URL", value: "http:user:pw@host/x", valueHidden: true},
+		{name: "opaque router URL", env: "MEMHOOK_ROUTER_URL", value: "http:user:pw@router:8000", valueHidden: true},
+		{name: "opaque Redis URL", env: "MEMHOOK_REDIS_URL", value: "redis:pw@host:1", valueHidden: true},
+		{name: "Redis URL without host", env: "MEMHOOK_REDIS_URL", value: "redis:///0"},
+		{name: "URL with a port only", env: "MEM0_WEBHOOK_URL", value: "http://:8080/x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -223,7 +231,7 @@ func TestConfigFromLookupReportsEveryBadValue(t *testing.T) {
 		t.Fatal("bad values accepted")
 	}
 	for name, value := range bad {
-		if !strings.Contains(err.Error(), name+`="`+value+`"`) && !strings.Contains(err.Error(), name+": webhook URL "+value) {
+		if !strings.Contains(err.Error(), name+`="`+value+`"`) && !strings.Contains(err.Error(), name+": URL "+value) {
 			t.Errorf("error does not report %s=%s:\n%v", name, value, err)
 		}
 	}
@@ -252,6 +260,12 @@ func TestConfigErrorsNeverShowCredentials(t *testing.T) {
 		{name: "token as the user", env: "MEM0_WEBHOOK_URL", url: "ftp://" + password + "@example.com/?token=" + query},
 		{name: "query only", env: "MEM0_WEBHOOK_URL", url: "ftp://example.com/hook?token=" + query + "&x=" + password},
 		{name: "router URL", env: "MEMHOOK_ROUTER_URL", url: "ftp://admin:" + password + "@router/?token=" + query},
+		{name: "opaque URL", env: "MEM0_WEBHOOK_URL", url: "http:user:" + password + "@example.com/hook?token=" + query},
+		{name: "opaque URL, password only", env: "MEM0_WEBHOOK_URL", url: "https:" + password + "@example.com"},
+		{name: "opaque router URL", env: "MEMHOOK_ROUTER_URL", url: "http:admin:" + password + "@router:8000"},
+		{name: "opaque Redis URL", env: "MEMHOOK_REDIS_URL", url: "redis:" + password + "@cache:6380"},
+		{name: "Redis URL with a fragment", env: "MEMHOOK_REDIS_URL", url: "redis://cache:6380/x#" + password},
+		{name: "Redis password as the db", env: "MEMHOOK_REDIS_URL", url: "redis://cache:6380/" + password},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -352,6 +366,14 @@ func TestConfigValidate(t *testing.T) {
 			wantEnv: "MEMHOOK_CONCURRENCY", wantField: "Concurrency", wantValue: "-1"},
 		{name: "ftp router URL", change: func(c *bus.Config) { c.RouterURL = "ftp://router" },
 			wantEnv: "MEMHOOK_ROUTER_URL", wantField: "RouterURL", wantValue: "ftp://router"},
+		{name: "opaque URL", change: func(c *bus.Config) { c.WebhookURL = "https:pw@host" },
+			wantEnv: "MEM0_WEBHOOK_URL", wantField: "WebhookURL", wantValue: "https:REDACTED"},
+		{name: "opaque router URL", change: func(c *bus.Config) { c.RouterURL = "http:pw@router" },
+			wantEnv: "MEMHOOK_ROUTER_URL", wantField: "RouterURL", wantValue: "http:REDACTED"},
+		{name: "opaque Redis URL", change: func(c *bus.Config) { c.Transport, c.RedisURL = "redis", "redis:pw@host:1" },
+			wantEnv: "MEMHOOK_REDIS_URL", wantField: "RedisURL", wantValue: "redis:REDACTED"},
+		{name: "opaque Redis URL, transport memory", change: func(c *bus.Config) { c.RedisURL = "redis:pw@host:1" },
+			wantEnv: "MEMHOOK_REDIS_URL", wantField: "RedisURL", wantValue: "redis:REDACTED"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

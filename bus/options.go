@@ -70,9 +70,11 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithMiddleware inserts integrators' middleware into the delivery chain,
 // after the filter and before retry: it sees only events that will be
-// delivered, runs once per event (not per attempt), and may change the
-// message (its payload, its metadata) or fail it (the error goes to the
-// poison queue, without retry). Several calls append in order.
+// delivered, runs once per event at its first handling (a retry comes
+// back on RetryTopic to a chain of recoverer, poison queue, retry and
+// signer alone, with the message as the middleware left it), and may
+// change the message (its payload, its metadata) or fail it (the error
+// goes to the poison queue, without retry). Several calls append in order.
 func WithMiddleware(m ...message.HandlerMiddleware) Option {
 	return func(o *options) { o.middleware = append(o.middleware, m...) }
 }

@@ -30,6 +30,12 @@ type Stats struct {
 	Invalid     uint64 `json:"invalid"` // Emit calls refused as invalid
 	Queued      int    `json:"queued"`
 	InFlight    int    `json:"in_flight"`
+	// RetriesWaiting counts the events whose next attempt waits in the
+	// delay store (on Redis: all routers', as last seen, at most 200 ms
+	// ago); OldestRetryDue is the earliest due time among them, zero when
+	// none waits.
+	RetriesWaiting int       `json:"retries_waiting"`
+	OldestRetryDue time.Time `json:"oldest_retry_due,omitzero"`
 }
 
 type counters struct {
@@ -79,8 +85,11 @@ func (b *Bus) Stats() Stats {
 	b.stats.unknown.add(&s)
 	s.Invalid = b.stats.invalid.Load()
 	if d, ok := b.transport.(transports.Depth); ok {
-		s.Queued = d.Queued(Topic)
-		s.InFlight = max(d.Outstanding(Topic)-s.Queued, 0)
+		s.Queued = d.Queued(Topic) + d.Queued(RetryTopic)
+		s.InFlight = max(d.Outstanding(Topic)+d.Outstanding(RetryTopic)-s.Queued, 0)
+	}
+	if d, ok := b.transport.(transports.Delayer); ok && b.delivers {
+		s.RetriesWaiting, s.OldestRetryDue = d.Waiting()
 	}
 	return s
 }

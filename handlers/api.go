@@ -60,7 +60,10 @@ type API struct {
 	// /webhooks/memory/test; required.
 	Test func(ctx context.Context) TestResult
 	// Ready reports whether the transport is connected (GET /readyz); nil
-	// means always ready.
+	// means always ready. GET /readyz answers anyone 200 or 503 with just
+	// the status; the error's text (which may name the Redis host and
+	// port) only to a caller with AdminToken, or to anyone when AdminToken
+	// is unset (as status).
 	Ready func(ctx context.Context) error
 	// Metrics serves GET /metrics; nil answers 404.
 	Metrics http.Handler
@@ -84,6 +87,12 @@ type API struct {
 	// processed again. 0 means verify.DefaultTolerance (5 minutes), the
 	// window in which a signed request is accepted at all.
 	ReplayWindow time.Duration
+	// Seen keeps the ids the duplicate guard of the event endpoints has
+	// seen (see ReplayWindow). nil means NewMemorySeen(DefaultMaxSeen):
+	// one process's memory, so a request replayed to another router, or
+	// after a restart, is processed again; `memhook serve` on transport
+	// redis sets a transports.RedisSeen shared by all its routers.
+	Seen SeenStore
 	// IngestWorkers is how many ingested requests are handed to the queue
 	// at once; 0 means 8.
 	IngestWorkers int
@@ -170,17 +179,21 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	if window <= 0 {
 		window = verify.DefaultTolerance
 	}
-	replays := newReplayGuard(window, 1_000_000)
+	seen := a.Seen
+	if seen == nil {
+		seen = NewMemorySeen(DefaultMaxSeen)
+	}
+	replays := &replayGuard{store: seen, window: window, log: log}
 	processed := map[string]any{"status": "processed", "action": "memory_logged", "duplicate": true}
 	mux := http.NewServeMux()
-	mux.Handle("POST "+PathIncoming, incomingCheck.wrap(replays.once(requestID, processed, log, http.HandlerFunc(a.incoming(log)))))
+	mux.Handle("POST "+PathIncoming, incomingCheck.wrap(replays.once(requestID, processed, http.HandlerFunc(a.incoming(log)))))
 	mux.Handle("GET "+PathStatus, adminCheck.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})))
 	mux.Handle("POST "+PathTest, adminCheck.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Test(r.Context()))
 	})))
-	mux.Handle("POST "+PathIngest, ingestCheck.wrap(replays.once(requestID, map[string]any{"duplicate": true}, log, ingest)))
+	mux.Handle("POST "+PathIngest, ingestCheck.wrap(replays.once(requestID, map[string]any{"duplicate": true}, ingest)))
 	mux.Handle("POST "+PathIngestBatch, ingestCheck.wrap(a.ingestBatch(replays, log)))
 	mux.HandleFunc("GET "+PathHealth, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -188,11 +201,15 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	mux.HandleFunc("GET "+PathReady, func(w http.ResponseWriter, r *http.Request) {
 		if a.Ready != nil {
 			if err := a.Ready(r.Context()); err != nil {
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+				ans := readiness{Status: "not ready"}
+				if adminCheck.allows(r) { // the reason names hosts and ports
+					ans.Error = err.Error()
+				}
+				writeJSON(w, http.StatusServiceUnavailable, ans)
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		writeJSON(w, http.StatusOK, readiness{Status: "ready"})
 	})
 	if a.Metrics != nil {
 		mux.Handle("GET "+PathMetrics, a.Metrics)
@@ -365,6 +382,14 @@ func (a *API) ingestHandler(ctx context.Context, log *slog.Logger) (http.Handler
 		}()
 	}
 	return r, nil
+}
+
+// readiness is the body of GET /readyz: {"status":"ready"}, or
+// {"status":"not ready"} with, for a caller the admin check admits, the
+// reason in "error".
+type readiness struct {
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
 }
 
 type errorBody struct {

@@ -18,7 +18,6 @@ import (
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/memhook/memhook/internal/redact"
 	"github.com/memhook/memhook/middleware"
 )
 
@@ -27,8 +26,7 @@ type DeliverConfig struct {
 	// URL receives the webhooks; required, http or https.
 	URL string
 	// Timeout bounds one attempt, from dialling to the end of the
-	// response; 0 means middleware.DefaultAttemptTimeout, 30s (the seed's
-	// MEM0_WEBHOOK_TIMEOUT).
+	// response; 0 means 30s (the seed's MEM0_WEBHOOK_TIMEOUT).
 	Timeout time.Duration
 	// MaxIdleConns is how many keep-alive connections to the receiver are
 	// kept; 0 means 64. Set it to at least the deliveries in flight.
@@ -49,7 +47,7 @@ type DeliverConfig struct {
 
 func (c *DeliverConfig) setDefaults() {
 	if c.Timeout == 0 {
-		c.Timeout = middleware.DefaultAttemptTimeout
+		c.Timeout = 30 * time.Second
 	}
 	if c.MaxIdleConns == 0 {
 		c.MaxIdleConns = 64
@@ -80,15 +78,6 @@ func (c DeliverConfig) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// ValidateURL checks that raw is an absolute http or https URL with a
-// host (redact.ValidateHTTPURL). Its error shows the URL redacted.
-func ValidateURL(raw string) error { return redact.ValidateHTTPURL(raw) }
-
-// RedactURL returns raw fit for logs, errors and status output
-// (redact.URL): user information and query values are replaced by
-// "REDACTED".
-func RedactURL(raw string) string { return redact.URL(raw) }
 
 // Deliver POSTs each message's payload to the webhook URL through
 // watermill-http's Publisher, called inside the handler so that Retry and

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -74,19 +73,18 @@ func (a *API) ingestBatch(replays *replayGuard, log *slog.Logger) http.Handler {
 		}
 		var ans BatchAnswer
 		for _, msg := range msgs {
-			switch replays.begin(msg.UUID, time.Now()) {
+			switch state, reason := replays.begin(r.Context(), msg.UUID); state {
 			case replayDone:
 				ans.Accepted++
 				ans.Duplicates++
 				continue
-			case replayBusy: // 503, not /ingest's 409: every sender retries a 503
-				ans.Error = fmt.Sprintf("event %s is being processed by another request; retry later", msg.UUID)
-				w.Header().Set("Retry-After", "1")
-				writeJSON(w, http.StatusServiceUnavailable, ans)
+			case replayLater:
+				ans.Error = reason
+				retryLater(w, ans)
 				return
 			}
 			if err := a.Ingest(msg); err != nil {
-				replays.end(msg.UUID, false, time.Now())
+				replays.end(r.Context(), msg.UUID, false)
 				if errors.Is(err, ErrBusy) {
 					ans.Error = "delivery queue is full; retry the events not accepted later"
 					w.Header().Set("Retry-After", "1")
@@ -98,7 +96,7 @@ func (a *API) ingestBatch(replays *replayGuard, log *slog.Logger) http.Handler {
 				writeJSON(w, http.StatusInternalServerError, ans)
 				return
 			}
-			replays.end(msg.UUID, true, time.Now())
+			replays.end(r.Context(), msg.UUID, true)
 			ans.Accepted++
 		}
 		if ans.Duplicates > 0 {

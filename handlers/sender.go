@@ -1,12 +1,17 @@
 package handlers
 
 import (
+	"context"
 	"crypto/subtle"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
+	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
+
+	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -37,6 +42,16 @@ func newSenderCheck(realm, token string, secrets []verify.Secret, log *slog.Logg
 }
 
 func (c *senderCheck) open() bool { return c.token == "" && c.verifier == nil }
+
+// allows reports, without answering or logging, whether r passes a
+// bearer-only check (c has no secrets): for endpoints that answer anyone
+// but tell more to an admitted caller.
+func (c *senderCheck) allows(r *http.Request) bool {
+	if c.open() {
+		return true
+	}
+	return c.token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+c.token)) == 1
+}
 
 func (c *senderCheck) wrap(next http.Handler) http.Handler {
 	if c.open() {
@@ -79,76 +94,76 @@ func (c *senderCheck) refused(r *http.Request, reason string) {
 // that a request replayed (or retried after a lost answer) within the
 // signature tolerance is answered without being processed twice. An id
 // is recorded only once processing succeeded; one being processed makes
-// its twin wait for a 409 and retry.
+// its twin retry later (see retryLater). Every event path (POST
+// /webhooks/memory, /ingest, /ingest/batch) goes through begin and end.
+// Its store decides how far "twice" reaches: one process (MemorySeen) or
+// every router on one Redis (transports.RedisSeen).
 type replayGuard struct {
+	store  SeenStore
 	window time.Duration
-	max    int
-
-	mu    sync.Mutex
-	ids   map[string]replayEntry
-	calls int
+	log    *slog.Logger
 }
 
-type replayEntry struct {
-	expires time.Time
-	done    bool
-}
+// InProgressTimeout is how long an event id stays in progress (its twins
+// answered 503) without an end: a router that died while processing it
+// holds it that long. Processing — handing the event to the queue — takes
+// far less: on Redis at most the client's dial, write and read timeouts.
+const InProgressTimeout = 30 * time.Second
 
-func newReplayGuard(window time.Duration, max int) *replayGuard {
-	return &replayGuard{window: window, max: max, ids: map[string]replayEntry{}}
-}
+// storeTimeout bounds one call to the guard's store: a Redis that does not
+// answer makes the event endpoints answer 503 within it. Recording an
+// outcome goes on when the request's context ends (its sender hung up):
+// not recording a processed id would let a retry process it again.
+const storeTimeout = 5 * time.Second
+
+// replayState is what replayGuard.begin says of an id.
+type replayState int
 
 // Outcomes of replayGuard.begin.
 const (
-	replayNew = iota
+	// replayNew: process the event; the caller holds the id until end.
+	replayNew replayState = iota
+	// replayDone: processed within the window; answer without processing.
 	replayDone
-	replayBusy
+	// replayLater: another request is processing it, or the store cannot
+	// tell; answer with retryLater and the reason begin returned.
+	replayLater
 )
 
 // begin reports whether id is new (and now in progress), done already, or
-// being processed. An empty id is always new and never recorded.
-func (g *replayGuard) begin(id string, now time.Time) int {
+// to be retried later, with the reason to answer then. An empty id is
+// always new and never recorded. A store that fails refuses the event
+// (fail closed): a sender retrying a 503 is better than a duplicate.
+func (g *replayGuard) begin(ctx context.Context, id string) (replayState, string) {
 	if id == "" {
-		return replayNew
+		return replayNew, ""
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.calls++
-	if g.calls%1024 == 0 || len(g.ids) >= g.max {
-		for k, e := range g.ids {
-			if now.After(e.expires) {
-				delete(g.ids, k)
-			}
-		}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	claimed, done, err := g.store.Begin(ctx, id, min(InProgressTimeout, g.window))
+	switch {
+	case err != nil:
+		g.log.Warn("memhook: duplicate guard unavailable, event refused for now", "id", id, "error", err.Error())
+		return replayLater, "duplicate guard unavailable; retry later"
+	case claimed:
+		return replayNew, ""
+	case done:
+		return replayDone, ""
 	}
-	if e, ok := g.ids[id]; ok && now.Before(e.expires) {
-		if e.done {
-			return replayDone
-		}
-		return replayBusy
-	}
-	if len(g.ids) >= g.max {
-		return replayNew // full of live ids: process, do not record
-	}
-	g.ids[id] = replayEntry{expires: now.Add(g.window)}
-	return replayNew
+	return replayLater, fmt.Sprintf("event %s is being processed by another request; retry later", id)
 }
 
 // end records the outcome of an id begin returned new for: kept as done
 // when processed, forgotten when not (so that a retry is processed).
-func (g *replayGuard) end(id string, ok bool, now time.Time) {
+func (g *replayGuard) end(ctx context.Context, id string, ok bool) {
 	if id == "" {
 		return
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, tracked := g.ids[id]; !tracked {
-		return
-	}
-	if ok {
-		g.ids[id] = replayEntry{expires: now.Add(g.window), done: true}
-	} else {
-		delete(g.ids, id)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	if err := g.store.End(ctx, id, ok, g.window); err != nil {
+		g.log.Warn("memhook: duplicate guard did not record an outcome; the id stays in progress until it lapses",
+			"id", id, "processed", ok, "lapses_in", min(InProgressTimeout, g.window), "error", err.Error())
 	}
 }
 
@@ -172,26 +187,63 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
+// idHeaders are the request headers an event endpoint may take an event
+// id from (see requestID).
+var idHeaders = [...]string{verify.HeaderID, whttp.HeaderUUID}
+
+// idHeadersValid checks every id header present with event.ValidID, as
+// the envelope's id is: a value that could not be sent on as a webhook-id
+// is answered 422 naming the header.
+func idHeadersValid(w http.ResponseWriter, r *http.Request) bool {
+	for _, name := range idHeaders {
+		v := r.Header.Get(name)
+		if v == "" {
+			continue
+		}
+		if err := event.ValidID(v); err != nil {
+			problem := err.Error()
+			var fe *event.FieldError
+			if errors.As(err, &fe) {
+				problem = fe.Problem
+			}
+			writeError(w, http.StatusUnprocessableEntity, "header "+name+": "+problem)
+			return false
+		}
+	}
+	return true
+}
+
 // once wraps next so that a request whose id (from idOf) was processed
-// within the window is answered 200 with duplicate=true, and is not
-// processed again.
-func (g *replayGuard) once(idOf func(*http.Request) string, dupBody any, log *slog.Logger, next http.Handler) http.Handler {
+// within the window is answered 200 with dupBody, and is not processed
+// again.
+func (g *replayGuard) once(idOf func(*http.Request) string, dupBody any, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !idHeadersValid(w, r) {
+			return
+		}
 		id := idOf(r)
-		switch g.begin(id, time.Now()) {
+		switch state, reason := g.begin(r.Context(), id); state {
 		case replayDone:
-			log.Info("memhook: duplicate request answered without processing", "path", r.URL.Path, "id", id)
+			g.log.Info("memhook: duplicate request answered without processing", "path", r.URL.Path, "id", id)
 			writeJSON(w, http.StatusOK, dupBody)
 			return
-		case replayBusy:
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusConflict, "an event with this id is being processed; retry later")
+		case replayLater:
+			retryLater(w, errorBody{Error: reason})
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w}
 		ok := false
-		defer func() { g.end(id, ok, time.Now()) }()
+		defer func() { g.end(r.Context(), id, ok) }()
 		next.ServeHTTP(rec, r)
 		ok = rec.status >= 200 && rec.status < 300
 	})
+}
+
+// retryLater answers a request whose event the replay guard holds back
+// now: 503 with Retry-After and body. Every sender retries a 503 — the
+// application's forwarder takes a 409 as a permanent refusal and would
+// poison an event that is being delivered.
+func retryLater(w http.ResponseWriter, body any) {
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, body)
 }

@@ -40,6 +40,11 @@ type PoisonQueue struct {
 	Publisher message.Publisher
 	// Topic is the poison topic; empty means PoisonTopic.
 	Topic string
+	// SourceTopic is what the poisoned copy names as the topic it came
+	// from (PoisonTopicKey); empty means the topic the handler subscribes
+	// to. The handler of retries names the events topic, where a replay
+	// belongs.
+	SourceTopic string
 	// OnPoisoned, if set, is called after the message was published to the
 	// poison topic, with the poisoned copy and the failure.
 	OnPoisoned func(poisoned *message.Message, err error)
@@ -66,7 +71,13 @@ func (p PoisonQueue) Middleware(h message.HandlerFunc) message.HandlerFunc {
 			if msg.Context().Err() != nil && errors.Is(err, context.Canceled) {
 				return
 			}
+			if ns := (*NotScheduledError)(nil); errors.As(err, &ns) {
+				return // nacked: the transport hands it out again
+			}
 			poisoned := Poisoned(msg, err)
+			if p.SourceTopic != "" {
+				poisoned.Metadata.Set(PoisonTopicKey, p.SourceTopic)
+			}
 			if perr := p.Publisher.Publish(topic, poisoned); perr != nil {
 				err = errors.Join(err, fmt.Errorf("cannot publish to poison topic %s: %w", topic, perr))
 				return

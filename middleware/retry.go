@@ -38,6 +38,10 @@ type Retry struct {
 	// MaxRetryAfter caps a receiver's Retry-After; 0 means
 	// DefaultMaxRetryAfter, 60s.
 	MaxRetryAfter time.Duration
+	// Delays, when not nil, is the schedule instead: Delays[0] after the
+	// first attempt and so on, len(Delays) retries (MaxRetries,
+	// InitialInterval and MaxInterval are then ignored).
+	Delays []time.Duration
 	// OnRetry, if set, is called before each wait with the attempt that
 	// failed (1 for the first), the delay and the error.
 	OnRetry func(msg *message.Message, attempt int, delay time.Duration, err error)
@@ -79,6 +83,12 @@ func (e *GiveUpError) Error() string {
 func (e *GiveUpError) Unwrap() error { return e.Err }
 
 func (r Retry) withDefaults() Retry {
+	if r.Delays != nil {
+		r.MaxRetries = max(len(r.Delays), 0)
+		if r.MaxRetries == 0 {
+			r.MaxRetries = NoRetries
+		}
+	}
 	if r.MaxRetries == 0 {
 		r.MaxRetries = DefaultMaxRetries
 	}
@@ -105,6 +115,12 @@ func (r Retry) withDefaults() Retry {
 // capped by MaxInterval.
 func (r Retry) Delay(attempt int) time.Duration {
 	r = r.withDefaults()
+	if r.Delays != nil {
+		if attempt >= 1 && attempt <= len(r.Delays) {
+			return r.Delays[attempt-1]
+		}
+		return 0
+	}
 	d := r.InitialInterval
 	for i := 1; i < attempt; i++ {
 		d *= 2

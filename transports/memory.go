@@ -102,6 +102,7 @@ type Memory struct {
 	ctx     context.Context // parent of every handed-out message's context
 	workers sync.WaitGroup
 	idle    *sync.Cond // signalled when a topic's outstanding count drops
+	delays  *timerHeap // messages PublishAt holds until they are due
 }
 
 // groups are the queues of one topic, one per consumer group, in the
@@ -138,6 +139,7 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		ctx:     ctx,
 	}
 	m.idle = sync.NewCond(&m.mu)
+	m.delays = newTimerHeap(func(topic string, msg *message.Message) error { return m.publish(topic, msg, false) })
 	return m, nil
 }
 
@@ -174,6 +176,40 @@ func (m *Memory) group(topic, group string) *queue {
 // many of the messages were accepted (those before the first refused one,
 // by every group); after Shutdown it returns ErrClosed.
 func (m *Memory) Publish(topic string, messages ...*message.Message) error {
+	return m.publishAll(topic, messages, true)
+}
+
+// PublishAt keeps msg and publishes it to topic at due (at once if due has
+// passed), from one timer goroutine. Messages waiting count towards every
+// queue's Capacity: PublishAt returns ErrQueueFull when Capacity messages
+// already wait, and Publish refuses while a queue and the waiting messages
+// together hold Capacity. Drain waits for them; Shutdown returns them.
+func (m *Memory) PublishAt(topic string, due time.Time, msg *message.Message) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if m.delays.Len() >= m.cfg.Capacity {
+		return ErrQueueFull
+	}
+	if !m.delays.add(topic, msg, due) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Waiting returns how many messages PublishAt holds and the earliest due
+// time (zero when none).
+func (m *Memory) Waiting() (int, time.Time) { return m.delays.Len(), m.delays.Oldest() }
+
+// publish appends messages to topic; counting delayed, room is left for
+// the messages PublishAt holds.
+func (m *Memory) publish(topic string, msg *message.Message, countDelayed bool) error {
+	return m.publishAll(topic, []*message.Message{msg}, countDelayed)
+}
+
+func (m *Memory) publishAll(topic string, messages []*message.Message, countDelayed bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -185,8 +221,12 @@ func (m *Memory) Publish(topic string, messages ...*message.Message) error {
 		g = m.topics[topic]
 	}
 	room := len(messages)
+	delayed := 0
+	if countDelayed {
+		delayed = m.delays.Len()
+	}
 	for _, q := range g.order {
-		room = min(room, cap(q.ch)-len(q.ch))
+		room = max(min(room, cap(q.ch)-len(q.ch)-delayed), 0)
 	}
 	for _, msg := range messages[:room] {
 		for _, q := range g.order {
@@ -484,6 +524,7 @@ func (m *Memory) Drain(ctx context.Context, topics ...string) error {
 				}
 			}
 		}
+		busy = busy || m.delays.Len() > 0
 		if !busy {
 			return nil
 		}
@@ -511,6 +552,7 @@ func (m *Memory) Shutdown() Left {
 	m.mu.Unlock()
 
 	m.abort()
+	delayed := m.delays.close()
 	done := make(chan struct{})
 	go func() { m.workers.Wait(); close(done) }()
 	select {
@@ -521,7 +563,10 @@ func (m *Memory) Shutdown() Left {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	left := Left{}
+	left := delayed
+	if left == nil {
+		left = Left{}
+	}
 	for name, g := range m.topics {
 		seen := map[*message.Message]struct{}{} // a message left in several groups is reported once
 		add := func(msg *message.Message) {

@@ -2,6 +2,7 @@ package transports
 
 import (
 	"context"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -16,6 +17,7 @@ type MemoryTransport struct {
 var (
 	_ Transport = (*MemoryTransport)(nil)
 	_ Depth     = (*MemoryTransport)(nil)
+	_ Delayer   = (*MemoryTransport)(nil)
 )
 
 // NewMemoryTransport returns a transport over a new Memory.
@@ -46,6 +48,14 @@ func (t *MemoryTransport) Drain(ctx context.Context) error { return t.m.Drain(ct
 
 // Close shuts the Memory down and returns what it still held.
 func (t *MemoryTransport) Close() (Left, error) { return t.m.Shutdown(), nil }
+
+// PublishAt implements Delayer (Memory.PublishAt).
+func (t *MemoryTransport) PublishAt(topic string, due time.Time, msg *message.Message) error {
+	return t.m.PublishAt(topic, due, msg)
+}
+
+// Waiting implements Delayer.
+func (t *MemoryTransport) Waiting() (int, time.Time) { return t.m.Waiting() }
 
 // Queued implements Depth.
 func (t *MemoryTransport) Queued(topic string) int { return t.m.Queued(topic) }

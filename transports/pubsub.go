@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -15,18 +16,27 @@ import (
 // Durability, redelivery of what was not acked, and scale-out are the
 // broker's: Drain returns at once and Close returns no messages.
 //
+// Retries wait in this process (PublishAt, a timer heap) and are
+// published when due: a process that crashes loses the retries it held
+// (the events were acknowledged to the broker when scheduled). Drain waits
+// for them; Close returns those still waiting.
+//
 // Close closes the subscribers subscribe returned; pub belongs to the
 // caller, who closes it after the bus.
 type PubSub struct {
 	pub       message.Publisher
 	subscribe func(group string) (message.Subscriber, error)
+	delays    *timerHeap
 
 	mu     sync.Mutex
 	subs   []message.Subscriber
 	closed bool
 }
 
-var _ Transport = (*PubSub)(nil)
+var (
+	_ Transport = (*PubSub)(nil)
+	_ Delayer   = (*PubSub)(nil)
+)
 
 // NewPubSub returns the transport over pub and subscribe; subscribe nil
 // means this process only publishes.
@@ -34,8 +44,21 @@ func NewPubSub(pub message.Publisher, subscribe func(group string) (message.Subs
 	if pub == nil {
 		return nil, errors.New("transports: NewPubSub: the publisher is required")
 	}
-	return &PubSub{pub: pub, subscribe: subscribe}, nil
+	p := &PubSub{pub: pub, subscribe: subscribe}
+	p.delays = newTimerHeap(func(topic string, msg *message.Message) error { return pub.Publish(topic, msg) })
+	return p, nil
 }
+
+// PublishAt keeps msg in this process and publishes it to topic at due.
+func (p *PubSub) PublishAt(topic string, due time.Time, msg *message.Message) error {
+	if !p.delays.add(topic, msg, due) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Waiting implements Delayer.
+func (p *PubSub) Waiting() (int, time.Time) { return p.delays.Len(), p.delays.Oldest() }
 
 // Publisher returns pub.
 func (p *PubSub) Publisher() message.Publisher { return p.pub }
@@ -68,10 +91,23 @@ func (p *PubSub) Delivers() bool { return p.subscribe != nil }
 // Publish and Subscribe.
 func (p *PubSub) Ready(context.Context) error { return nil }
 
-// Drain returns at once: what was not handled stays with the broker.
-func (p *PubSub) Drain(context.Context) error { return nil }
+// Drain waits until no retry waits in this process, or ctx ends; what was
+// not handled otherwise stays with the broker.
+func (p *PubSub) Drain(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for p.delays.Len() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
 
-// Close closes the subscribers made through Subscriber, not pub.
+// Close closes the subscribers made through Subscriber, not pub, and
+// returns the retries that were still waiting.
 func (p *PubSub) Close() (Left, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -79,11 +115,12 @@ func (p *PubSub) Close() (Left, error) {
 		return nil, nil
 	}
 	p.closed = true
+	left := p.delays.close()
 	var errs []error
 	for _, s := range p.subs {
 		if err := s.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return nil, errors.Join(errs...)
+	return left, errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/memhook/memhook/internal/redact"
 	"github.com/memhook/memhook/middleware"
 )
 
@@ -26,6 +28,7 @@ const (
 	DefaultEventsTopic   = "memory.events"
 	DefaultPoisonTopic   = middleware.PoisonTopic
 	DefaultIncomingTopic = "memory.incoming"
+	DefaultRetryTopic    = "memory.events.retry"
 	DefaultMaxLen        = 1_000_000
 	DefaultConsumers     = DefaultWorkers
 	DefaultNackDelay     = time.Second
@@ -105,6 +108,10 @@ type RedisConfig struct {
 	// EventsTopic is the stream DLQ.Replay publishes to. Empty means
 	// DefaultEventsTopic, "memory.events".
 	EventsTopic string
+	// RetryTopic is the stream due retries are appended to; the retries
+	// waiting for it are kept in the sorted set RetryTopic + ":delayed".
+	// Empty means DefaultRetryTopic, "memory.events.retry".
+	RetryTopic string
 	// PoisonTopic is the poison stream: undecodable entries are copied
 	// there, and DLQ reads it. It must be the topic the PoisonQueue
 	// middleware publishes to. Empty means DefaultPoisonTopic,
@@ -160,6 +167,9 @@ func (c *RedisConfig) setDefaults() {
 	}
 	if c.PoisonTopic == "" {
 		c.PoisonTopic = DefaultPoisonTopic
+	}
+	if c.RetryTopic == "" {
+		c.RetryTopic = DefaultRetryTopic
 	}
 	if c.NackDelay == 0 {
 		c.NackDelay = DefaultNackDelay
@@ -274,53 +284,88 @@ func (c RedisConfig) newClient(poolSize int) (*redis.Client, error) {
 	return redis.NewClient(opts), nil
 }
 
-// parseRedisURL parses raw with redis.ParseURL; its errors never hold the
-// URL's password.
+// ValidateRedisURL checks raw as a RedisConfig.URL: redis:// or rediss://
+// with a host, or unix:// with a socket path, in go-redis's syntax
+// (redis://[user:password@]host[:port][/db][?option=value…]). It refuses
+// an opaque URL ("redis:password@host", missing "//"), which go-redis
+// would take for redis://127.0.0.1:6379. Its error shows the URL redacted
+// as RedactedURL does, never a password; the caller names the variable.
+func ValidateRedisURL(raw string) error {
+	_, err := parseRedisURL(raw)
+	return err
+}
+
+// parseRedisURL parses raw with redis.ParseURL after the checks of
+// ValidateRedisURL; its errors never hold the URL's password.
 func parseRedisURL(raw string) (*redis.Options, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // *url.Error quotes the whole URL
+		// *url.Error quotes the URL, and its reason may quote a piece of a
+		// password that was not escaped (":pa" of "redis://:pa/ss@host").
+		return nil, errors.New("not a URL (a / ? # @ or space in a password must be percent-encoded)")
+	}
+	shown := redact.URL(raw)
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return nil, fmt.Errorf("%s: scheme must be redis, rediss or unix", shown)
+	}
+	if u.Opaque != "" {
+		return nil, fmt.Errorf(`%s: "//" is missing after %q: write %s://[user:password@]host[:port][/db]`, shown, u.Scheme+":", u.Scheme)
+	}
+	if u.Scheme != "unix" && u.Hostname() == "" {
+		return nil, fmt.Errorf("%s: host is missing", shown)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n > 65535 {
+			return nil, fmt.Errorf("%s: port out of range (a # or / in a password must be percent-encoded)", shown)
 		}
-		return nil, fmt.Errorf("not a URL: %v", err)
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v", redactRedisURL(u), err)
+		return nil, fmt.Errorf("%s: %s", shown, redisProblem(err, u))
 	}
 	return opts, nil
 }
 
-// redactRedisURL returns u without its user information — a Redis URL's
-// user part holds the password (redis://:password@host) — and with the
-// values of its query options hidden.
-func redactRedisURL(u *url.URL) string {
-	r := *u
-	if r.User != nil {
-		r.User = url.User("REDACTED")
+// redisProblem returns go-redis's complaint about u without the values it
+// quotes ("redis: invalid database number: \"<path>\"" may show a password
+// written as the path): the text up to its second colon. The names of
+// unexpected options are kept when written with "=" in the query, where
+// RedactedURL shows them too.
+func redisProblem(err error, u *url.URL) string {
+	msg := err.Error()
+	rest, ok := strings.CutPrefix(msg, "redis: ")
+	if !ok {
+		return "go-redis refuses it"
 	}
-	if q := r.Query(); len(q) > 0 {
-		for k := range q {
-			q.Set(k, "REDACTED")
+	problem, detail, _ := strings.Cut(rest, ": ")
+	if problem != "unexpected option" {
+		return "redis: " + problem
+	}
+	named := map[string]bool{}
+	for _, p := range strings.Split(u.RawQuery, "&") {
+		if k, _, ok := strings.Cut(p, "="); ok {
+			if k, err := url.QueryUnescape(k); err == nil {
+				named[k] = true
+			}
 		}
-		r.RawQuery = q.Encode()
 	}
-	return r.String()
+	names := strings.Split(detail, ", ")
+	for i, n := range names {
+		if !named[n] {
+			names[i] = redact.Placeholder
+		}
+	}
+	return "redis: unexpected option: " + strings.Join(names, ", ")
 }
 
-// RedactedURL returns c.URL (or the default) with its user information and
-// query values replaced by REDACTED, for logs and status pages.
+// RedactedURL returns c.URL (or the default) fit for logs and status
+// pages: user information, query values, the fragment and path segments
+// that look like tokens replaced by REDACTED (internal/redact.URL, as for
+// webhook URLs).
 func (c RedisConfig) RedactedURL() string {
-	raw := c.URL
-	if raw == "" {
-		raw = DefaultRedisURL
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "REDACTED"
-	}
-	return redactRedisURL(u)
+	return redact.URL(cmp.Or(c.URL, DefaultRedisURL))
 }
 
 // RedisPublisher publishes Watermill messages to Redis streams, one stream

@@ -180,6 +180,17 @@ func TestRedisConfigValidate(t *testing.T) {
 		{"db", func(c *transports.RedisConfig) { c.URL = "redis://:s3cret@host:6379/abc" }, []string{"URL", "database", "REDACTED"}},
 		{"unparsable", func(c *transports.RedisConfig) { c.URL = "redis://:s3cret@host:port x/0" }, []string{"URL"}},
 		{"password in the query", func(c *transports.RedisConfig) { c.URL = "redis://host/0?password=s3cret" }, []string{"URL", "password"}},
+		// Without "//" url.Parse sees an opaque URL and go-redis dialled
+		// 127.0.0.1:6379; the error showed the password.
+		{"opaque", func(c *transports.RedisConfig) { c.URL = "redis:s3cret@host:6380" }, []string{"URL", "redis:REDACTED", "redis://"}},
+		{"opaque rediss", func(c *transports.RedisConfig) { c.URL = "rediss::s3cret@host:6380/1" }, []string{"URL", "rediss:REDACTED", "rediss://"}},
+		{"no host", func(c *transports.RedisConfig) { c.URL = "redis://:s3cret@/0" }, []string{"URL", "host is missing"}},
+		{"port only", func(c *transports.RedisConfig) { c.URL = "redis://:s3cret@:6379/0" }, []string{"URL", "host is missing"}},
+		{"unix without a path", func(c *transports.RedisConfig) { c.URL = "unix://:s3cret@" }, []string{"URL", "socket path"}},
+		// go-redis quotes a bad path; a password put there by mistake must not show.
+		{"password as the db", func(c *transports.RedisConfig) { c.URL = "redis://host:6379/s3cretPassw0rd" }, []string{"URL", "database", "REDACTED"}},
+		{"bad option value", func(c *transports.RedisConfig) { c.URL = "redis://host:6379/0?dial_timeout=s3cret" }, []string{"URL", "dial_timeout"}},
+		{"bare option", func(c *transports.RedisConfig) { c.URL = "redis://host:6379/0?s3cret" }, []string{"URL", "unexpected option"}},
 		{"MaxIdleTime", func(c *transports.RedisConfig) { c.MaxIdleTime = -time.Second }, []string{"MaxIdleTime"}},
 		{"MaxLen", func(c *transports.RedisConfig) { c.MaxLen = -5 }, []string{"MaxLen"}},
 		{"Consumers", func(c *transports.RedisConfig) { c.Consumers = -1 }, []string{"Consumers"}},
@@ -275,6 +286,17 @@ func TestRedisRedactedURL(t *testing.T) {
 	}
 	if got := (transports.RedisConfig{}).RedactedURL(); got != transports.DefaultRedisURL {
 		t.Fatalf("RedactedURL() of the default = %q", got)
+	}
+	tests := []struct{ in, want string }{
+		{"redis://:s3cret@cache.example:6380/3?client_name=s3cret2#s3cret3", "redis://REDACTED@cache.example:6380/3?client_name=REDACTED#REDACTED"},
+		{"redis:s3cret@host:6380", "redis:REDACTED"},
+		{"unix:///run/redis/redis.sock?db=2", "unix:///run/redis/redis.sock?db=REDACTED"},
+		{"redis://host:6379/s3cretPassw0rd", "redis://host:6379/REDACTED"},
+	}
+	for _, tt := range tests {
+		if got := (transports.RedisConfig{URL: tt.in}).RedactedURL(); got != tt.want {
+			t.Errorf("RedactedURL() of %q = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }
 

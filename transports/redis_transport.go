@@ -23,7 +23,9 @@ const TrimInterval = 5 * time.Second
 
 // RedisTransport is the Transport of router processes sharing Redis
 // Streams: a RedisPublisher for every process and, in a process that
-// consumes, a RedisSubscriber per consumer group. Subscriptions join their
+// consumes, a RedisSubscriber per consumer group. Its delay store
+// (PublishAt) is a sorted set every router shares; every consuming router
+// moves the due retries to RetryTopic. Subscriptions join their
 // group in the background, retrying while Redis is unreachable or full
 // (logged at WARN, at most once per try); Ready reports until all have
 // joined. While it consumes it trims, every TrimInterval, the entries of
@@ -41,12 +43,17 @@ type RedisTransport struct {
 	closed bool
 
 	trimOnce sync.Once
-	stop     context.CancelFunc // ends the trim loop
+	stop     context.CancelFunc // ends the trim and move loops
 	ctx      context.Context
 	trimmed  chan struct{} // closed when the trim loop ends
+	moved    chan struct{} // closed when the move loop ends
+	delays   redisDelays
 }
 
-var _ Transport = (*RedisTransport)(nil)
+var (
+	_ Transport = (*RedisTransport)(nil)
+	_ Delayer   = (*RedisTransport)(nil)
+)
 
 // ErrRedisFull is wrapped in the errors of commands Redis refused because
 // it reached maxmemory with the noeviction policy (an OOM answer).
@@ -72,7 +79,8 @@ func NewRedisTransport(cfg RedisConfig, consumes bool, log *slog.Logger) (*Redis
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	return &RedisTransport{cfg: cfg, log: log, pub: pub, consumes: consumes, ctx: ctx, stop: stop, trimmed: make(chan struct{})}, nil
+	return &RedisTransport{cfg: cfg, log: log, pub: pub, consumes: consumes, ctx: ctx, stop: stop,
+		trimmed: make(chan struct{}), moved: make(chan struct{})}, nil
 }
 
 // Publisher returns the RedisPublisher.
@@ -122,7 +130,10 @@ func (t *RedisTransport) Subscriber(group string) (message.Subscriber, error) {
 		return nil, err
 	}
 	t.subs = append(t.subs, sub)
-	t.trimOnce.Do(func() { go t.trimLoop() })
+	t.trimOnce.Do(func() {
+		go t.trimLoop()
+		go t.moveLoop([]string{t.cfg.RetryTopic})
+	})
 	return sub, nil
 }
 
@@ -164,8 +175,9 @@ func (t *RedisTransport) Close() (Left, error) {
 	subs := t.subs
 	t.mu.Unlock()
 	t.stop()
-	t.trimOnce.Do(func() { close(t.trimmed) }) // when the loop never started
+	t.trimOnce.Do(func() { close(t.trimmed); close(t.moved) }) // when the loops never started
 	<-t.trimmed
+	<-t.moved
 	var errs []error
 	for _, s := range subs {
 		if err := s.Close(); err != nil {

@@ -3,6 +3,7 @@ package transports
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -57,4 +58,16 @@ var ErrNoSubscriber = errors.New("transports: this process does not consume from
 type Depth interface {
 	Queued(topic string) int
 	Outstanding(topic string) int
+}
+
+// Delayer is implemented by transports that keep retries themselves
+// until they are due: the memory transport in process, Redis in a sorted
+// set every router shares, a brought pub/sub in process.
+type Delayer interface {
+	// PublishAt publishes msg to topic at due. It returns nil once msg is
+	// kept as durably as the transport keeps its messages.
+	PublishAt(topic string, due time.Time, msg *message.Message) error
+	// Waiting returns how many messages wait and the earliest due time
+	// (zero when none).
+	Waiting() (int, time.Time)
 }

@@ -59,10 +59,15 @@ type Envelope struct {
 //	{"event":…,"user_id":…,"data":…,"timestamp":…,"source":…,"bot_version":…,"request_id":…,"id":…}
 //
 // request_id is null when e.RequestID is empty, as the seed's Python sender
-// wrote None. An invalid event, or Data that encoding/json cannot encode, is
-// an error wrapping ErrInvalid that names the field.
+// wrote None; id is "" when m.ID is empty. An invalid event, an m.ID that
+// ValidID refuses, or Data that encoding/json cannot encode, is an error
+// wrapping ErrInvalid that names the field.
 func Encode(e Event, m Meta) ([]byte, error) {
-	if err := e.Validate(); err != nil {
+	err := e.Validate()
+	if m.ID != "" {
+		err = errors.Join(err, ValidID(m.ID))
+	}
+	if err != nil {
 		return nil, err
 	}
 	data, err := json.Marshal(e.Data)
@@ -117,7 +122,8 @@ func ParseTime(s string) (time.Time, error) {
 // Malformed JSON wraps ErrMalformed; a well-formed envelope with wrong or
 // missing fields returns every problem at once, each a *FieldError wrapping
 // ErrInvalid. "event", "user_id" and "data" are required; "timestamp" and
-// "id" are optional but must be well-formed when present.
+// "id" are optional but must be well-formed when present (an empty id is
+// none; a non-empty one must pass ValidID).
 func Decode(b []byte) (Envelope, error) {
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return Envelope{}, fmt.Errorf("%w: not a JSON object", ErrMalformed)
@@ -159,6 +165,11 @@ func Decode(b []byte) (Envelope, error) {
 	if env.Timestamp != "" {
 		if _, err := ParseTime(env.Timestamp); err != nil {
 			errs = append(errs, &FieldError{Field: "timestamp", Problem: fmt.Sprintf("%q is not an ISO 8601 / RFC 3339 time", truncate(env.Timestamp))})
+		}
+	}
+	if env.ID != "" {
+		if err := ValidID(env.ID); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

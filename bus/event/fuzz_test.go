@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,16 @@ func FuzzDecode(f *testing.F) {
 		`{"event":"memory_added","user_id":"u","data":{}}}`,
 		`{}`, `null`, `[]`, `"x"`, ``, `{"event":`,
 		"{\"event\":\"memory_added\",\"user_id\":\"\xff\",\"data\":\"\xfe\"}",
+		// ids that cannot be a webhook-id header
+		`{"event":"memory_added","user_id":"u","data":{},"id":"evt\r\nX-Injected: 1"}`,
+		`{"event":"memory_added","user_id":"u","data":{},"id":"evt\u0000"}`,
+		`{"event":"memory_added","user_id":"u","data":{},"id":"\t"}`,
+		`{"event":"memory_added","user_id":"u","data":{},"id":"   "}`,
+		`{"event":"memory_added","user_id":"u","data":{},"id":" evt"}`,
+		`{"event":"memory_added","user_id":"u","data":{},"id":"evt\u0085"}`,
+		`{"event":"memory_added","user_id":"u","data":{},"id":"` + strings.Repeat("a", event.MaxIDBytes+1) + `"}`,
+		`{"event":"memory_added","user_id":"u","data":{},"id":"` + strings.Repeat("a", event.MaxIDBytes) + `"}`,
+		"{\"event\":\"memory_added\",\"user_id\":\"u\",\"data\":{},\"id\":\"\xff\"}",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -39,6 +50,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		if !json.Valid(in) {
 			t.Fatalf("Decode accepted invalid JSON %q", in)
+		}
+		if env.ID != "" && event.ValidID(env.ID) != nil {
+			t.Fatalf("Decode accepted id %q, which ValidID refuses: %v", env.ID, event.ValidID(env.ID))
 		}
 		var at time.Time
 		if env.Timestamp != "" {
@@ -80,7 +94,8 @@ func FuzzDecode(f *testing.F) {
 // FuzzEncodeStrings encodes arbitrary strings in every string field of the
 // envelope (a in the event's fields, b in the bus's): the output is always
 // valid JSON and UTF-8, and reads back as encoding/json would have written
-// the strings (invalid UTF-8 as U+FFFD).
+// the strings (invalid UTF-8 as U+FFFD). An id b that ValidID refuses is
+// an error naming id; the other fields are then checked with a valid id.
 func FuzzEncodeStrings(f *testing.F) {
 	f.Add("user123", "markdown-brain-bot")
 	f.Add("\x00\x1f\"\\", "\u2028\u2029")
@@ -88,9 +103,19 @@ func FuzzEncodeStrings(f *testing.F) {
 	f.Add("日本 🎉 <&>", "\xed\xa0\x80")
 	f.Add("\t\n\r\b\f\x7f", `\u0000`)
 	f.Add(" ", "")
+	f.Add("user123", "evt\r\n")
+	f.Add("user123", "evt_1")
 	f.Fuzz(func(t *testing.T, a, b string) {
 		e := event.Event{Type: event.MemoryAdded, UserID: a, Data: map[string]string{"content": a + b}, RequestID: b + a}
-		out, err := event.Encode(e, event.Meta{ID: b, Source: b, BotVersion: a, Time: seedTime})
+		id := b
+		if b != "" && event.ValidID(b) != nil {
+			_, err := event.Encode(event.Event{Type: event.MemoryAdded, UserID: "u"}, event.Meta{ID: b, Time: seedTime})
+			if got := fieldsOf(err); !slices.Equal(got, []string{"id"}) {
+				t.Fatalf("Encode with id %q: error %v, want one for id", b, err)
+			}
+			id = "evt_fuzz"
+		}
+		out, err := event.Encode(e, event.Meta{ID: id, Source: b, BotVersion: a, Time: seedTime})
 		if strings.TrimSpace(a) == "" {
 			if got := fieldsOf(err); len(got) != 1 || got[0] != "user_id" {
 				t.Fatalf("Encode with user_id %q: error %v, want one for user_id", a, err)
@@ -117,7 +142,7 @@ func FuzzEncodeStrings(f *testing.F) {
 		for _, c := range []struct{ field, in, got string }{
 			{"user_id", a, got.UserID},
 			{"request_id", b + a, *got.RequestID},
-			{"id", b, got.ID},
+			{"id", id, got.ID},
 			{"source", source, got.Source},
 			{"bot_version", a, got.BotVersion},
 			{"data.content", a + b, got.Data["content"].(string)},

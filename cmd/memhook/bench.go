@@ -292,7 +292,7 @@ arrived exactly once. Flags:`)
 		}
 		res := median(runs)
 		if res.Error == errNoRedis.Error() {
-			fmt.Fprintf(stderr, "memhook bench: %s skipped: Redis at %s does not answer\n", name, *redisURL)
+			fmt.Fprintf(stderr, "memhook bench: %s skipped: Redis at %s does not answer\n", name, transports.RedisConfig{URL: *redisURL}.RedactedURL())
 			continue
 		}
 		if name == "floor" {

@@ -327,6 +327,8 @@ var helpEntries = []helpEntry{
 	{"MEMHOOK_LOG_FORMAT", "log-format", "text"},
 	{"MEMHOOK_LOG_LEVEL", "log-level", "info"},
 	{"MEMHOOK_CPU_PROFILE", "cpu-profile", "(unset: none)"},
+	{"MEMHOOK_TLS_CERT", "tls-cert", "(unset: plain http)"},
+	{"MEMHOOK_TLS_KEY", "tls-key", "(unset: plain http)"},
 	{"MEMHOOK_ADMIN_TOKEN", "", "(unset)"},
 	{"MEMHOOK_INCOMING_TOKEN", "", "(unset)"},
 	{"MEMHOOK_INGEST_TOKEN", "", "(unset)"},
@@ -481,6 +483,16 @@ func TestBadConfig(t *testing.T) {
 			want: []string{"MEMHOOK_SHUTDOWN_TIMEOUT", `"0"`}},
 		{name: "bad secret is named, not shown", env: base.with("MEM0_WEBHOOK_SECRET", "whsec_%%not-base64%%"),
 			want: []string{"MEM0_WEBHOOK_SECRET"}, notWant: []string{"%%not-base64%%"}},
+		// Without "//" go-redis dialled 127.0.0.1:6379 and the log showed
+		// url=redis:pw-7c1e9d@…; the webhook URL's error showed its password.
+		{name: "opaque Redis URL", env: base.with("MEMHOOK_TRANSPORT", "redis", "MEMHOOK_REDIS_URL", "redis:pw-7c1e9d@cache:6380"),
+			want: []string{"MEMHOOK_REDIS_URL", "redis:REDACTED", "redis://"}, notWant: []string{"pw-7c1e9d"}},
+		{name: "opaque webhook URL", env: base.with("MEM0_WEBHOOK_URL", "http:user:pw-7c1e9d@hooks.example/x"),
+			want: []string{"MEM0_WEBHOOK_URL", "http:REDACTED", "http://"}, notWant: []string{"pw-7c1e9d"}},
+		{name: "opaque router URL by flag", env: base, args: []string{"--router-url=http:pw-7c1e9d@router:8000"},
+			want: []string{"--router-url", "http:REDACTED"}, notWant: []string{"pw-7c1e9d", "MEMHOOK_ROUTER_URL"}},
+		{name: "webhook URL without host", env: base.with("MEM0_WEBHOOK_URL", "https://pw-7c1e9d@:8443/x"),
+			want: []string{"MEM0_WEBHOOK_URL", "host is missing"}, notWant: []string{"pw-7c1e9d"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -23,6 +25,7 @@ import (
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/transports"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -43,6 +46,43 @@ type serveConfig struct {
 	LogFormat       string
 	LogLevel        string
 	CPUProfile      string
+	// TLS is set when MEMHOOK_TLS_CERT and MEMHOOK_TLS_KEY are: serve
+	// speaks https only.
+	TLS *tls.Config
+}
+
+// loadTLS reads the certificate and key files of MEMHOOK_TLS_CERT and
+// MEMHOOK_TLS_KEY: both or neither. Its errors name the variable and the
+// file, never the key's content.
+func loadTLS(certFile, keyFile string) (*tls.Config, error) {
+	switch {
+	case certFile == "" && keyFile == "":
+		return nil, nil
+	case keyFile == "":
+		return nil, errors.New("MEMHOOK_TLS_CERT is set but MEMHOOK_TLS_KEY is not: set both or neither")
+	case certFile == "":
+		return nil, errors.New("MEMHOOK_TLS_KEY is set but MEMHOOK_TLS_CERT is not: set both or neither")
+	}
+	var errs []error
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("MEMHOOK_TLS_CERT: %w", err)) // the *PathError names the file
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("MEMHOOK_TLS_KEY: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		// crypto/tls's messages say which input is wrong ("in certificate
+		// input", "in key input", "private key does not match public key")
+		// and never quote it.
+		return nil, fmt.Errorf("MEMHOOK_TLS_CERT=%q, MEMHOOK_TLS_KEY=%q: %w", certFile, keyFile, err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}, nil
 }
 
 func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
@@ -88,6 +128,11 @@ func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
 			*sv.dst = secs
 		}
 	}
+	tlsConfig, err := loadTLS(get("MEMHOOK_TLS_CERT"), get("MEMHOOK_TLS_KEY"))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	sc.TLS = tlsConfig
 	if v := get("MEMHOOK_SHUTDOWN_TIMEOUT"); v != "" {
 		d, err := bus.ParseSeconds(v)
 		if err != nil || d <= 0 {
@@ -174,6 +219,21 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	}
 	reg.MustRegister(metrics)
 
+	// On Redis the duplicate guard of the event endpoints is shared by
+	// every router on it and outlives restarts; elsewhere it is in memory.
+	var seen handlers.SeenStore
+	guard := "memory"
+	if transport == bus.TransportRedis {
+		rs, err := transports.NewRedisSeen(cfg.RedisConfig())
+		if err != nil {
+			_ = b.Close(context.Background())
+			fmt.Fprintf(stderr, "memhook serve: %s\n", oneLine(err))
+			return exitUsage
+		}
+		defer rs.Close()
+		seen, guard = rs, "redis"
+	}
+
 	api := &handlers.API{
 		Incoming:        busy(b.Incoming),
 		Ingest:          busy(b.Ingest),
@@ -186,6 +246,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		IngestToken:     cfg.IngestToken,
 		IncomingSecrets: sc.IncomingSecrets,
 		IngestSecrets:   sc.IngestSecrets,
+		Seen:            seen,
 		Logger:          logger,
 	}
 	ingestCtx, stopIngest := context.WithCancel(context.Background())
@@ -208,16 +269,24 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig:         sc.TLS,
 	}
 	fresh := &freshConns{conns: map[net.Conn]struct{}{}}
 	srv.ConnState = fresh.track
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	scheme := "http"
+	if sc.TLS != nil {
+		scheme = "https"
+		go func() { serveErr <- srv.ServeTLS(ln, "", "") }() // the certificate is in TLSConfig
+	} else {
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
 
 	logger.Info("memhook: serving",
 		"addr", ln.Addr().String(),
+		"url", scheme+"://"+ln.Addr().String(),
 		"transport", transport,
 		"webhook_url", b.WebhookURL(),
 		"webhooks_enabled", b.Enabled(),
@@ -235,6 +304,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"ingest_token", setOrUnset(cfg.IngestToken != ""),
 		"incoming_secret", setOrUnset(len(sc.IncomingSecrets) > 0),
 		"ingest_secret", setOrUnset(len(sc.IngestSecrets) > 0),
+		"duplicate_guard", guard,
 		"version", bus.Version,
 	)
 

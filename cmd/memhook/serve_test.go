@@ -226,12 +226,14 @@ func TestServeStartupLog(t *testing.T) {
 			"concurrency": "7", "token": "set", "secret": "set", "admin_token": "set",
 			"incoming_token": "set", "ingest_token": "set",
 			"webhook_url": "http://REDACTED@" + strings.TrimPrefix(rcv.URL, "http://") + "/hook?token=REDACTED",
+			"url":         s.URL,
 		}
 		for k, v := range want {
 			if got, _ := logAttr(line, k); got != v {
 				t.Errorf("start-up line: %s=%q, want %q\n%s", k, got, v, line)
 			}
 		}
+		s.waitLog(10*time.Second, "level=WARN", "X-Webhook-Secret", "MEMHOOK_LEGACY_SECRET_HEADER=false")
 		if code := s.stop(30 * time.Second); code != 0 {
 			t.Errorf("exit %d, want 0", code)
 		}
@@ -246,6 +248,9 @@ func TestServeStartupLog(t *testing.T) {
 		}
 		if got, _ := logAttr(line, "webhooks_enabled"); got != "false" {
 			t.Errorf("webhooks_enabled=%q with no URL, want false", got)
+		}
+		if strings.Contains(s.Stderr(), "X-Webhook-Secret") {
+			t.Errorf("a warning about X-Webhook-Secret without a secret:\n%s", s.Stderr())
 		}
 		if code := s.stop(30 * time.Second); code != 0 {
 			t.Errorf("exit %d, want 0", code)

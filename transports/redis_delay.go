@@ -1,0 +1,220 @@
+package transports
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/memhook/memhook/middleware"
+)
+
+// Redis keeps the retries every router shares in a sorted set, scored by
+// due time, beside one hash per waiting retry holding the stream entry's
+// fields. A script run by every consuming router moves the due ones to
+// the retry stream atomically (XADD, then DEL and ZREM, in one script), so
+// a due retry is taken by whichever router is alive, and a crash never
+// loses one.
+const (
+	// delayMoveInterval is how often a consuming router moves due
+	// retries to their stream.
+	delayMoveInterval = 200 * time.Millisecond
+	// delayMoveBatch caps the retries one run of the script moves.
+	delayMoveBatch = 256
+)
+
+// moveDue: KEYS[1] the sorted set, KEYS[2] the retry stream; ARGV[1] now
+// in ms, ARGV[2] the batch, ARGV[3] the prefix of the entry hashes. It
+// returns how many it moved.
+var moveDue = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  local key = ARGV[3] .. id
+  local fields = redis.call('HGETALL', key)
+  if #fields > 0 then
+    redis.call('XADD', KEYS[2], '*', unpack(fields))
+  end
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
+`)
+
+// delayedKey is the sorted set of retries waiting for topic.
+func delayedKey(topic string) string { return topic + ":delayed" }
+
+// delayedEntryPrefix prefixes the hash of each waiting retry of topic.
+func delayedEntryPrefix(topic string) string { return topic + ":delayed:" }
+
+// redisDelays caches what the mover last saw.
+type redisDelays struct {
+	mu      sync.Mutex
+	waiting int
+	oldest  time.Time
+}
+
+// PublishAt keeps msg in Redis, in the sorted set of topic, and the mover
+// of any consuming router appends it to the stream topic at due (the
+// movers move RedisConfig.RetryTopic: use that topic). It
+// returns once Redis holds it (MULTI: the entry's hash and its score). It
+// refuses with ErrStreamFull while MaxLen retries wait.
+func (t *RedisTransport) PublishAt(topic string, due time.Time, msg *message.Message) error {
+	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(topic, msg)
+	if err != nil {
+		return err
+	}
+	id := msg.UUID + ":" + msg.Metadata.Get(middleware.AttemptKey)
+	ctx, cancel := context.WithTimeout(msg.Context(), t.cfg.publishTimeout())
+	defer cancel()
+	client := t.pub.client
+	if max := streamMaxLen(t.cfg.MaxLen); max > 0 {
+		n, err := client.ZCard(ctx, delayedKey(topic)).Result()
+		if err != nil {
+			return fmt.Errorf("redis transport: delaying %s: %w", msg.UUID, err)
+		}
+		if n >= max {
+			return fmt.Errorf("redis transport: delaying %s: %w", msg.UUID, ErrStreamFull)
+		}
+	}
+	_, err = client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, delayedEntryPrefix(topic)+id, values)
+		p.ZAdd(ctx, delayedKey(topic), redis.Z{Score: float64(due.UnixMilli()), Member: id})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis transport: delaying %s: %w", msg.UUID, err)
+	}
+	return nil
+}
+
+// Waiting returns how many retries waited and the earliest due time when
+// the mover last looked (every delayMoveInterval).
+func (t *RedisTransport) Waiting() (int, time.Time) {
+	t.delays.mu.Lock()
+	defer t.delays.mu.Unlock()
+	return t.delays.waiting, t.delays.oldest
+}
+
+// moveLoop moves due retries to their streams until the transport closes.
+func (t *RedisTransport) moveLoop(topics []string) {
+	defer close(t.moved)
+	tick := time.NewTicker(delayMoveInterval)
+	defer tick.Stop()
+	failures := 0
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		err := t.moveOnce(topics)
+		switch {
+		case err == nil:
+			failures = 0
+		case t.ctx.Err() != nil:
+			return
+		default:
+			failures++
+			if failures == 1 || failures%50 == 0 { // once, then every 10s or so
+				t.log.Warn("memhook: moving due retries failed, retrying", "error", err.Error(), "failures", failures)
+			}
+		}
+	}
+}
+
+// moveOnce moves every retry due now and notes what still waits.
+func (t *RedisTransport) moveOnce(topics []string) error {
+	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.publishTimeout())
+	defer cancel()
+	client := t.pub.client
+	waiting, oldest := 0, time.Time{}
+	for _, topic := range topics {
+		for {
+			n, err := moveDue.Run(ctx, client, []string{delayedKey(topic), topic},
+				time.Now().UnixMilli(), delayMoveBatch, delayedEntryPrefix(topic)).Int()
+			if err != nil {
+				return fmt.Errorf("redis transport: moving due retries to %s: %w", topic, err)
+			}
+			if n < delayMoveBatch {
+				break
+			}
+		}
+		n, err := client.ZCard(ctx, delayedKey(topic)).Result()
+		if err != nil {
+			return err
+		}
+		waiting += int(n)
+		if n > 0 {
+			first, err := client.ZRangeWithScores(ctx, delayedKey(topic), 0, 0).Result()
+			if err != nil {
+				return err
+			}
+			if len(first) == 1 {
+				due := time.UnixMilli(int64(first[0].Score))
+				if oldest.IsZero() || due.Before(oldest) {
+					oldest = due
+				}
+			}
+		}
+	}
+	t.delays.mu.Lock()
+	t.delays.waiting, t.delays.oldest = waiting, oldest
+	t.delays.mu.Unlock()
+	return nil
+}
+
+// DelayedEntry is one retry waiting in Redis.
+type DelayedEntry struct {
+	ID      string    `json:"id"`
+	Attempt int       `json:"attempt"`
+	Type    string    `json:"event_type"`
+	UserID  string    `json:"user_id"`
+	Due     time.Time `json:"due"`
+}
+
+// ListDelayed returns up to limit retries waiting for topic in the Redis
+// cfg names, soonest first (limit 0: all), for `memhook retries list`.
+func ListDelayed(ctx context.Context, cfg RedisConfig, topic string, limit int) ([]DelayedEntry, error) {
+	if err := cfg.prepare(); err != nil {
+		return nil, err
+	}
+	client, err := cfg.newClient(1)
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	stop := int64(-1)
+	if limit > 0 {
+		stop = int64(limit - 1)
+	}
+	zs, err := client.ZRangeWithScores(ctx, delayedKey(topic), 0, stop).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis transport: listing retries: %w", err)
+	}
+	out := make([]DelayedEntry, 0, len(zs))
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		values, err := client.HGetAll(ctx, delayedEntryPrefix(topic)+id).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redis transport: listing retries: %w", err)
+		}
+		fields := make(map[string]any, len(values))
+		for k, v := range values {
+			fields[k] = v
+		}
+		e := DelayedEntry{Due: time.UnixMilli(int64(z.Score)).UTC()}
+		if msg, err := (redisstream.DefaultMarshallerUnmarshaller{}).Unmarshal(fields); err == nil {
+			e.ID, e.Type, e.UserID = msg.UUID, msg.Metadata.Get("event_type"), msg.Metadata.Get("user_id")
+			e.Attempt, _ = strconv.Atoi(msg.Metadata.Get(middleware.AttemptKey))
+		} else {
+			e.ID = id
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
