@@ -15,9 +15,8 @@ func lookupFrom(env map[string]string) func(string) (string, bool) {
 
 func TestNATSConfigFromEnv(t *testing.T) {
 	seed := bus.Config{Timeout: 30 * time.Second, RetryCount: 3, RetryDelay: time.Second, MaxRetryAfter: 60 * time.Second, Concurrency: 16}
-	// 4 attempts of 30 s, 3 waits of at most 60 s (Retry-After cap): 300 s.
-	// 16 messages may be out: 16 × 300 s + 5 s.
-	defaultAckWait := 16*300*time.Second + AckWaitMargin
+	// One handling is one attempt of at most 30 s; 16 messages may be out.
+	defaultAckWait := 16*30*time.Second + AckWaitMargin
 	tests := []struct {
 		name    string
 		env     map[string]string
@@ -29,8 +28,10 @@ func TestNATSConfigFromEnv(t *testing.T) {
 			return c.URL == DefaultNATSURL && c.Concurrency == 16 && c.MaxAckPending == 16 &&
 				c.AckWait == defaultAckWait && c.StreamMaxAge == DefaultStreamMaxAge
 		}, nil},
-		{"no retries, one pending", map[string]string{"NATS_MAX_ACK_PENDING": "1"}, func(c *bus.Config) { c.RetryCount = bus.Disabled; c.Timeout = 2 * time.Second },
+		{"one pending", map[string]string{"NATS_MAX_ACK_PENDING": "1"}, func(c *bus.Config) { c.Timeout = 2 * time.Second },
 			func(c natsConfig) bool { return c.MaxAckPending == 1 && c.AckWait == 2*time.Second+AckWaitMargin }, nil},
+		{"zero timeout is the default", nil, func(c *bus.Config) { c.Timeout = 0 },
+			func(c natsConfig) bool { return c.AckWait == 16*bus.DefaultTimeout+AckWaitMargin }, nil},
 		{"max ack pending 0 is concurrency", map[string]string{"NATS_MAX_ACK_PENDING": "0"}, nil,
 			func(c natsConfig) bool { return c.MaxAckPending == 16 }, nil},
 		{"url list and max age", map[string]string{"NATS_URL": "nats://a:4222, tls://b:4222", "NATS_STREAM_MAX_AGE": "1h"}, nil,

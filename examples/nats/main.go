@@ -95,7 +95,7 @@ func run(args []string, log *slog.Logger) error {
 func newBus(cfg bus.Config, ncfg natsConfig, delivers bool, log *slog.Logger) (*bus.Bus, message.Publisher, error) {
 	wlog := watermill.NewSlogLogger(log)
 	// Bring your own pub/sub (README).
-	pub, err := newPublisher(ncfg, wlog) // watermill-nats, JetStream, Nats-Msg-Id = event id
+	pub, err := newPublisher(ncfg, wlog) // watermill-nats, JetStream, Nats-Msg-Id = event id (+ attempt)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -185,8 +185,7 @@ func testTakeover(t *testing.T, stop func(*process) error) {
 		return []string{
 			"NATS_URL=" + url,
 			"MEM0_WEBHOOK_URL=" + rcv.srv.URL + path,
-			"MEM0_WEBHOOK_TIMEOUT=3",     // the receiver holds p1's requests for less
-			"MEM0_WEBHOOK_RETRY_COUNT=0", // no retries: AckWait = 2 × 3 s + 5 s
+			"MEM0_WEBHOOK_TIMEOUT=3", // the receiver holds p1's requests for less; AckWait = 2 × 3 s + 5 s
 			"MEMHOOK_CONCURRENCY=2",
 		}
 	}
@@ -337,5 +336,62 @@ func TestGroupsAndPoison(t *testing.T) {
 				t.Errorf("%s got %s %d times, want once (a permanent refusal is not retried)", path, id, n)
 			}
 		}
+	}
+}
+
+// TestRetriesThroughJetStream: the receiver answers 503 to the first two
+// attempts of every event, so each event is retried twice; due retries
+// travel on the retry topic's stream with the event's id, and both must
+// arrive (the third attempt is not taken for a duplicate of the second).
+func TestRetriesThroughJetStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nats-server and two processes")
+	}
+	const events = 20
+	url := natsServer(t)
+	bin := buildExample(t)
+
+	var mu sync.Mutex
+	attempts := map[string]int{} // webhook-id → requests
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("webhook-id")
+		mu.Lock()
+		attempts[id]++
+		n := attempts[id]
+		mu.Unlock()
+		if n <= 2 {
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	env := []string{"NATS_URL=" + url, "MEM0_WEBHOOK_URL=" + srv.URL, "MEM0_WEBHOOK_RETRY_DELAY=100ms", "MEM0_WEBHOOK_RETRY_COUNT=3"}
+	p := start(t, "deliver", bin, []string{"deliver"}, env)
+	if err := p.waitLine("memhook-nats: delivering", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	em := start(t, "emit", bin, []string{"emit", "-n", strconv.Itoa(events)}, env)
+	if code, err := em.wait(60 * time.Second); err != nil || code != 0 {
+		t.Fatalf("emit exit %d, %v", code, err)
+	}
+	done := func() (int, map[int]int) {
+		mu.Lock()
+		defer mu.Unlock()
+		delivered, hist := 0, map[int]int{}
+		for _, n := range attempts {
+			hist[n]++
+			if n >= 3 {
+				delivered++
+			}
+		}
+		return delivered, hist
+	}
+	if !waitUntil(30*time.Second, func() bool { d, _ := done(); return d == events }) {
+		d, hist := done()
+		t.Fatalf("%d of %d events reached their third attempt; events by attempts made: %v", d, events, hist)
+	}
+	if _, hist := done(); hist[3] != events {
+		t.Errorf("events by attempts made: %v, want all %d at 3", hist, events)
 	}
 }

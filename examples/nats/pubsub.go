@@ -36,7 +36,7 @@ const (
 
 // topics are the Watermill topics memhook uses, each on its own JetStream
 // stream (see streamName).
-var topics = []string{bus.Topic, bus.PoisonTopic, bus.IncomingTopic}
+var topics = []string{bus.Topic, bus.RetryTopic, bus.PoisonTopic, bus.IncomingTopic}
 
 // natsConfig is how the example runs memhook on NATS JetStream.
 type natsConfig struct {
@@ -138,19 +138,13 @@ func (c natsConfig) Validate() error {
 }
 
 // handlingWorstCase is the longest one handling of an event by the bus
-// configured by bc may take: every attempt and every wait between them at
-// its largest (today a handling runs the whole retry sequence).
+// configured by bc may take: one attempt, bounded by its Timeout (a retry
+// waits in the bus's delay store, not in the handling).
 func handlingWorstCase(bc bus.Config) time.Duration {
-	retries := bc.RetryCount
-	if retries == bus.Disabled {
-		retries = middleware.NoRetries
+	if bc.Timeout == 0 {
+		return bus.DefaultTimeout
 	}
-	timeout := bc.Timeout
-	if timeout == 0 {
-		timeout = bus.DefaultTimeout
-	}
-	r := middleware.Retry{MaxRetries: retries, InitialInterval: bc.RetryDelay, MaxRetryAfter: bc.MaxRetryAfter}
-	return r.WorstCase(timeout)
+	return bc.Timeout
 }
 
 // ackWait derives JetStream's AckWait from the worst case of one handling
@@ -265,21 +259,42 @@ func contains(list []string, s string) bool {
 }
 
 // newPublisher connects the publisher the bus publishes with. Each message
-// carries its id as Nats-Msg-Id, so a publish retried within the stream's
-// duplicate window (2 min) is stored once. The streams must exist
-// (ensureStreams): watermill-nats would name a stream after the topic,
-// and "memory.events" cannot name one.
+// carries a Nats-Msg-Id (see msgIDMarshaler), so a publish retried within
+// the stream's duplicate window (2 min) is stored once. The streams must
+// exist (ensureStreams): watermill-nats would name a stream after the
+// topic, and "memory.events" cannot name one.
 func newPublisher(c natsConfig, logger watermill.LoggerAdapter) (*wmnats.Publisher, error) {
 	pub, err := wmnats.NewPublisher(wmnats.PublisherConfig{
 		URL:         c.URL,
 		NatsOptions: connOptions("memhook-publisher"),
-		Marshaler:   &wmnats.NATSMarshaler{},
-		JetStream:   wmnats.JetStreamConfig{TrackMsgId: true},
+		Marshaler:   msgIDMarshaler{},
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("NATS publisher at %s: %w", redactURL(c.URL), err)
 	}
 	return pub, nil
+}
+
+// msgIDMarshaler is watermill-nats' NATSMarshaler (metadata in headers)
+// that also sets Nats-Msg-Id: the message's UUID (the event id), and for a
+// retry its attempt number too. watermill-nats' TrackMsgId would use the
+// UUID alone, and a retry keeps the event's id: JetStream would take the
+// third attempt for a duplicate of the second (published within the
+// duplicate window) and drop it, saying only "duplicate" in the PubAck.
+type msgIDMarshaler struct{}
+
+// Marshal implements wmnats.Marshaler.
+func (msgIDMarshaler) Marshal(topic string, msg *message.Message) (*nats.Msg, error) {
+	m, err := (&wmnats.NATSMarshaler{}).Marshal(topic, msg)
+	if err != nil {
+		return nil, err
+	}
+	id := msg.UUID
+	if attempt := msg.Metadata.Get(middleware.AttemptKey); attempt != "" {
+		id += "/" + attempt
+	}
+	m.Header.Set(nats.MsgIdHdr, id)
+	return m, nil
 }
 
 // groupSubscribers makes the subscribers bus.WithPubSub asks for, one
