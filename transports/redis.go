@@ -142,6 +142,12 @@ type RedisConfig struct {
 	// OnJoined, if set, is called once a subscription has joined its
 	// consumer group; for logging.
 	OnJoined func(topic string)
+	// OnTakeOver, if set, is called each time a subscription took over
+	// entries of a consumer whose heartbeat is gone (or, consumer being
+	// its own name, those an earlier process of that name left pending),
+	// with how many; for logging. Unset, the subscriber logs at info
+	// level.
+	OnTakeOver func(topic, consumer string, entries int)
 }
 
 func (c *RedisConfig) setDefaults() {
