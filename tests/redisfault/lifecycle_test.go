@@ -12,6 +12,7 @@ import (
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/internal/redistest"
+	"github.com/memhook/memhook/transports"
 )
 
 // A router whose first subscription fails although Redis answers (the
@@ -84,7 +85,8 @@ func TestRouterWithEventsNoneConsumes(t *testing.T) {
 // SIGTERM to a router with deliveries in flight and entries read ahead:
 // the deliveries finish and are acknowledged (no duplicate), and the
 // entries it read but never handled are released, so that the next router
-// delivers them within seconds, not after the claim timeout (50 s here).
+// delivers them within seconds, not after the claim timeout
+// (transports.ClaimTimeout of the 5 s webhook timeout: 30 s here).
 func TestSIGTERMedRouterFinishesAndReleases(t *testing.T) {
 	srv := redistest.Start(t)
 	cnt, rcv := startCounting(t, 300*time.Millisecond, nil)
@@ -117,8 +119,9 @@ func TestSIGTERMedRouterFinishesAndReleases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	claimTimeout := transports.ClaimTimeout(5 * time.Second) // MEM0_WEBHOOK_TIMEOUT=5
 	for _, p := range pending {
-		if p.Idle < 50*time.Second {
+		if p.Idle < claimTimeout {
 			t.Errorf("entry %s left pending by router a, idle %s: not released", p.ID, p.Idle)
 		}
 	}
