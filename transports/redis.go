@@ -81,7 +81,9 @@ type RedisConfig struct {
 	// default): set it to ClaimTimeout(worst case of one message), for
 	// memhook's chain ClaimTimeout(middleware.Retry{…}.WorstCase(attempt
 	// timeout)). Too short and a slow webhook fires twice; too long and the
-	// entries of a crashed process wait that long.
+	// entries of a crashed consumer without a heartbeat wait that long
+	// (those of a memhook subscriber, which has one, are taken over within
+	// seconds of its heartbeat stopping).
 	MaxIdleTime time.Duration
 	// MaxLen bounds each events stream: Publish refuses (ErrStreamFull)
 	// to append to a stream holding this many entries, checked at most

@@ -3,6 +3,7 @@ package transports
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,26 +68,27 @@ return now
 // takeOver: KEYS[1] the stream, KEYS[2] the alive set; ARGV[1] the group,
 // ARGV[2] this consumer, ARGV[3] aliveTimeout in ms, ARGV[4] the min-idle
 // in ms, ARGV[5] how many entries to claim at most, ARGV[6] "1" to judge
-// the other consumers, ARGV[7] "1" to claim this consumer's own entries
-// too (those of an earlier process with the same name). It returns the
-// entries claimed from others, those claimed from itself, the consumers
-// removed, the names and counts claimed from (flat), and how many entries
-// gone consumers still hold.
+// the other consumers, ARGV[7] the idle time in ms above which this
+// consumer's own entries are claimed too (those delivered before the
+// subscription joined: to an earlier process with the same name), -1 for
+// none. It returns the entries claimed from others, those claimed from
+// itself, the consumers removed, the other consumers and counts claimed
+// from (flat), and how many entries gone consumers still hold.
 var takeOver = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local group, self = ARGV[1], ARGV[2]
 local timeout, minIdle, count = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local judge, inherit = ARGV[6] == '1', ARGV[7] == '1'
+local judge, ownIdle = ARGV[6] == '1', tonumber(ARGV[7])
 local claimed, own, removed, from, left = {}, {}, {}, {}, 0
 for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], group)) do
   local name, pending
   for i = 1, #c, 2 do
     if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = tonumber(c[i + 1]) end
   end
-  local gone, into = false, claimed
+  local gone, into, idle = false, claimed, minIdle
   if name == self then
-    gone, into = inherit, own
+    gone, into, idle = ownIdle >= 0, own, math.max(minIdle, ownIdle)
   elseif judge then
     local seen = redis.call('ZSCORE', KEYS[2], name)
     gone = seen ~= false and now - tonumber(seen) > timeout
@@ -98,11 +100,11 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], group)) do
     local got = 0
     if count > 0 then
       local ids = {}
-      for _, p in ipairs(redis.call('XPENDING', KEYS[1], group, 'IDLE', minIdle, '-', '+', count, name)) do
+      for _, p in ipairs(redis.call('XPENDING', KEYS[1], group, 'IDLE', idle, '-', '+', count, name)) do
         table.insert(ids, p[1])
       end
       if #ids > 0 then
-        for _, e in ipairs(redis.call('XCLAIM', KEYS[1], group, self, minIdle, unpack(ids))) do
+        for _, e in ipairs(redis.call('XCLAIM', KEYS[1], group, self, idle, unpack(ids))) do
           if e then
             table.insert(into, e)
             got = got + 1
@@ -111,11 +113,11 @@ for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], group)) do
       end
     end
     count = count - got
-    if got > 0 then
-      table.insert(from, name)
-      table.insert(from, got)
-    end
     if name ~= self then
+      if got > 0 then
+        table.insert(from, name)
+        table.insert(from, got)
+      end
       left = left + pending - got
     end
   end
@@ -167,7 +169,7 @@ func (h *heartbeat) loop() {
 		switch {
 		case err == nil && h.since.IsZero():
 			h.since = time.Now()
-		case err != nil:
+		case err != nil && h.ctx.Err() == nil: // not cut short by stop
 			h.since = time.Time{}
 		}
 		h.mu.Unlock()
@@ -198,9 +200,10 @@ func (h *heartbeat) steady() bool {
 	return !h.since.IsZero() && time.Since(h.since) >= aliveTimeout
 }
 
-// stop ends the heartbeat and, if it started, announces the consumer gone,
-// so that the group's other consumers take over what it left pending and
-// remove it from the group at once. Idempotent.
+// stop ends the heartbeat and, if it started and its last heartbeat
+// reached Redis, announces the consumer gone, so that the group's other
+// consumers take over what it left pending and remove it from the group at
+// once. Idempotent.
 func (h *heartbeat) stop() {
 	h.stopOnce.Do(func() {
 		started := false
@@ -212,7 +215,10 @@ func (h *heartbeat) stop() {
 		}
 		h.cancel()
 		<-h.done
-		if !started {
+		h.mu.Lock()
+		reached := !h.since.IsZero()
+		h.mu.Unlock()
+		if !started || !reached { // nothing to say, or Redis not answering: do not wait for it
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), ackFlushTimeout)
@@ -226,11 +232,13 @@ func (h *heartbeat) stop() {
 }
 
 // takeOverOnce runs takeOver for the subscription with up to n claim
-// slots: it claims entries of consumers that are gone (when judge) and of
-// an earlier process of this consumer's name (when inherit), and removes
-// gone consumers holding nothing. It returns the entries claimed from
-// others and from itself, and whether gone consumers hold more.
-func (sub *subscription) takeOverOnce(n int, judge, inherit bool) (others, own []redis.XMessage, more bool, err error) {
+// slots: it claims entries of consumers that are gone (when judge) and,
+// unless ownIdle is negative, this consumer's own entries idle for longer
+// than ownIdle (left by an earlier process of its name) that this process
+// does not have out, and removes gone consumers holding nothing. It
+// returns the entries claimed from others and from itself, and whether
+// gone consumers hold more.
+func (sub *subscription) takeOverOnce(n int, judge bool, ownIdle time.Duration) (others, own []redis.XMessage, more bool, err error) {
 	s := sub.s
 	flag := func(b bool) string {
 		if b {
@@ -238,11 +246,15 @@ func (sub *subscription) takeOverOnce(n int, judge, inherit bool) (others, own [
 		}
 		return "0"
 	}
+	ownMs := int64(-1)
+	if ownIdle >= 0 {
+		ownMs = ownIdle.Milliseconds()
+	}
 	ctx, cancel := context.WithTimeout(sub.intake, s.cfg.publishTimeout())
 	defer cancel()
 	res, err := takeOver.Run(ctx, s.client, []string{sub.topic, aliveKey(s.cfg.EventsTopic)},
 		s.cfg.ConsumerGroup, s.cfg.Consumer, aliveTimeout.Milliseconds(), aliveMinIdle.Milliseconds(),
-		n, flag(judge), flag(inherit)).Slice()
+		n, flag(judge), ownMs).Slice()
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -250,6 +262,9 @@ func (sub *subscription) takeOverOnce(n int, judge, inherit bool) (others, own [
 		return nil, nil, false, fmt.Errorf("redis transport: taking over entries: unexpected answer %v", res)
 	}
 	others, own = scriptEntries(res[0]), scriptEntries(res[1])
+	// Another subscription of this process to the topic may have had an
+	// entry out since before this one joined.
+	own = slices.DeleteFunc(own, func(m redis.XMessage) bool { return s.isOut(sub.key(m.ID)) })
 	fields := watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup}
 	removed, _ := res[2].([]any)
 	for _, name := range removed {
@@ -257,6 +272,9 @@ func (sub *subscription) takeOverOnce(n int, judge, inherit bool) (others, own [
 			fields.Add(watermill.LogFields{"consumer": name}))
 	}
 	from, _ := res[3].([]any)
+	if len(own) > 0 {
+		from = append(from, s.cfg.Consumer, int64(len(own)))
+	}
 	for i := 0; i+1 < len(from); i += 2 {
 		name, _ := from[i].(string)
 		count, _ := from[i+1].(int64)

@@ -102,6 +102,13 @@ func (p *proxy) close() {
 	p.conns = nil
 }
 
+// resume forwards new connections again.
+func (p *proxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
+}
+
 // stop closes the listener.
 func (p *proxy) stop() {
 	p.close()
@@ -293,4 +300,51 @@ func TestRedisRestartedConsumerTakesBackItsEntries(t *testing.T) {
 		t.Fatalf("got %s, want %s", got.UUID, msg.UUID)
 	}
 	got.Ack()
+}
+
+// Redis killed and restarted from its append-only file: every consumer's
+// last heartbeat is as old as the outage. A live consumer that gets back
+// to Redis a little later than another (here: 2 s) keeps the entry its
+// handler holds: the other judges no one until its own heartbeat has
+// reached Redis for aliveTimeout in a row.
+func TestRedisLiveConsumerKeepsItsEntriesAcrossARedisRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, srv.URL())
+	cfg.MaxIdleTime = 10 * time.Minute
+	cfg.Consumers = 1
+	ctx := context.Background()
+	p := newRedisPublisher(t, cfg)
+	link, viaProxy := startProxy(t, srv.URL())
+	acfg := cfg
+	acfg.URL, acfg.Consumer = viaProxy, redistest.Name("A")
+	a := newRedisSubscriber(t, acfg)
+	cha := subscribe(t, a, cfg.EventsTopic)
+	eventually(t, 5*time.Second, "A joined", func() bool { return a.Ready(ctx) == nil })
+	if err := p.Publish(cfg.EventsTopic, message.NewMessage(watermill.NewUUID(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	held := receive(t, cha, 5*time.Second)
+	b := newRedisSubscriber(t, cfg)
+	chb := subscribe(t, b, cfg.EventsTopic)
+	eventually(t, 5*time.Second, "B joined", func() bool { return b.Ready(ctx) == nil })
+
+	link.close()
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(aliveTimeout + time.Second) // an outage longer than the heartbeat timeout
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // A still cut off, B back
+	link.resume()
+	// Showing that nothing happens: B's first judgement comes aliveTimeout
+	// after it got back, A's heartbeat is back by then.
+	nothing(t, chb, aliveTimeout+3*time.Second)
+	held.Ack()
+	rc := rawClient(t, srv.URL())
+	eventually(t, 10*time.Second, "acked by A", func() bool {
+		pending, err := rc.XPending(ctx, cfg.EventsTopic, cfg.ConsumerGroup).Result()
+		return err == nil && pending.Count == 0
+	})
 }

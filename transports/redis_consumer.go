@@ -22,7 +22,8 @@ const (
 	ackFlushTimeout = 2 * time.Second
 	// consumerCheckInterval is how often a subscription deletes the
 	// group's consumers idle for longer than consumerTimeout with nothing
-	// pending: processes gone for good.
+	// pending: processes gone for good. Consumers with a heartbeat are
+	// removed sooner, once it is gone (see takeOver).
 	consumerCheckInterval = 5 * time.Minute
 	consumerTimeout       = 10 * time.Minute
 )
@@ -55,9 +56,10 @@ type subscription struct {
 	acks    []string      // ids to XACK
 	ackKick chan struct{} // signalled when acks grows
 
-	joined  chan struct{} // closed once the consumer group exists
-	joinMu  sync.Mutex
-	joinErr error // why the last try to join failed
+	joined   chan struct{} // closed once the consumer group exists
+	joinedAt time.Time     // set before joined is closed
+	joinMu   sync.Mutex
+	joinErr  error // why the last try to join failed
 }
 
 // join creates the consumer group (and the stream) until it exists or the
@@ -72,6 +74,7 @@ func (sub *subscription) join() bool {
 			sub.joinMu.Lock()
 			sub.joinErr = nil
 			sub.joinMu.Unlock()
+			sub.joinedAt = time.Now()
 			close(sub.joined)
 			if s.cfg.OnJoined != nil {
 				s.cfg.OnJoined(sub.topic)
@@ -298,7 +301,7 @@ func (sub *subscription) claimLoop() {
 	check := time.NewTicker(consumerCheckInterval)
 	defer check.Stop()
 	auto := autoClaim{cursor: "0-0"}
-	inheritUntil := time.Now().Add(aliveTimeout)
+	inheritUntil := sub.joinedAt.Add(aliveTimeout)
 	inherit := true
 	aliveFailures := 0
 	for {
@@ -340,19 +343,24 @@ func (sub *subscription) claimLoop() {
 
 // takeOver claims, into the free claim slots, the entries of the group's
 // consumers whose heartbeat is gone (once this process's own heartbeat is
-// steady) and, with inherit, those this consumer's name holds from an
-// earlier process; it removes gone consumers that hold nothing. It
-// reports whether gone consumers hold more than it claimed.
+// steady) and, with inherit, those this consumer's name got before the
+// subscription joined: an earlier process's. It removes gone consumers
+// that hold nothing. It reports whether gone consumers hold more than it
+// claimed.
 func (sub *subscription) takeOver(inherit bool) (more bool, err error) {
 	sub.mu.Lock()
 	n := sub.claimLimit() - sub.claimed
 	sub.mu.Unlock()
-	others, own, more, err := sub.takeOverOnce(max(n, 0), sub.s.alive.steady(), inherit)
+	ownIdle := time.Duration(-1)
+	if inherit {
+		ownIdle = time.Since(sub.joinedAt)
+	}
+	others, own, more, err := sub.takeOverOnce(max(n, 0), sub.s.alive.steady(), ownIdle)
 	if err != nil {
 		return false, err
 	}
 	sub.enqueue(others, true)
-	sub.enqueueOwn(own)
+	sub.enqueue(own, true)
 	return more && n > 0, nil
 }
 
@@ -413,7 +421,8 @@ func (sub *subscription) autoClaim(st *autoClaim) bool {
 }
 
 // deleteIdleConsumers removes the group's consumers idle for longer than
-// consumerTimeout with nothing pending, as redisstream did.
+// consumerTimeout with nothing pending, as redisstream did: the fallback
+// for consumers without a heartbeat.
 func (sub *subscription) deleteIdleConsumers() {
 	s := sub.s
 	consumers, err := s.client.XInfoConsumers(sub.intake, sub.topic, s.cfg.ConsumerGroup).Result()
@@ -462,15 +471,6 @@ func (sub *subscription) enqueue(msgs []redis.XMessage, claimed bool) {
 			sub.s.untrack(k)
 		}
 	}
-}
-
-// enqueueOwn queues entries claimed from this consumer's own name: left
-// pending by an earlier process of that name, or released by an earlier
-// subscription of this one. Those this process has out (another
-// subscription to the topic holds them) are skipped.
-func (sub *subscription) enqueueOwn(msgs []redis.XMessage) {
-	msgs = slices.DeleteFunc(msgs, func(m redis.XMessage) bool { return sub.s.isOut(sub.key(m.ID)) })
-	sub.enqueue(msgs, true)
 }
 
 // work hands queued entries out, one at a time, until the subscription
