@@ -83,7 +83,9 @@ type RedisConfig struct {
 	// default): set it to ClaimTimeout(worst case of one message), for
 	// memhook's chain ClaimTimeout(middleware.Retry{…}.WorstCase(attempt
 	// timeout)). Too short and a slow webhook fires twice; too long and the
-	// entries of a crashed process wait that long.
+	// entries of a crashed consumer without a heartbeat wait that long
+	// (those of a memhook subscriber, which has one, are taken over within
+	// seconds of its heartbeat stopping).
 	MaxIdleTime time.Duration
 	// MaxLen bounds each events stream: Publish refuses (ErrStreamFull)
 	// to append to a stream holding this many entries, checked at most
@@ -144,6 +146,12 @@ type RedisConfig struct {
 	// OnJoined, if set, is called once a subscription has joined its
 	// consumer group; for logging.
 	OnJoined func(topic string)
+	// OnTakeOver, if set, is called each time a subscription took over
+	// entries of a consumer whose heartbeat is gone (or, consumer being
+	// its own name, those an earlier process of that name left pending),
+	// with how many; for logging. Unset, the subscriber logs at info
+	// level.
+	OnTakeOver func(topic, consumer string, entries int)
 }
 
 func (c *RedisConfig) setDefaults() {

@@ -22,7 +22,8 @@ const (
 	ackFlushTimeout = 2 * time.Second
 	// consumerCheckInterval is how often a subscription deletes the
 	// group's consumers idle for longer than consumerTimeout with nothing
-	// pending: processes gone for good.
+	// pending: processes gone for good. Consumers with a heartbeat are
+	// removed sooner, once it is gone (see takeOver).
 	consumerCheckInterval = 5 * time.Minute
 	consumerTimeout       = 10 * time.Minute
 )
@@ -55,9 +56,10 @@ type subscription struct {
 	acks    []string      // ids to XACK
 	ackKick chan struct{} // signalled when acks grows
 
-	joined  chan struct{} // closed once the consumer group exists
-	joinMu  sync.Mutex
-	joinErr error // why the last try to join failed
+	joined   chan struct{} // closed once the consumer group exists
+	joinedAt time.Time     // set before joined is closed
+	joinMu   sync.Mutex
+	joinErr  error // why the last try to join failed
 }
 
 // join creates the consumer group (and the stream) until it exists or the
@@ -72,6 +74,7 @@ func (sub *subscription) join() bool {
 			sub.joinMu.Lock()
 			sub.joinErr = nil
 			sub.joinMu.Unlock()
+			sub.joinedAt = time.Now()
 			close(sub.joined)
 			if s.cfg.OnJoined != nil {
 				s.cfg.OnJoined(sub.topic)
@@ -281,75 +284,149 @@ func (sub *subscription) recover(err error, what string, failures int) bool {
 	return sleepCtx(sub.intake, backoff)
 }
 
-// claimLoop takes over, every claim interval, entries idle for longer than
-// MaxIdleTime, as many as there are free claim slots.
+// claimLoop takes over, as many as there are free claim slots, the
+// entries of consumers whose heartbeat is gone, every aliveCheckInterval
+// (sooner while they hold more), and entries idle for longer than
+// MaxIdleTime, every claim interval: the fallback for consumers without a
+// heartbeat, and for a live one stuck past MaxIdleTime. Its looks of the
+// first aliveTimeout (and at least one) also take the entries an earlier
+// process of this consumer's name left pending (a router restarted with
+// the same name, at once or later).
 func (sub *subscription) claimLoop() {
 	s := sub.s
 	tick := time.NewTicker(min(max(s.cfg.MaxIdleTime/2, 10*time.Millisecond), maxClaimInterval))
 	defer tick.Stop()
+	alive := time.NewTimer(0)
+	defer alive.Stop()
 	check := time.NewTicker(consumerCheckInterval)
 	defer check.Stop()
-	cursor := "0-0"
-	failures := 0
-	var retryAt time.Time
+	auto := autoClaim{cursor: "0-0"}
+	inheritUntil := sub.joinedAt.Add(aliveTimeout)
+	inherit := true
+	aliveFailures := 0
 	for {
 		select {
 		case <-tick.C:
-		case <-check.C:
-			sub.deleteIdleConsumers()
-			continue
-		case <-sub.intake.Done():
-			return
-		}
-		if time.Now().Before(retryAt) {
-			continue
-		}
-		for {
-			sub.mu.Lock()
-			n := sub.claimLimit() - sub.claimed
-			sub.mu.Unlock()
-			if n <= 0 {
-				break
+			if !sub.autoClaim(&auto) {
+				return
 			}
-			msgs, next, err := s.client.XAutoClaim(sub.intake, &redis.XAutoClaimArgs{
-				Stream:   sub.topic,
-				Group:    s.cfg.ConsumerGroup,
-				Consumer: s.cfg.Consumer,
-				MinIdle:  s.cfg.MaxIdleTime,
-				Start:    cursor,
-				Count:    int64(n),
-			}).Result()
-			if err != nil {
-				if sub.intake.Err() != nil {
-					return
+		case <-alive.C:
+			next := aliveCheckInterval
+			switch more, err := sub.takeOver(inherit); {
+			case err == nil:
+				inherit, aliveFailures = time.Now().Before(inheritUntil), 0
+				if more {
+					next = aliveHurry
 				}
-				failures++
-				cursor = "0-0"
-				if groupLost(err) {
+			case sub.intake.Err() != nil:
+				return
+			default:
+				aliveFailures++
+				if scriptGroupLost(err) {
 					cerr := s.createGroup(sub.intake, sub.topic)
 					if cerr == nil {
 						break
 					}
 					err = cerr // Redis full, say: the reason the group is still missing
 				}
-				backoff := min(resubscribeMin<<min(failures-1, 6), resubscribeMax)
-				retryAt = time.Now().Add(backoff)
-				s.logger.Error("redis transport: claiming idle entries failed", err,
-					watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup, "retry_in": backoff})
-				break
+				if aliveFailures == 1 || aliveFailures%aliveLogEvery == 0 {
+					s.logger.Error("redis transport: taking over the entries of gone consumers failed", err,
+						watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup, "failures": aliveFailures})
+				}
 			}
-			failures = 0
-			sub.enqueue(msgs, true)
-			cursor = next
-			if next == "0-0" || len(msgs) < n {
-				break
+			alive.Reset(next)
+		case <-check.C:
+			sub.deleteIdleConsumers()
+		case <-sub.intake.Done():
+			return
+		}
+	}
+}
+
+// takeOver claims, into the free claim slots, the entries of the group's
+// consumers whose heartbeat is gone (once this process's own heartbeat is
+// steady) and, with inherit, those this consumer's name got before the
+// subscription joined: an earlier process's. It removes gone consumers
+// that hold nothing. It reports whether gone consumers hold more than it
+// claimed.
+func (sub *subscription) takeOver(inherit bool) (more bool, err error) {
+	sub.mu.Lock()
+	n := sub.claimLimit() - sub.claimed
+	sub.mu.Unlock()
+	ownIdle := time.Duration(-1)
+	if inherit {
+		ownIdle = time.Since(sub.joinedAt)
+	}
+	others, own, more, err := sub.takeOverOnce(max(n, 0), sub.s.alive.steady(), ownIdle)
+	if err != nil {
+		return false, err
+	}
+	sub.enqueue(others, true)
+	sub.enqueue(own, true)
+	return more && n > 0, nil
+}
+
+// autoClaim is the XAUTOCLAIM scan's state.
+type autoClaim struct {
+	cursor   string
+	failures int
+	retryAt  time.Time
+}
+
+// autoClaim takes over entries idle for longer than MaxIdleTime, as many
+// as there are free claim slots. It reports false once the subscription
+// ends.
+func (sub *subscription) autoClaim(st *autoClaim) bool {
+	s := sub.s
+	if time.Now().Before(st.retryAt) {
+		return true
+	}
+	for {
+		sub.mu.Lock()
+		n := sub.claimLimit() - sub.claimed
+		sub.mu.Unlock()
+		if n <= 0 {
+			return true
+		}
+		msgs, next, err := s.client.XAutoClaim(sub.intake, &redis.XAutoClaimArgs{
+			Stream:   sub.topic,
+			Group:    s.cfg.ConsumerGroup,
+			Consumer: s.cfg.Consumer,
+			MinIdle:  s.cfg.MaxIdleTime,
+			Start:    st.cursor,
+			Count:    int64(n),
+		}).Result()
+		if err != nil {
+			if sub.intake.Err() != nil {
+				return false
 			}
+			st.failures++
+			st.cursor = "0-0"
+			if groupLost(err) {
+				cerr := s.createGroup(sub.intake, sub.topic)
+				if cerr == nil {
+					return true
+				}
+				err = cerr // Redis full, say: the reason the group is still missing
+			}
+			backoff := min(resubscribeMin<<min(st.failures-1, 6), resubscribeMax)
+			st.retryAt = time.Now().Add(backoff)
+			s.logger.Error("redis transport: claiming idle entries failed", err,
+				watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup, "retry_in": backoff})
+			return true
+		}
+		st.failures = 0
+		sub.enqueue(msgs, true)
+		st.cursor = next
+		if next == "0-0" || len(msgs) < n {
+			return true
 		}
 	}
 }
 
 // deleteIdleConsumers removes the group's consumers idle for longer than
-// consumerTimeout with nothing pending, as redisstream did.
+// consumerTimeout with nothing pending, as redisstream did: the fallback
+// for consumers without a heartbeat.
 func (sub *subscription) deleteIdleConsumers() {
 	s := sub.s
 	consumers, err := s.client.XInfoConsumers(sub.intake, sub.topic, s.cfg.ConsumerGroup).Result()
@@ -642,6 +719,13 @@ func (s *RedisSubscriber) trackClaimed(k string) bool {
 	}
 	f.copies++
 	return true
+}
+
+// isOut reports whether this process has a copy of the entry out.
+func (s *RedisSubscriber) isOut(k string) bool {
+	s.flightMu.Lock()
+	defer s.flightMu.Unlock()
+	return s.flights[k] != nil
 }
 
 func (s *RedisSubscriber) hold(k string, delta int) {

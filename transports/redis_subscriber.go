@@ -45,10 +45,16 @@ const (
 // handler, at most as many as handlers. An entry is acked when its message
 // is acked, the acks of a subscription going to Redis together: one XACK
 // for all those made while the previous one ran. A nacked message is handed out
-// again after NackDelay, without reading it again. An entry left unacked —
-// its process crashed, or its handler ran past MaxIdleTime — is taken over
-// (XAUTOCLAIM) by a consumer of the group after MaxIdleTime and delivered
-// again: delivery is at least once.
+// again after NackDelay, without reading it again. While it subscribes, the
+// subscriber announces its consumer alive every second (a heartbeat, see
+// redis_alive.go); an entry whose consumer stopped announcing itself — its
+// process crashed or lost Redis — is taken over by a live consumer of the
+// group within seconds (aliveTimeout, 5 s, then the next look, every
+// second) and delivered again, and a gone consumer holding nothing is
+// removed from the group. An entry left unacked by a live consumer for
+// MaxIdleTime, or by a consumer without a heartbeat (another Watermill
+// consumer), is taken over (XAUTOCLAIM) after MaxIdleTime. Delivery is at
+// least once.
 //
 // An entry that is not a Watermill message (it cannot be decoded) does not
 // end the subscription: it is copied, fields unchanged plus reason_poisoned
@@ -65,6 +71,8 @@ type RedisSubscriber struct {
 	logger watermill.LoggerAdapter
 	mark   string // metadata key flagging an undecodable entry; random, so no producer can set it
 	decode flaggingUnmarshaller
+	alive  *heartbeat // announces cfg.Consumer alive while subscribing
+	owns   bool       // alive is this subscriber's own, stopped at Close
 
 	mu           sync.Mutex // guards closed, subs and s.wg.Add
 	closed       bool
@@ -85,9 +93,18 @@ var _ message.Subscriber = (*RedisSubscriber)(nil)
 
 // NewRedisSubscriber returns a subscriber with its own Redis client:
 // closing it closes that client only. cfg.MaxIdleTime is required (see
-// ClaimTimeout). It does not connect: Subscribe does. logger receives
+// ClaimTimeout). It does not connect: Subscribe does, and starts the
+// heartbeat of cfg.Consumer, which Close ends, announcing the consumer
+// gone. Two subscribers with the same Consumer should come from one
+// RedisTransport, which gives them one heartbeat. logger receives
 // memhook's logs; nil means none.
 func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*RedisSubscriber, error) {
+	return newRedisSubscriber(cfg, logger, nil)
+}
+
+// newRedisSubscriber is NewRedisSubscriber with the heartbeat alive, or
+// its own when nil.
+func newRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter, alive *heartbeat) (*RedisSubscriber, error) {
 	err := cfg.prepare()
 	if cfg.MaxIdleTime == 0 {
 		err = errors.Join(err, errors.New("redis transport: MaxIdleTime is required: set it to ClaimTimeout(the worst-case time to handle one message)"))
@@ -112,6 +129,10 @@ func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*Redis
 	s.decode = flaggingUnmarshaller{mark: s.mark}
 	s.intake, s.cancelIntake = context.WithCancel(context.Background())
 	s.logger = closingLogger{LoggerAdapter: logger, closing: s.closing}
+	s.alive, s.owns = alive, alive == nil
+	if s.owns {
+		s.alive = newHeartbeat(client, cfg, s.logger)
+	}
 	return s, nil
 }
 
@@ -210,6 +231,7 @@ func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		joined:  make(chan struct{}),
 	}
 	s.subs = append(s.subs, sub)
+	s.alive.start()
 	sub.start(cancelMsgs, func() { stopIntake(); cancelIntake(); cancelMsgs() })
 	return sub.out, nil
 }
@@ -300,7 +322,9 @@ func (s *RedisSubscriber) Ping(ctx context.Context) error {
 // (never handed out, waiting out a NackDelay, or cut) is released to the
 // group's other consumers, which claim it at their next claim tick
 // instead of after MaxIdleTime. Then it closes the channels Subscribe
-// returned and the Redis client. It is idempotent and safe from several
+// returned, ends the heartbeat (announcing the consumer gone, so that the
+// others remove it from the group) unless a RedisTransport owns it, and
+// closes the Redis client. It is idempotent and safe from several
 // goroutines: later calls wait for the first and return its result.
 func (s *RedisSubscriber) Close() error {
 	s.closeOnce.Do(func() {
@@ -310,6 +334,9 @@ func (s *RedisSubscriber) Close() error {
 		s.mu.Unlock()
 		s.cancelIntake() // each subscription gives its handlers CloseTimeout
 		s.wg.Wait()      // the readers' blocked reads end within blockTime
+		if s.owns {
+			s.alive.stop()
+		}
 		s.closeErr = s.client.Close()
 	})
 	return s.closeErr

@@ -32,7 +32,7 @@ func redisConfig(t testing.TB, url string) transports.RedisConfig {
 		MaxIdleTime:   30 * time.Second,
 		NackDelay:     10 * time.Millisecond,
 	}
-	redistest.DeleteKeys(t, url, cfg.EventsTopic, cfg.PoisonTopic)
+	redistest.DeleteKeys(t, url, cfg.EventsTopic, cfg.PoisonTopic, cfg.EventsTopic+":alive")
 	return cfg
 }
 

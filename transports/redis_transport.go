@@ -30,8 +30,11 @@ const TrimInterval = 5 * time.Second
 // (logged at WARN, at most once per try); Ready reports until all have
 // joined. While it consumes it trims, every TrimInterval, the entries of
 // the streams it reads (the poison stream aside) that every group
-// acknowledged. Nothing is lost at Close: what was not acked stays in the
-// stream for another process.
+// acknowledged, and announces its consumer alive every second, one
+// heartbeat for all its subscribers: when a process stops announcing
+// itself, the others take over its entries within seconds (see
+// RedisSubscriber). Nothing is lost at Close: what was not acked stays in
+// the stream for another process.
 type RedisTransport struct {
 	cfg      RedisConfig
 	log      *slog.Logger
@@ -48,6 +51,7 @@ type RedisTransport struct {
 	trimmed  chan struct{} // closed when the trim loop ends
 	moved    chan struct{} // closed when the move loop ends
 	delays   redisDelays
+	alive    *heartbeat // of every subscriber's consumer (one name per process)
 }
 
 var (
@@ -76,7 +80,8 @@ func NewRedisTransport(cfg RedisConfig, consumes bool, log *slog.Logger) (*Redis
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &RedisTransport{cfg: cfg, log: log, pub: pub, consumes: consumes, ctx: ctx, stop: stop,
-		trimmed: make(chan struct{}), moved: make(chan struct{})}, nil
+		trimmed: make(chan struct{}), moved: make(chan struct{}),
+		alive: newHeartbeat(pub.client, cfg, wlog)}, nil
 }
 
 // Publisher returns the RedisPublisher.
@@ -116,12 +121,21 @@ func (t *RedisTransport) Subscriber(group string) (message.Subscriber, error) {
 				"group", group, "consumer", cfg.Consumer, "claim_after", cfg.MaxIdleTime)
 		}
 	}
+	if cfg.OnTakeOver == nil {
+		cfg.OnTakeOver = func(topic, consumer string, entries int) {
+			what := "memhook: took over the entries of a router whose heartbeat is gone"
+			if consumer == cfg.Consumer {
+				what = "memhook: took over the entries left by an earlier process with this consumer name"
+			}
+			t.log.Warn(what, "stream", topic, "group", group, "consumer", consumer, "entries", entries)
+		}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, ErrClosed
 	}
-	sub, err := NewRedisSubscriber(cfg, wmlog.New(t.log, slog.LevelDebug))
+	sub, err := newRedisSubscriber(cfg, wmlog.New(t.log, slog.LevelDebug), t.alive)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +176,8 @@ func (t *RedisTransport) Drain(context.Context) error { return nil }
 
 // Close stops the trim loop and closes the subscribers (deliveries in
 // flight finish, up to CloseTimeout; entries not acked are released to the
-// group's other consumers) and the publisher. It returns no messages: they
+// group's other consumers), announces the consumer gone (the others remove
+// it from their groups) and closes the publisher. It returns no messages: they
 // stay in Redis.
 func (t *RedisTransport) Close() (Left, error) {
 	t.mu.Lock()
@@ -183,6 +198,7 @@ func (t *RedisTransport) Close() (Left, error) {
 			errs = append(errs, err)
 		}
 	}
+	t.alive.stop() // after the subscribers released their entries
 	if err := t.pub.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -148,11 +148,12 @@ func (p *proc) waitReady(t *testing.T, timeout time.Duration) {
 // counter records, per event sequence number, how many times the receiver
 // got it.
 type counter struct {
-	mu    sync.Mutex
-	seen  map[int]int
-	ids   map[string]int
-	first time.Time
-	last  time.Time
+	mu      sync.Mutex
+	seen    map[int]int
+	ids     map[string]int
+	first   time.Time
+	last    time.Time
+	lastNew time.Time // when an event last arrived for the first time
 }
 
 func newCounter() *counter { return &counter{seen: map[int]int{}, ids: map[string]int{}} }
@@ -175,6 +176,9 @@ func (c *counter) respond(delay time.Duration, fail func() bool) receiver.Respon
 			c.first = time.Now()
 		}
 		c.last = time.Now()
+		if c.seen[env.Data.N] == 0 {
+			c.lastNew = c.last
+		}
 		c.seen[env.Data.N]++
 		c.ids[r.Header.Get("webhook-id")]++
 		c.mu.Unlock()
@@ -240,7 +244,8 @@ func emit(t *testing.T, redisURL string, n int) {
 }
 
 // routerEnv is the configuration both router processes share: short
-// timeouts, so that the claim timeout (derived from them) stays short.
+// timeouts and retries, so that failing deliveries reach the poison stream
+// quickly (crash recovery does not depend on them: see liveness_test.go).
 func routerEnv(redisURL, webhookURL, consumer string) []string {
 	return []string{
 		"MEMHOOK_TRANSPORT=redis", "MEMHOOK_REDIS_URL=" + redisURL, "MEMHOOK_REDIS_CONSUMER=" + consumer,
