@@ -423,7 +423,10 @@ func snapshot(b *bus.Bus) handlers.Snapshot {
 		return handlers.Snapshot{}
 	}
 	s := b.Stats()
-	out := handlers.Snapshot{ByType: map[event.Type]handlers.Counts{}, Queued: s.Queued, InFlight: s.InFlight}
+	out := handlers.Snapshot{
+		ByType: map[event.Type]handlers.Counts{}, Queued: s.Queued, InFlight: s.InFlight,
+		RetriesWaiting: s.RetriesWaiting, OldestRetryDue: s.OldestRetryDue,
+	}
 	for t, c := range b.StatsByType() {
 		out.ByType[t] = handlers.Counts{
 			Accepted: c.Accepted, Delivered: c.Delivered, Retried: c.Retried, Filtered: c.Filtered,
