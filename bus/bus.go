@@ -380,7 +380,7 @@ func (b *Bus) chain(first bool, retry message.HandlerMiddleware) []message.Handl
 	}
 	chain := []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
-		middleware.PoisonQueue{Publisher: b.pub, Topic: PoisonTopic, SourceTopic: Topic, OnPoisoned: b.onPoisoned}.Middleware,
+		middleware.PoisonQueue{Publisher: b.pub, Topic: PoisonTopic, SourceTopic: Topic, OnPoisoned: b.onPoisoned, OnPublishFailed: b.onPoisonPublishFailed}.Middleware,
 	}
 	if first {
 		chain = append(chain, middleware.Filter{Events: b.events, OnFiltered: b.onFiltered}.Middleware)

@@ -44,12 +44,15 @@ type pubsubOption struct {
 // as `memhook serve` does, and without a WebhookURL it only counts.
 //
 // Delivery is at least once: a message the bus has not acked (a process
-// killed mid-delivery) must be redelivered by the pub/sub. Retries
-// currently run inside one handling, so its redelivery timeout (NATS
-// AckWait, SQS visibility …) must exceed the whole retry sequence
-// (RetryCount attempts of Timeout each, plus the waits between them). The
-// bus closes the subscribers subscribe returned; the caller closes pub
-// after Close.
+// killed mid-delivery) must be redelivered by the pub/sub. A handling is
+// one attempt (Timeout at most), so the redelivery timeout (NATS AckWait,
+// SQS visibility …) must exceed one attempt plus the time a message may
+// wait behind the others the subscription holds. Retries wait in this
+// process and are published on RetryTopic when due: the bus has acked the
+// event when it scheduled the retry, so a process that crashes loses the
+// retries it held (Close returns them in *UndeliveredError). The bus
+// closes the subscribers subscribe returned; the caller closes pub after
+// Close.
 func WithPubSub(pub message.Publisher, subscribe func(group string) (message.Subscriber, error)) Option {
 	return func(o *options) { o.pubsub = &pubsubOption{pub: pub, subscribe: subscribe} }
 }
@@ -70,9 +73,11 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithMiddleware inserts integrators' middleware into the delivery chain,
 // after the filter and before retry: it sees only events that will be
-// delivered, runs once per event (not per attempt), and may change the
-// message (its payload, its metadata) or fail it (the error goes to the
-// poison queue, without retry). Several calls append in order.
+// delivered, runs once per event at its first handling (a retry comes
+// back on RetryTopic to a chain of recoverer, poison queue, retry and
+// signer alone, with the message as the middleware left it), and may
+// change the message (its payload, its metadata) or fail it (the error
+// goes to the poison queue, without retry). Several calls append in order.
 func WithMiddleware(m ...message.HandlerMiddleware) Option {
 	return func(o *options) { o.middleware = append(o.middleware, m...) }
 }

@@ -1,12 +1,15 @@
 package middleware
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -23,6 +26,21 @@ const (
 	PoisonAttemptsKey = "attempts_poisoned"
 )
 
+// DefaultPoisonRetryFor is PoisonQueue.RetryFor's default.
+const DefaultPoisonRetryFor = 10 * time.Second
+
+// NoPoisonRetry as PoisonQueue.RetryFor: a failed publish to the poison
+// topic is tried once per handling.
+const NoPoisonRetry time.Duration = -1
+
+// The wait between two tries of a failed publish to the poison topic
+// starts at poisonRetryMin and doubles up to poisonRetryMax, counting the
+// failures of earlier handlings.
+const (
+	poisonRetryMin = 100 * time.Millisecond
+	poisonRetryMax = 5 * time.Second
+)
+
 // PoisonQueue publishes every message whose handler fails for good to Topic
 // on Publisher, with the reason, the last HTTP status (0 when the receiver
 // never answered) and the number of attempts in metadata, then acks the
@@ -31,10 +49,18 @@ const (
 //
 // Two failures are not poisoned: a cancelled message context (shutdown:
 // the error is returned, the message nacked and kept by the transport), and
-// a failed publish to the poison topic (the error is returned and the
-// message nacked, so a durable transport delivers it again later). A panic
-// in the handlers below is recovered and poisoned with its stack, so one bad
-// message cannot loop.
+// a publish to the poison topic that keeps failing (a full or unreachable
+// Redis). A failed publish is tried again, after 100 ms doubling up to 5 s,
+// for RetryFor and while the message's context lives, each failure reported
+// to OnPublishFailed; when it still fails, the error is returned, so the
+// message is nacked and a durable transport hands it out again. That
+// message is marked, in metadata under a key private to this middleware,
+// so that its next handling goes straight to the poison publish: the
+// handlers below do not run again for it, and a receiver that refused an
+// event for good does not get it again. (A transport that hands out a
+// fresh copy — another process claiming the entry — has no mark, and runs
+// the handlers again.) A panic in the handlers below is recovered and
+// poisoned with its stack, so one bad message cannot loop.
 type PoisonQueue struct {
 	// Publisher receives poisoned messages; required.
 	Publisher message.Publisher
@@ -45,9 +71,22 @@ type PoisonQueue struct {
 	// to. The handler of retries names the events topic, where a replay
 	// belongs.
 	SourceTopic string
+	// RetryFor is how long one handling keeps trying a failed publish to
+	// Topic before it nacks the message. 0 means DefaultPoisonRetryFor,
+	// 10s; NoPoisonRetry tries once.
+	RetryFor time.Duration
 	// OnPoisoned, if set, is called after the message was published to the
-	// poison topic, with the poisoned copy and the failure.
+	// poison topic, with the poisoned copy and the failure. When the
+	// publish succeeded on a handling after the one that failed, the
+	// failure is rebuilt from the copy's metadata: its text is the reason,
+	// and it wraps a *StatusError when a status was recorded.
 	OnPoisoned func(poisoned *message.Message, err error)
+	// OnPublishFailed, if set, is called after each failed publish to the
+	// poison topic, with the poisoned copy, how many publishes of it failed
+	// so far (earlier handlings included), the wait before the next try (0
+	// when this handling gives up: the message is nacked) and the error.
+	// For logging; it must not block.
+	OnPublishFailed func(poisoned *message.Message, failures int, retryIn time.Duration, err error)
 }
 
 // Middleware implements message.HandlerMiddleware.
@@ -55,11 +94,21 @@ func (p PoisonQueue) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	if p.Publisher == nil {
 		panic("middleware: PoisonQueue needs a Publisher")
 	}
-	topic := p.Topic
-	if topic == "" {
-		topic = PoisonTopic
+	q := poisoner{
+		PoisonQueue: p,
+		topic:       cmp.Or(p.Topic, PoisonTopic),
+		retryFor:    p.RetryFor,
+		// Random, so that no producer can set it.
+		mark: "_memhook_poison_pending_" + watermill.NewShortUUID(),
+	}
+	if q.retryFor == 0 {
+		q.retryFor = DefaultPoisonRetryFor
 	}
 	return func(msg *message.Message) (out []*message.Message, err error) {
+		if v, pending := msg.Metadata[q.mark]; pending {
+			failed, _ := strconv.Atoi(v)
+			return nil, q.poisonAgain(msg, failed)
+		}
 		defer func() {
 			if rec := recover(); rec != nil {
 				err = fmt.Errorf("panic in handler: %v\n%s", rec, debug.Stack())
@@ -78,16 +127,99 @@ func (p PoisonQueue) Middleware(h message.HandlerFunc) message.HandlerFunc {
 			if p.SourceTopic != "" {
 				poisoned.Metadata.Set(PoisonTopicKey, p.SourceTopic)
 			}
-			if perr := p.Publisher.Publish(topic, poisoned); perr != nil {
-				err = errors.Join(err, fmt.Errorf("cannot publish to poison topic %s: %w", topic, perr))
+			if perr := q.poison(msg, poisoned, err, 0); perr != nil {
+				out, err = nil, perr
 				return
-			}
-			if p.OnPoisoned != nil {
-				p.OnPoisoned(poisoned, err)
 			}
 			out, err = nil, nil
 		}()
 		return h(msg)
+	}
+}
+
+// poisoner is a PoisonQueue with its defaults applied.
+type poisoner struct {
+	PoisonQueue
+	topic    string
+	retryFor time.Duration
+	// mark flags, in a message's metadata, a message whose poisoned copy
+	// could not be published; its value counts the failed publishes.
+	mark string
+}
+
+// poison publishes poisoned, the copy of msg for failure, trying again
+// while it fails, for retryFor and while msg's context lives; failed is
+// how many publishes failed on earlier handlings. Once published it calls
+// OnPoisoned and returns nil. Otherwise it marks msg and returns the error
+// to nack it with.
+func (q poisoner) poison(msg, poisoned *message.Message, failure error, failed int) error {
+	ctx := msg.Context()
+	deadline := time.Now().Add(q.retryFor)
+	for {
+		perr := q.Publisher.Publish(q.topic, poisoned)
+		if perr == nil {
+			if q.OnPoisoned != nil {
+				q.OnPoisoned(poisoned, failure)
+			}
+			return nil
+		}
+		failed++
+		wait := min(poisonRetryMin<<min(failed-1, 10), poisonRetryMax, time.Until(deadline))
+		if wait < 0 || ctx.Err() != nil {
+			wait = 0
+		}
+		if q.OnPublishFailed != nil {
+			q.OnPublishFailed(poisoned, failed, wait, perr)
+		}
+		if wait == 0 || !sleepCtx(ctx, wait) {
+			for _, k := range []string{PoisonReasonKey, PoisonTopicKey, PoisonStatusKey, PoisonAttemptsKey} {
+				msg.Metadata.Set(k, poisoned.Metadata.Get(k))
+			}
+			msg.Metadata.Set(q.mark, strconv.Itoa(failed))
+			return errors.Join(failure, fmt.Errorf("cannot publish to poison topic %s: %w", q.topic, perr))
+		}
+	}
+}
+
+// poisonAgain publishes the poisoned copy of msg, marked by an earlier
+// handling whose publish failed; its metadata holds the failure.
+func (q poisoner) poisonAgain(msg *message.Message, failed int) error {
+	poisoned := message.NewMessage(msg.UUID, msg.Payload)
+	poisoned.SetContext(msg.Context())
+	for k, v := range msg.Metadata {
+		if k != q.mark {
+			poisoned.Metadata.Set(k, v)
+		}
+	}
+	status, _ := strconv.Atoi(msg.Metadata.Get(PoisonStatusKey))
+	return q.poison(msg, poisoned, &earlierFailure{reason: msg.Metadata.Get(PoisonReasonKey), status: status}, failed)
+}
+
+// earlierFailure is the failure of a message that failed for good on an
+// earlier handling, rebuilt from its metadata.
+type earlierFailure struct {
+	reason string
+	status int
+}
+
+func (e *earlierFailure) Error() string { return e.reason }
+
+func (e *earlierFailure) Unwrap() error {
+	if e.status == 0 {
+		return nil
+	}
+	return &StatusError{Code: e.status}
+}
+
+// sleepCtx waits d, and reports false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -169,6 +169,7 @@ func TestPoisonQueueNacksWhenThePoisonPublishFails(t *testing.T) {
 	called := false
 	p := middleware.PoisonQueue{
 		Publisher:  &recordingPublisher{err: publishErr},
+		RetryFor:   middleware.NoPoisonRetry,
 		OnPoisoned: func(*message.Message, error) { called = true },
 	}
 	_, err := p.Middleware(func(*message.Message) ([]*message.Message, error) { return nil, handlerErr })(newMessage())

@@ -310,3 +310,58 @@ func TestMemoryBacklogStartsNoGoroutines(t *testing.T) {
 		t.Fatalf("goroutines went from %d to %d with a backlog", before, after)
 	}
 }
+
+// A message PublishAt holds is published when due, counts towards
+// Capacity while it waits, keeps Drain waiting, and is returned by
+// Shutdown if it never came due.
+func TestMemoryPublishAt(t *testing.T) {
+	m := newMemory(t, transports.MemoryConfig{Capacity: 3, Workers: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	retries, err := m.Subscribe(ctx, "retry")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := m.PublishAt("retry", start.Add(150*time.Millisecond), message.NewMessage("soon", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PublishAt("retry", start.Add(time.Hour), message.NewMessage("later", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if n, oldest := m.Waiting(); n != 2 || !oldest.Equal(start.Add(150*time.Millisecond)) {
+		t.Errorf("Waiting() = %d, %s; want 2 and the soonest due time", n, oldest)
+	}
+	// Two wait, so the events queue of capacity 3 takes one more.
+	if err := m.Publish("events", message.NewMessage("e1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Publish("events", message.NewMessage("e2", nil)); !errors.Is(err, transports.ErrQueueFull) {
+		t.Errorf("second publish: %v, want ErrQueueFull (waiting retries count)", err)
+	}
+	select {
+	case msg := <-retries:
+		if msg.UUID != "soon" {
+			t.Fatalf("got %s, want soon", msg.UUID)
+		}
+		if took := time.Since(start); took < 150*time.Millisecond {
+			t.Errorf("published after %s, before its due time", took)
+		}
+		msg.Ack()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the due message was never published")
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer dcancel()
+	if err := m.Drain(dctx, "retry"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Drain = %v, want it to wait for the retry due in an hour", err)
+	}
+	left := m.Shutdown()
+	var ids []string
+	for _, msg := range left["retry"] {
+		ids = append(ids, msg.UUID)
+	}
+	if !slices.Equal(ids, []string{"later"}) {
+		t.Errorf("Shutdown left %v on retry, want [later]", ids)
+	}
+}

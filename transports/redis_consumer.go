@@ -326,9 +326,11 @@ func (sub *subscription) claimLoop() {
 				failures++
 				cursor = "0-0"
 				if groupLost(err) {
-					if s.createGroup(sub.intake, sub.topic) == nil {
+					cerr := s.createGroup(sub.intake, sub.topic)
+					if cerr == nil {
 						break
 					}
+					err = cerr // Redis full, say: the reason the group is still missing
 				}
 				backoff := min(resubscribeMin<<min(failures-1, 6), resubscribeMax)
 				retryAt = time.Now().Add(backoff)

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/middleware"
 )
 
 // Errors returned by DLQ.Replay and DLQ.ReplayAll.
@@ -256,7 +257,7 @@ func (d *DLQ) replay(ctx context.Context, x redis.XMessage) error {
 	if msg == nil {
 		return fmt.Errorf("%w: %s", ErrUndecodable, x.ID)
 	}
-	for _, k := range []string{poisonReasonKey, poisonTopicKey, poisonStatusKey, poisonAttemptsKey} {
+	for _, k := range []string{poisonReasonKey, poisonTopicKey, poisonStatusKey, poisonAttemptsKey, middleware.AttemptKey} { // a replay starts from attempt 1
 		delete(msg.Metadata, k)
 	}
 	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(d.cfg.EventsTopic, msg)

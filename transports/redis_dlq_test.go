@@ -26,6 +26,7 @@ func poison(t *testing.T, p message.Publisher, cfg transports.RedisConfig, n int
 		msg := message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, `{"event":"memory.add","n":%d}`, i))
 		msg.Metadata.Set(event.MetaType, "memory.add")
 		msg.Metadata.Set(event.MetaUserID, "u1")
+		msg.Metadata.Set(middleware.AttemptKey, "4") // poisoned at its fourth attempt, from the retry topic
 		poisoned := middleware.Poisoned(msg, &middleware.GiveUpError{Attempts: 4, Err: &middleware.StatusError{Code: 503}})
 		poisoned.Metadata.Set(middleware.PoisonTopicKey, cfg.EventsTopic) // the router's context says so
 		if err := p.Publish(cfg.PoisonTopic, poisoned); err != nil {
@@ -90,7 +91,7 @@ func TestDLQListReplayPurge(t *testing.T) {
 	if got.Metadata.Get(event.MetaType) != "memory.add" || got.Metadata.Get(event.MetaUserID) != "u1" {
 		t.Errorf("replayed metadata lost: %v", got.Metadata)
 	}
-	for _, k := range []string{middleware.PoisonReasonKey, middleware.PoisonTopicKey, middleware.PoisonStatusKey, middleware.PoisonAttemptsKey} {
+	for _, k := range []string{middleware.PoisonReasonKey, middleware.PoisonTopicKey, middleware.PoisonStatusKey, middleware.PoisonAttemptsKey, middleware.AttemptKey} {
 		if _, ok := got.Metadata[k]; ok {
 			t.Errorf("replayed message still carries %s", k)
 		}

@@ -115,6 +115,14 @@ func NewRedisSubscriber(cfg RedisConfig, logger watermill.LoggerAdapter) (*Redis
 	return s, nil
 }
 
+// ErrRedisFull is wrapped in the error Subscribe returns (and the
+// subscription logs) when Redis refuses to create the consumer group
+// because it is full: used memory reached maxmemory and maxmemory-policy
+// is noeviction. Reading, acking and claiming still work on a full Redis,
+// so a group that exists is joined anyway; a missing one can be created
+// only once memory is freed or maxmemory raised.
+var ErrRedisFull = errors.New("redis transport: Redis is full (maxmemory reached, maxmemory-policy noeviction)")
+
 // groupLost reports a read, claim or ack that failed because the consumer
 // group no longer exists: the group is created again (see recover).
 func groupLost(err error) bool {
@@ -122,13 +130,46 @@ func groupLost(err error) bool {
 }
 
 // createGroup creates the consumer group of topic, and the stream if
-// missing; a new group starts with the entries already there.
+// missing; a new group starts with the entries already there. A full
+// Redis refuses XGROUP CREATE with OOM before looking whether the group
+// exists: then the groups are read (XINFO GROUPS works on a full Redis),
+// and a group that exists is joined; a missing one is an error wrapping
+// ErrRedisFull.
 func (s *RedisSubscriber) createGroup(ctx context.Context, topic string) error {
 	err := s.client.XGroupCreateMkStream(ctx, topic, s.cfg.ConsumerGroup, "0").Err()
 	if redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return nil
 	}
-	return err
+	if !redis.HasErrorPrefix(err, "OOM") {
+		return err
+	}
+	exists, ierr := s.groupExists(ctx, topic)
+	switch {
+	case ierr != nil:
+		return fmt.Errorf("%w: cannot create consumer group %s (%v), nor check whether it exists: %w",
+			ErrRedisFull, s.cfg.ConsumerGroup, err, ierr)
+	case exists:
+		return nil
+	}
+	return fmt.Errorf("%w: cannot create consumer group %s until memory is freed or maxmemory raised: %v",
+		ErrRedisFull, s.cfg.ConsumerGroup, err)
+}
+
+// groupExists reports whether topic's stream has the consumer group.
+func (s *RedisSubscriber) groupExists(ctx context.Context, topic string) (bool, error) {
+	groups, err := s.client.XInfoGroups(ctx, topic).Result()
+	if redis.HasErrorPrefix(err, "ERR no such key") {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, g := range groups {
+		if g.Name == s.cfg.ConsumerGroup {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Subscribe reads the stream named topic (created, with the consumer group,
@@ -175,7 +216,10 @@ func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 
 // Ready returns nil when Redis answers and every subscription has joined
 // its consumer group; otherwise why not.
-func (s *RedisSubscriber) Ready(ctx context.Context) error {
+func (s *RedisSubscriber) Ready(ctx context.Context) error { return s.readyFor(ctx, "") }
+
+// readyFor is Ready for the subscriptions of topic alone ("": all).
+func (s *RedisSubscriber) readyFor(ctx context.Context, topic string) error {
 	if err := s.Ping(ctx); err != nil {
 		return err
 	}
@@ -183,6 +227,9 @@ func (s *RedisSubscriber) Ready(ctx context.Context) error {
 	subs := append([]*subscription(nil), s.subs...)
 	s.mu.Unlock()
 	for _, sub := range subs {
+		if topic != "" && sub.topic != topic {
+			continue
+		}
 		if err := sub.joinState(); err != nil {
 			return err
 		}

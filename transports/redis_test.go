@@ -77,6 +77,17 @@ func subscribe(t *testing.T, s message.Subscriber, topic string) <-chan *message
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A Redis subscription joins its group in the background: wait, as
+	// the tests expect the group to exist once subscribed.
+	if rs, ok := s.(interface{ Ready(context.Context) error }); ok {
+		deadline := time.Now().Add(10 * time.Second)
+		for rs.Ready(ctx) != nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("subscription to %s never joined its group: %v", topic, rs.Ready(ctx))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return ch
 }
 

@@ -55,10 +55,6 @@ var (
 	_ Delayer   = (*RedisTransport)(nil)
 )
 
-// ErrRedisFull is wrapped in the errors of commands Redis refused because
-// it reached maxmemory with the noeviction policy (an OOM answer).
-var ErrRedisFull = errors.New("redis transport: Redis is full (maxmemory reached)")
-
 // NewRedisTransport returns a transport on the Redis cfg names. With
 // consumes false this process only publishes: Subscriber returns
 // ErrNoSubscriber. cfg.MaxIdleTime is required when it consumes. It does
@@ -107,7 +103,7 @@ func (t *RedisTransport) Subscriber(group string) (message.Subscriber, error) {
 			var ne net.Error
 			switch {
 			case errors.Is(err, ErrRedisFull):
-				what = "memhook: Redis is full (maxmemory reached) and cannot create the consumer group, retrying"
+				what = "memhook: Redis is full (maxmemory reached, noeviction): cannot create the consumer group; free memory or raise maxmemory. Retrying"
 			case errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNREFUSED):
 				what = "memhook: Redis not reachable, retrying"
 			}
@@ -141,8 +137,11 @@ func (t *RedisTransport) Subscriber(group string) (message.Subscriber, error) {
 // consumes).
 func (t *RedisTransport) Delivers() bool { return t.consumes }
 
-// Ready returns nil when Redis answers and every subscription has joined
-// its group.
+// Ready returns nil when Redis answers and every subscription to the
+// events stream has joined its group. The other streams' subscriptions
+// (retries, poison, incoming) join as soon as they can, each failure
+// logged: a full Redis refuses to create a group, and a router whose
+// events group exists must still drain its backlog there.
 func (t *RedisTransport) Ready(ctx context.Context) error {
 	if err := t.pub.Ping(ctx); err != nil {
 		return err
@@ -151,7 +150,7 @@ func (t *RedisTransport) Ready(ctx context.Context) error {
 	subs := slices.Clone(t.subs)
 	t.mu.Unlock()
 	for _, s := range subs {
-		if err := s.Ready(ctx); err != nil {
+		if err := s.readyFor(ctx, t.cfg.EventsTopic); err != nil {
 			return err
 		}
 	}

@@ -315,6 +315,12 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 			"stream", bus.Topic)
 	}
 
+	checkCtx, stopCheck := context.WithCancel(ctx)
+	var checking sync.WaitGroup
+	if transport == bus.TransportRedis {
+		checking.Go(func() { checkRedisPersistence(checkCtx, logger, b.Config().RedisConfig()) })
+	}
+
 	code := exitOK
 	select {
 	case <-ctx.Done():
@@ -323,6 +329,8 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		logger.Error("memhook: server failed", "error", err.Error())
 		code = exitFailed
 	}
+	stopCheck()
+	checking.Wait()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), sc.ShutdownTimeout)
 	defer cancel()
 	if err := shutdownServer(shutdownCtx, srv, fresh); err != nil {
@@ -345,6 +353,33 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	logger.Info("memhook: stopped", "accepted", s.Accepted, "delivered", s.Delivered, "filtered", s.Filtered,
 		"poisoned", s.Poisoned, "dropped", s.Dropped, "undelivered", s.Undelivered)
 	return code
+}
+
+// checkRedisPersistence asks Redis, once it answers, what it persists,
+// and warns when a restart of Redis (or of its host) would lose queued
+// events, saying what to set; otherwise it logs the settings at INFO. It
+// returns once it has checked, or when ctx ends.
+func checkRedisPersistence(ctx context.Context, logger *slog.Logger, rcfg transports.RedisConfig) {
+	delay := 250 * time.Millisecond
+	for {
+		p, err := transports.RedisPersistence(ctx, rcfg)
+		if err == nil {
+			attrs := []any{"url", rcfg.RedactedURL(), "aof", p.AOF, "appendfsync", p.AppendFsync, "save", p.Save, "checked", p.Checked}
+			if p.Warning != "" {
+				logger.Warn("memhook: Redis may lose queued events: "+p.Warning, attrs...)
+			} else {
+				logger.Info("memhook: Redis persists the queue", attrs...)
+			}
+			return
+		}
+		// Redis unreachable: the bus says so; check once it answers.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 // freshConns tracks the connections that have not sent a byte yet.
