@@ -76,7 +76,7 @@ func retries(args []string, stdout, stderr io.Writer, lookup func(string) (strin
 	}
 	// go-redis's own messages (a failed dial) go to DEBUG: the error below
 	// says it once.
-	if _, err := newLogger(stderr, get(c, "MEMHOOK_LOG_FORMAT"), get(c, "MEMHOOK_LOG_LEVEL")); err != nil {
+	if _, err := newLogger(stderr, settingValue(c, "MEMHOOK_LOG_FORMAT"), settingValue(c, "MEMHOOK_LOG_LEVEL")); err != nil {
 		fmt.Fprintf(stderr, "memhook retries list: %v\n", oneLine(c.explain(err)))
 		return exitUsage
 	}
@@ -134,8 +134,9 @@ func dueIn(d time.Duration) string {
 	}
 }
 
-// get returns the value of the variable name, a flag's when it was given.
-func get(c *config, name string) string {
+// settingValue returns the value of the variable name, a flag's when it
+// was given.
+func settingValue(c *config, name string) string {
 	v, _ := c.Lookup(name)
 	return v
 }
