@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -470,15 +471,20 @@ func (c Config) RedisConfig() transports.RedisConfig {
 	}
 }
 
-// delays is the retry schedule: RetrySchedule when set, else the seed's
-// RetryCount retries from RetryDelay, doubling; none with RetryCount
-// Disabled.
-func (c Config) delays() []time.Duration {
+// RetryDelays returns the retry schedule in effect, the wait before each
+// retry without jitter: RetrySchedule when set, else the seed's RetryCount
+// retries from RetryDelay, doubling; none with RetryCount Disabled. Call it
+// on a Config with its defaults applied (ConfigFromLookup's, or
+// Bus.Config); `memhook serve` logs and reports it.
+func (c Config) RetryDelays() []time.Duration {
 	if len(c.RetrySchedule) > 0 {
-		return c.RetrySchedule
+		return slices.Clone(c.RetrySchedule)
 	}
 	if c.RetryCount == Disabled {
 		return []time.Duration{}
 	}
 	return middleware.SeedDelays(c.RetryCount, c.RetryDelay)
 }
+
+// delays is RetryDelays, by the name bus.go uses.
+func (c Config) delays() []time.Duration { return c.RetryDelays() }

@@ -130,6 +130,19 @@ func TestConfigFromLookupGoodValues(t *testing.T) {
 		{name: "legacy secret header on", env: "MEMHOOK_LEGACY_SECRET_HEADER", value: "true", change: func(*bus.Config) {}},
 		{name: "router URL", env: "MEMHOOK_ROUTER_URL", value: "http://router:8000", change: func(c *bus.Config) { c.RouterURL = "http://router:8000" }},
 		{name: "ingest token", env: "MEMHOOK_INGEST_TOKEN", value: "ingest", change: func(c *bus.Config) { c.IngestToken = "ingest" }},
+		{name: "retry schedule", env: "MEMHOOK_RETRY_SCHEDULE", value: "5s,5m,30m,2h,5h,10h,10h", change: func(c *bus.Config) {
+			c.RetrySchedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
+		}},
+		{name: "retry schedule of one entry", env: "MEMHOOK_RETRY_SCHEDULE", value: "250ms", change: func(c *bus.Config) {
+			c.RetrySchedule = []time.Duration{250 * time.Millisecond}
+		}},
+		{name: "retry schedule with spaces", env: "MEMHOOK_RETRY_SCHEDULE", value: " 1s , 1m30s,2h ", change: func(c *bus.Config) {
+			c.RetrySchedule = []time.Duration{time.Second, 90 * time.Second, 2 * time.Hour}
+		}},
+		{name: "retry schedule not sorted", env: "MEMHOOK_RETRY_SCHEDULE", value: "1m,1s", change: func(c *bus.Config) {
+			c.RetrySchedule = []time.Duration{time.Minute, time.Second}
+		}},
+		{name: "blank retry schedule is the seed's", env: "MEMHOOK_RETRY_SCHEDULE", value: "  ", change: func(*bus.Config) {}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,7 +166,8 @@ func TestConfigFromLookupBadValues(t *testing.T) {
 		name        string
 		env         string
 		value       string
-		valueHidden bool // a URL that does not parse is withheld whole: it may hold credentials
+		valueHidden bool   // a URL that does not parse is withheld whole: it may hold credentials
+		want        string // the error also says this (which entry of a list)
 	}{
 		{name: "timeout not a number", env: "MEM0_WEBHOOK_TIMEOUT", value: "abc"},
 		{name: "timeout zero", env: "MEM0_WEBHOOK_TIMEOUT", value: "0"},
@@ -184,6 +198,13 @@ func TestConfigFromLookupBadValues(t *testing.T) {
 		{name: "opaque Redis URL", env: "MEMHOOK_REDIS_URL", value: "redis:pw@host:1", valueHidden: true},
 		{name: "Redis URL without host", env: "MEMHOOK_REDIS_URL", value: "redis:///0"},
 		{name: "URL with a port only", env: "MEM0_WEBHOOK_URL", value: "http://:8080/x"},
+		{name: "retry schedule entry not a duration", env: "MEMHOOK_RETRY_SCHEDULE", value: "1s,soon,2s", want: `entry 2 ("soon") is not a Go duration`},
+		{name: "retry schedule entry without unit", env: "MEMHOOK_RETRY_SCHEDULE", value: "5", want: `entry 1 ("5") is not a Go duration`},
+		{name: "retry schedule entry zero", env: "MEMHOOK_RETRY_SCHEDULE", value: "1s,0s", want: `entry 2 ("0s") must be more than 0`},
+		{name: "retry schedule entry negative", env: "MEMHOOK_RETRY_SCHEDULE", value: "-1s,5s", want: `entry 1 ("-1s") must be more than 0`},
+		{name: "retry schedule entry empty", env: "MEMHOOK_RETRY_SCHEDULE", value: "1s,,2s", want: `entry 2 ("") is not a Go duration`},
+		{name: "retry schedule trailing comma", env: "MEMHOOK_RETRY_SCHEDULE", value: "1s,2s,", want: `entry 3 ("") is not a Go duration`},
+		{name: "retry schedule entry beyond a Duration", env: "MEMHOOK_RETRY_SCHEDULE", value: "1s,9999999h", want: `entry 2 ("9999999h")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -202,6 +223,9 @@ func TestConfigFromLookupBadValues(t *testing.T) {
 			}
 			if tt.valueHidden && strings.Contains(msg, tt.value) {
 				t.Errorf("error %q shows the unparsable URL", msg)
+			}
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q does not say %q", msg, tt.want)
 			}
 			if n := len(problems(err)); n != 1 {
 				t.Errorf("one bad value reported as %d problems: %q", n, msg)
@@ -223,6 +247,7 @@ func TestConfigFromLookupReportsEveryBadValue(t *testing.T) {
 		"MEMHOOK_CONCURRENCY":          "-2",
 		"MEMHOOK_MAX_RETRY_AFTER":      "-3",
 		"MEMHOOK_ROUTER_URL":           "ftp://router",
+		"MEMHOOK_RETRY_SCHEDULE":       "1s,x",
 	}
 	env := seedEnv()
 	maps.Copy(env, bad)
@@ -374,6 +399,14 @@ func TestConfigValidate(t *testing.T) {
 			wantEnv: "MEMHOOK_REDIS_URL", wantField: "RedisURL", wantValue: "redis:REDACTED"},
 		{name: "opaque Redis URL, transport memory", change: func(c *bus.Config) { c.RedisURL = "redis:pw@host:1" },
 			wantEnv: "MEMHOOK_REDIS_URL", wantField: "RedisURL", wantValue: "redis:REDACTED"},
+		{name: "retry schedule", change: func(c *bus.Config) { c.RetrySchedule = []time.Duration{time.Second, time.Hour} }},
+		{name: "retry schedule with retries disabled", change: func(c *bus.Config) {
+			c.RetryCount, c.RetrySchedule = bus.Disabled, []time.Duration{time.Second}
+		}},
+		{name: "zero entry in the retry schedule", change: func(c *bus.Config) { c.RetrySchedule = []time.Duration{time.Second, 0} },
+			wantEnv: "MEMHOOK_RETRY_SCHEDULE", wantField: "RetrySchedule", wantValue: "entry 2 must be more than 0, got 0s"},
+		{name: "negative entry in the retry schedule", change: func(c *bus.Config) { c.RetrySchedule = []time.Duration{-time.Minute} },
+			wantEnv: "MEMHOOK_RETRY_SCHEDULE", wantField: "RetrySchedule", wantValue: "entry 1 must be more than 0, got -1m0s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -418,5 +451,45 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 		if !strings.Contains(err.Error(), env) {
 			t.Errorf("error does not name %s: %v", env, err)
 		}
+	}
+}
+
+// MEMHOOK_RETRY_SCHEDULE replaces the seed's MEM0_WEBHOOK_RETRY_COUNT and
+// MEM0_WEBHOOK_RETRY_DELAY: set, it is the schedule in effect whatever they
+// say (even a count of 0); unset, they make it.
+func TestRetryScheduleReplacesCountAndDelay(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []time.Duration
+	}{
+		{name: "the seed's defaults", env: map[string]string{},
+			want: []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}},
+		{name: "count and delay", env: map[string]string{"MEM0_WEBHOOK_RETRY_COUNT": "4", "MEM0_WEBHOOK_RETRY_DELAY": "0.5"},
+			want: []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}},
+		{name: "count 0", env: map[string]string{"MEM0_WEBHOOK_RETRY_COUNT": "0"},
+			want: []time.Duration{}},
+		{name: "schedule alone", env: map[string]string{"MEMHOOK_RETRY_SCHEDULE": "5s,5m"},
+			want: []time.Duration{5 * time.Second, 5 * time.Minute}},
+		{name: "schedule over count and delay", env: map[string]string{
+			"MEM0_WEBHOOK_RETRY_COUNT": "5", "MEM0_WEBHOOK_RETRY_DELAY": "2", "MEMHOOK_RETRY_SCHEDULE": "10s,20s",
+		}, want: []time.Duration{10 * time.Second, 20 * time.Second}},
+		{name: "schedule over count 0", env: map[string]string{"MEM0_WEBHOOK_RETRY_COUNT": "0", "MEMHOOK_RETRY_SCHEDULE": "3s"},
+			want: []time.Duration{3 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := seedEnv()
+			delete(env, "MEM0_WEBHOOK_RETRY_COUNT")
+			delete(env, "MEM0_WEBHOOK_RETRY_DELAY")
+			maps.Copy(env, tt.env)
+			c, err := bus.ConfigFromLookup(mapLookup(env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.RetryDelays(); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("retry delays %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

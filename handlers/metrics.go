@@ -19,19 +19,29 @@ type Snapshot struct {
 	ByType   map[event.Type]Counts
 	Queued   int
 	InFlight int
+	// RetriesWaiting counts the events whose next attempt waits in the
+	// delay store; OldestRetryDue is the earliest due time among them,
+	// zero when none waits.
+	RetriesWaiting int
+	OldestRetryDue time.Time
 }
 
 // Metrics exposes memhook's counters to Prometheus: memhook_events_total
 // by event type and outcome (accepted, delivered, retried, filtered,
 // poisoned, dropped, undelivered), memhook_queue_depth,
-// memhook_deliveries_in_flight, and the memhook_delivery_seconds histogram
-// that ObserveDelivery feeds. Register it on a prometheus.Registry.
+// memhook_deliveries_in_flight, memhook_retries_waiting,
+// memhook_oldest_retry_due_timestamp_seconds (the earliest due time of a
+// waiting retry as a Unix time, 0 when none waits), and the
+// memhook_delivery_seconds histogram that ObserveDelivery feeds. Register
+// it on a prometheus.Registry.
 type Metrics struct {
-	snapshot func() Snapshot
-	events   *prometheus.Desc
-	queued   *prometheus.Desc
-	inFlight *prometheus.Desc
-	latency  *prometheus.HistogramVec
+	snapshot    func() Snapshot
+	events      *prometheus.Desc
+	queued      *prometheus.Desc
+	inFlight    *prometheus.Desc
+	retries     *prometheus.Desc
+	oldestRetry *prometheus.Desc
+	latency     *prometheus.HistogramVec
 }
 
 var _ prometheus.Collector = (*Metrics)(nil)
@@ -46,6 +56,10 @@ func NewMetrics(snapshot func() Snapshot) *Metrics {
 			"Events waiting in the in-memory delivery queue.", nil, nil),
 		inFlight: prometheus.NewDesc("memhook_deliveries_in_flight",
 			"Deliveries running now.", nil, nil),
+		retries: prometheus.NewDesc("memhook_retries_waiting",
+			"Events whose next attempt waits in the delay store (on Redis: every router's).", nil, nil),
+		oldestRetry: prometheus.NewDesc("memhook_oldest_retry_due_timestamp_seconds",
+			"Unix time the earliest waiting retry is due; 0 when none waits.", nil, nil),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "memhook_delivery_seconds",
 			Help:    "Duration of successful delivery attempts, by event type.",
@@ -65,6 +79,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.events
 	ch <- m.queued
 	ch <- m.inFlight
+	ch <- m.retries
+	ch <- m.oldestRetry
 	m.latency.Describe(ch)
 }
 
@@ -85,5 +101,11 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(m.queued, prometheus.GaugeValue, float64(s.Queued))
 	ch <- prometheus.MustNewConstMetric(m.inFlight, prometheus.GaugeValue, float64(s.InFlight))
+	ch <- prometheus.MustNewConstMetric(m.retries, prometheus.GaugeValue, float64(s.RetriesWaiting))
+	var due float64
+	if !s.OldestRetryDue.IsZero() {
+		due = float64(s.OldestRetryDue.UnixMilli()) / 1e3
+	}
+	ch <- prometheus.MustNewConstMetric(m.oldestRetry, prometheus.GaugeValue, due)
 	m.latency.Collect(ch)
 }

@@ -203,6 +203,9 @@ func ListDelayed(ctx context.Context, cfg RedisConfig, topic string, limit int) 
 		if err != nil {
 			return nil, fmt.Errorf("redis transport: listing retries: %w", err)
 		}
+		if len(values) == 0 {
+			continue // moved to the stream since ZRANGE: no longer waiting
+		}
 		fields := make(map[string]any, len(values))
 		for k, v := range values {
 			fields[k] = v

@@ -1,7 +1,8 @@
 // Command memhook runs memhook as a process: `memhook serve` is the router
 // (the seed's HTTP endpoints, ingest for applications on transport http,
 // webhook delivery), `memhook emit` publishes one event, `memhook demo` runs
-// the whole flow on one machine with nothing set up.
+// the whole flow on one machine with nothing set up, `memhook dlq` and
+// `memhook retries` show what waits in Redis.
 //
 // Configuration comes from the seed's MEM0_* variables, BOT_VERSION and
 // memhook's MEMHOOK_* variables; every MEMHOOK_* setting that is not a
@@ -50,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer, lookup func(string) (string, b
 		return bench(args[1:], stdout, stderr)
 	case "dlq":
 		return dlq(args[1:], stdout, stderr, lookup)
+	case "retries":
+		return retries(args[1:], stdout, stderr, lookup)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "memhook %s (%s %s/%s)\n", bus.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -72,6 +75,7 @@ Usage:
   memhook demo             the whole flow on loopback, nothing to set up
   memhook bench  [flags]   measure throughput and latency against bare net/http
   memhook dlq    list | replay (--id ID | --all) | purge    the Redis poison stream
+  memhook retries list [--json] [--limit N]    the retries waiting in Redis
   memhook version
 
 'memhook <command> --help' lists the command's flags.

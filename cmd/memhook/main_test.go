@@ -309,6 +309,7 @@ var helpEntries = []helpEntry{
 	{"MEM0_WEBHOOK_TIMEOUT", "", "30"},
 	{"MEM0_WEBHOOK_RETRY_COUNT", "", "3"},
 	{"MEM0_WEBHOOK_RETRY_DELAY", "", "1.0"},
+	{"MEMHOOK_RETRY_SCHEDULE", "retry-schedule", "(unset: the seed's)"},
 	{"MEM0_WEBHOOK_EVENTS", "", "all"},
 	{"BOT_VERSION", "", "1.0.0"},
 	{"MEMHOOK_TRANSPORT", "transport", "memory"},
@@ -359,7 +360,7 @@ func TestHelp(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
 			}
-			for _, cmd := range []string{"serve", "emit", "demo", "version"} {
+			for _, cmd := range []string{"serve", "emit", "demo", "bench", "dlq", "retries", "version"} {
 				if !regexp.MustCompile(`(?m)^\s+memhook ` + cmd + `\b`).MatchString(stdout) {
 					t.Errorf("usage does not list the command %q:\n%s", cmd, stdout)
 				}
@@ -479,6 +480,10 @@ func TestBadConfig(t *testing.T) {
 			want: []string{"MEMHOOK_ADDR", "0.0.0.0:" + port, "loopback", "MEMHOOK_ADMIN_TOKEN"}},
 		{name: "not loopback by flag", env: base, args: []string{"--addr=0.0.0.0:" + port},
 			want: []string{"--addr", "0.0.0.0:" + port, "MEMHOOK_ADMIN_TOKEN"}, notWant: []string{"MEMHOOK_ADDR"}},
+		{name: "retry schedule entry not a duration", env: base.with("MEMHOOK_RETRY_SCHEDULE", "5s,5"),
+			want: []string{"MEMHOOK_RETRY_SCHEDULE", `"5s,5"`, "entry 2"}},
+		{name: "retry schedule entry zero by flag", env: base, args: []string{"--retry-schedule=0s,1m"},
+			want: []string{"--retry-schedule", "entry 1", "more than 0"}, notWant: []string{"MEMHOOK_RETRY_SCHEDULE"}},
 		{name: "shutdown timeout zero", env: base.with("MEMHOOK_SHUTDOWN_TIMEOUT", "0"),
 			want: []string{"MEMHOOK_SHUTDOWN_TIMEOUT", `"0"`}},
 		{name: "bad secret is named, not shown", env: base.with("MEM0_WEBHOOK_SECRET", "whsec_%%not-base64%%"),

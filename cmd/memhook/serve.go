@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -293,7 +294,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"events", b.Events().String(),
 		"timeout", cfg.Timeout,
 		"retry_count", retryCount(cfg),
-		"retry_delay", cfg.RetryDelay,
+		"retry_schedule", retrySchedule(cfg),
 		"concurrency", cfg.Concurrency,
 		"queue_capacity", cfg.QueueCapacity,
 		"token", setOrUnset(cfg.Token != ""),
@@ -446,11 +447,23 @@ func setOrUnset(set bool) string {
 	return "unset"
 }
 
-func retryCount(cfg bus.Config) int {
-	if cfg.RetryCount == bus.Disabled {
-		return 0
+// retryCount is the number of retries in effect: MEMHOOK_RETRY_SCHEDULE's
+// entries when it is set, else MEM0_WEBHOOK_RETRY_COUNT.
+func retryCount(cfg bus.Config) int { return len(cfg.RetryDelays()) }
+
+// retrySchedule writes the schedule in effect as MEMHOOK_RETRY_SCHEDULE
+// would say it ("1s,2s,4s" for the seed's defaults), "none" without
+// retries.
+func retrySchedule(cfg bus.Config) string {
+	delays := cfg.RetryDelays()
+	if len(delays) == 0 {
+		return "none"
 	}
-	return cfg.RetryCount
+	parts := make([]string, len(delays))
+	for i, d := range delays {
+		parts[i] = d.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 func snapshot(b *bus.Bus) handlers.Snapshot {
@@ -458,7 +471,10 @@ func snapshot(b *bus.Bus) handlers.Snapshot {
 		return handlers.Snapshot{}
 	}
 	s := b.Stats()
-	out := handlers.Snapshot{ByType: map[event.Type]handlers.Counts{}, Queued: s.Queued, InFlight: s.InFlight}
+	out := handlers.Snapshot{
+		ByType: map[event.Type]handlers.Counts{}, Queued: s.Queued, InFlight: s.InFlight,
+		RetriesWaiting: s.RetriesWaiting, OldestRetryDue: s.OldestRetryDue,
+	}
 	for t, c := range b.StatsByType() {
 		out.ByType[t] = handlers.Counts{
 			Accepted: c.Accepted, Delivered: c.Delivered, Retried: c.Retried, Filtered: c.Filtered,

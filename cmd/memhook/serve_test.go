@@ -222,7 +222,7 @@ func TestServeStartupLog(t *testing.T) {
 		line := s.waitLog(10*time.Second, `msg="memhook: serving"`)
 		want := map[string]string{
 			"level": "INFO", "addr": strings.TrimPrefix(s.URL, "http://"), "transport": "memory",
-			"webhooks_enabled": "true", "timeout": "5s", "retry_count": "3", "retry_delay": "50ms",
+			"webhooks_enabled": "true", "timeout": "5s", "retry_count": "3", "retry_schedule": "50ms,100ms,200ms",
 			"concurrency": "7", "token": "set", "secret": "set", "admin_token": "set",
 			"incoming_token": "set", "ingest_token": "set",
 			"webhook_url": "http://REDACTED@" + strings.TrimPrefix(rcv.URL, "http://") + "/hook?token=REDACTED",
@@ -236,6 +236,35 @@ func TestServeStartupLog(t *testing.T) {
 		s.waitLog(10*time.Second, "level=WARN", "X-Webhook-Secret", "MEMHOOK_LEGACY_SECRET_HEADER=false")
 		if code := s.stop(30 * time.Second); code != 0 {
 			t.Errorf("exit %d, want 0", code)
+		}
+	})
+	t.Run("retry schedule", func(t *testing.T) {
+		for _, tt := range []struct {
+			name, count, schedule string
+			env                   []string
+		}{
+			{name: "MEMHOOK_RETRY_SCHEDULE replaces count and delay", count: "3", schedule: "5s,5m0s,2h0m0s",
+				env: []string{"MEM0_WEBHOOK_RETRY_COUNT", "7", "MEMHOOK_RETRY_SCHEDULE", "5s, 5m,2h"}},
+			{name: "the seed's count and delay", count: "4", schedule: "250ms,500ms,1s,2s",
+				env: []string{"MEM0_WEBHOOK_RETRY_COUNT", "4", "MEM0_WEBHOOK_RETRY_DELAY", "0.25"}},
+			{name: "no retries", count: "0", schedule: "none",
+				env: []string{"MEM0_WEBHOOK_RETRY_COUNT", "0"}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				s := startServe(t, serveEnv(rcv, tt.env...))
+				line := s.waitLog(10*time.Second, `msg="memhook: serving"`)
+				for k, v := range map[string]string{"retry_count": tt.count, "retry_schedule": tt.schedule} {
+					if got, _ := logAttr(line, k); got != v {
+						t.Errorf("start-up line: %s=%q, want %q\n%s", k, got, v, line)
+					}
+				}
+				if got := s.status(t).WebhookConfig.RetryCount; strconv.Itoa(got) != tt.count {
+					t.Errorf("status: webhook_config.retry_count %d, want %s", got, tt.count)
+				}
+				if code := s.stop(30 * time.Second); code != 0 {
+					t.Errorf("exit %d, want 0", code)
+				}
+			})
 		}
 	})
 	t.Run("secrets unset", func(t *testing.T) {
