@@ -284,7 +284,7 @@ func (b *Bus) start() error {
 			}
 			router.AddConsumerHandler(h.name, h.topic, sub, b.deliver.Handle).AddMiddleware(b.chain(h.first, schedule)...)
 		}
-		wait := middleware.Retry{Delays: b.cfg.delays(), MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: b.onRetry}
+		wait := middleware.Retry{Delays: b.cfg.RetryDelays(), MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: b.onRetry}
 		b.handle = compose(b.chain(true, wait.Middleware), b.deliver.Handle)
 	}
 	consumers := []struct {
@@ -403,7 +403,7 @@ func (b *Bus) chain(first bool, retry message.HandlerMiddleware) []message.Handl
 func (b *Bus) schedule() message.HandlerMiddleware {
 	d := b.transport.(transports.Delayer) // every transport that delivers has one
 	return middleware.Schedule{
-		Delays:        b.cfg.delays(),
+		Delays:        b.cfg.RetryDelays(),
 		MaxRetryAfter: b.cfg.MaxRetryAfter,
 		Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
 			return d.PublishAt(RetryTopic, due, msg)

@@ -485,6 +485,3 @@ func (c Config) RetryDelays() []time.Duration {
 	}
 	return middleware.SeedDelays(c.RetryCount, c.RetryDelay)
 }
-
-// delays is RetryDelays, by the name bus.go uses.
-func (c Config) delays() []time.Duration { return c.RetryDelays() }
