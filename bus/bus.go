@@ -122,6 +122,7 @@ type Bus struct {
 	batch   *handlers.BatchForwarder // transport http: forwards batches to the router
 	handle  message.HandlerFunc
 	runErr  chan error
+	stopRun context.CancelFunc
 	webhook bool // this process delivers webhooks: URL set and some event selected
 	forward bool // transport http: events go to the router process
 
@@ -283,12 +284,14 @@ func (b *Bus) start(wlog watermill.LoggerAdapter, sub message.Subscriber) error 
 			return err
 		}
 	}
-	b.router = router
-	go func() { b.runErr <- router.Run(context.Background()) }()
+	runCtx, stopRun := context.WithCancel(context.Background())
+	b.router, b.stopRun = router, stopRun
+	go func() { b.runErr <- router.Run(runCtx) }()
 	select {
 	case <-router.Running():
 		return nil
 	case err := <-b.runErr:
+		stopRun()
 		return fmt.Errorf("bus: router did not start: %w", err)
 	}
 }
@@ -562,6 +565,7 @@ func (b *Bus) close(ctx context.Context) error {
 		return nil
 	}
 	drainErr := b.mem.Drain(ctx, Topic, PoisonTopic, IncomingTopic)
+	b.stopRun() // before Shutdown ends the subscriptions: else the router logs "All handlers stopped" at ERROR
 	left := b.mem.Shutdown()
 	errs := b.stopRouter()
 	if drainErr != nil || len(left) > 0 {
