@@ -25,11 +25,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
-	"github.com/memhook/memhook/transports"
 )
 
 // benchResult is one row of the bench table.
@@ -213,8 +211,8 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("n", 20000, "events per run")
 	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor; goroutines calling Emit and deliveries in flight of memhook")
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
-	which := fs.String("transports", "floor,memory,http,redis1,redis2", "comma list of: floor, memory, http, redis1, redis2 (1 or 2 router processes; skipped when Redis does not answer), outage")
-	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/15", "Redis for the redis runs (its streams memory.events* are deleted first)")
+	which := fs.String("transports", "floor,memory,http,redis1,redis2", "comma list of: floor, memory, http, redis1, redis2 (1 or 2 router processes), outage")
+	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file, and of each serve child to the file plus .serve-<run>-<n> (the last of --runs)")
@@ -258,10 +256,39 @@ arrived exactly once. Flags:`)
 	sample, _ := event.Encode(e, event.Meta{ID: uuid.NewString(), Time: time.Now(), BotVersion: "1.0.0"})
 	config := fmt.Sprintf("n=%d w=%d rate=%d/s envelope=%dB GOMAXPROCS=%d runs=%d (median)", *n, *workers, *rate, len(sample), runtimeProcs(), *repeat)
 
+	names := strings.Split(*which, ",")
+	for i := range names {
+		names[i] = strings.TrimSpace(names[i])
+	}
+	var target *redisTarget
+	if slices.Contains(names, "redis1") || slices.Contains(names, "redis2") {
+		var skip string
+		target, skip, err = openRedisTarget(context.Background(), *redisURL)
+		switch {
+		case errors.Is(err, errRedisNotEmpty):
+			fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+			return exitUsage
+		case err != nil:
+			fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+			return exitFailed
+		case skip != "":
+			fmt.Fprintf(stderr, "memhook bench: redis runs skipped: %s\n", skip)
+			names = slices.DeleteFunc(names, func(n string) bool { return n == "redis1" || n == "redis2" })
+		default:
+			if target.private != nil {
+				fmt.Fprintf(stderr, "memhook bench: redis runs on a private redis-server at %s\n", target.private.Addr())
+			}
+			defer func() {
+				if err := target.close(); err != nil {
+					fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+				}
+			}()
+		}
+	}
+
 	var results []benchResult
 	var floor float64
-	for _, name := range strings.Split(*which, ",") {
-		name = strings.TrimSpace(name)
+	for _, name := range names {
 		var one func() benchResult
 		switch name {
 		case "floor":
@@ -275,7 +302,7 @@ arrived exactly once. Flags:`)
 			if name == "redis2" {
 				routers = 2
 			}
-			one = func() benchResult { return benchRedis(rcv, e, *n, *workers, *rate, routers, *redisURL, *cpuProfile) }
+			one = func() benchResult { return benchRedis(rcv, e, *n, *workers, *rate, routers, target, *cpuProfile) }
 		case "outage":
 			one = func() benchResult { return benchOutage(e, *workers) }
 		default:
@@ -291,10 +318,6 @@ arrived exactly once. Flags:`)
 			}
 		}
 		res := median(runs)
-		if res.Error == errNoRedis.Error() {
-			fmt.Fprintf(stderr, "memhook bench: %s skipped: Redis at %s does not answer\n", name, *redisURL)
-			continue
-		}
 		if name == "floor" {
 			floor = res.EventsPerSec
 		}
@@ -403,8 +426,6 @@ func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult 
 	return runBus(rcv, b, e, "memory (embedded, signed)", n, w, rate)
 }
 
-var errNoRedis = errors.New("redis not reachable")
-
 // startRouter starts `memhook serve` as a child process with env and waits
 // until it is healthy.
 // profile, when set, is where the child writes its CPU profile.
@@ -435,15 +456,12 @@ func startRouter(profile string, env ...string) (*exec.Cmd, string, error) {
 
 // benchRedis appends n events to Redis Streams from this process and has
 // `routers` serve child processes deliver them.
-func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redisURL, profile string) benchResult {
+func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, target *redisTarget, profile string) benchResult {
 	name := fmt.Sprintf("redis (%d router%s)", routers, map[bool]string{true: "s"}[routers > 1])
 	rcv.reset(n)
+	redisURL := target.url
 	rcfg := bus.Config{Transport: bus.TransportRedis, RedisURL: redisURL, Concurrency: w, RedisMaxLen: int64(n) + 1}
-	ctx := context.Background()
-	if err := transports.RedisPing(ctx, transports.RedisConfig{URL: redisURL}); err != nil {
-		return benchResult{Name: name, Error: errNoRedis.Error()}
-	}
-	if err := resetStreams(ctx, redisURL); err != nil {
+	if err := target.reset(context.Background()); err != nil {
 		return benchResult{Name: name, Error: err.Error()}
 	}
 	var pids []int
@@ -465,18 +483,6 @@ func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redi
 		return benchResult{Name: name, Error: err.Error()}
 	}
 	return runBus(rcv, b, e, name, n, w, rate, pids...)
-}
-
-// resetStreams deletes memhook's streams in the bench's Redis database, so
-// that a run starts empty.
-func resetStreams(ctx context.Context, redisURL string) error {
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	return c.Del(ctx, bus.Topic, bus.PoisonTopic, bus.IncomingTopic).Err()
 }
 
 // benchOutage emits 1 000 000 events at a receiver that is down (nothing
