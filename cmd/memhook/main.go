@@ -20,7 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/memhook/memhook/bus"
-	"github.com/memhook/memhook/internal/logbuf"
+	"github.com/memhook/memhook/logbuf"
 )
 
 // main exits with run's code. Every command that logs closes its log

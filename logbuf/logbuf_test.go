@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/memhook/memhook/internal/logbuf"
+	"github.com/memhook/memhook/logbuf"
 )
 
 // sink is an underlying writer that records every Write it gets.
