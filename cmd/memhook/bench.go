@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -211,7 +212,9 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("n", 20000, "events per run")
 	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor; goroutines calling Emit and deliveries in flight of memhook")
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
-	which := fs.String("transports", "floor,memory,http,redis1,redis2", "comma list of: floor, memory, http, redis1, redis2 (1 or 2 router processes), outage")
+	which := fs.String("transports", "floor,memory,memory-logs,memory-slog,http,redis1,redis2",
+		"comma list of: floor, memory (logs discarded), memory-logs (INFO logs through serve's buffered writer to a file), "+
+			"memory-slog (INFO logs through an untouched slog.Default() to a file), http, redis1, redis2 (1 or 2 router processes), outage")
 	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
@@ -223,9 +226,11 @@ func bench(args []string, stdout, stderr io.Writer) int {
 Measures, on one receiver on loopback that answers 200 at once, with the same
 payload and concurrency: the floor (bare net/http POSTs), memhook embedded on
 the in-memory transport with the whole chain (filter, retry, poison queue,
-signer with a token and secret), and memhook through the direct-HTTP
-transport into a 'memhook serve' child process. Checks that every event
-arrived exactly once. Flags:`)
+signer with a token and secret) with logs discarded and with a log line per
+delivery, memhook through the direct-HTTP transport into a 'memhook serve'
+child process, and through Redis Streams (a private redis-server unless
+--redis-url names one). Checks that every event arrived exactly once.
+Flags:`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -294,7 +299,11 @@ arrived exactly once. Flags:`)
 		case "floor":
 			one = func() benchResult { return benchFloor(rcv, e, *n, *workers, *rate) }
 		case "memory":
-			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate) }
+			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate, logsOff) }
+		case "memory-logs":
+			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate, logsBuffered) }
+		case "memory-slog":
+			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate, logsDefault) }
 		case "http":
 			one = func() benchResult { return benchHTTP(rcv, e, *n, *workers, *rate, *cpuProfile) }
 		case "redis1", "redis2":
@@ -412,18 +421,82 @@ func benchFloor(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
 	return res
 }
 
+// How a memory run logs.
+const (
+	logsOff      = iota // discarded: what the other runs measure
+	logsBuffered        // INFO, a line per delivery, through newLogger's buffered writer: what `memhook serve` users get
+	logsDefault         // the bus's default, slog.Default() untouched: one write per line (log.Default's output)
+)
+
 // benchMemory emits n events on the in-memory transport with the whole
-// chain and a secret, and waits until all arrived.
-func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
+// chain and a secret, and waits until all arrived. With logs on, the lines
+// go to a temporary file, removed after; the run fails unless the file
+// holds a "webhook delivered" line for every event received.
+func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate, logs int) benchResult {
+	name := [...]string{logsOff: "memory (embedded, signed)", logsBuffered: "memory (logs on, buffered)", logsDefault: "memory (logs on, slog.Default)"}[logs]
 	rcv.reset(n)
+	opts := []bus.Option{bus.WithLogger(slog.New(slog.DiscardHandler))}
+	var logFile *os.File
+	var logOut io.Closer // the buffered writer, closed once the bus is
+	if logs != logsOff {
+		f, err := os.CreateTemp("", "memhook-bench-log-")
+		if err != nil {
+			return benchResult{Name: name, Error: err.Error()}
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		logFile = f
+		switch logs {
+		case logsBuffered:
+			l, out, err := newLogger(f, "text", "info")
+			if err != nil {
+				return benchResult{Name: name, Error: err.Error()}
+			}
+			opts, logOut = []bus.Option{bus.WithLogger(l)}, out
+		case logsDefault:
+			prev := log.Writer()
+			log.SetOutput(f) // where slog.Default() writes while the slog default is untouched
+			defer log.SetOutput(prev)
+			opts = nil
+		}
+	}
 	b, err := bus.New(bus.Config{
 		WebhookURL: rcv.url, Token: "bench-token", Secret: "bench-secret",
 		Concurrency: w, QueueCapacity: n,
-	}, bus.WithLogger(slog.New(slog.DiscardHandler)))
+	}, opts...)
 	if err != nil {
-		return benchResult{Name: "memory", Error: err.Error()}
+		return benchResult{Name: name, Error: err.Error()}
 	}
-	return runBus(rcv, b, e, "memory (embedded, signed)", n, w, rate)
+	res := runBus(rcv, b, e, name, n, w, rate)
+	if logFile == nil {
+		return res
+	}
+	if logOut != nil {
+		if err := logOut.Close(); err != nil && res.Error == "" {
+			res.Error = err.Error()
+		}
+	}
+	if lines, err := countLines(logFile.Name(), "memhook: webhook delivered"); err != nil {
+		res.Error = err.Error()
+	} else if lines != res.Received && res.Error == "" {
+		res.Error = fmt.Sprintf("%d \"webhook delivered\" lines in the log for %d events received", lines, res.Received)
+	}
+	return res
+}
+
+// countLines counts the lines of the file at path that contain s.
+func countLines(path, s string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if bytes.Contains(l, []byte(s)) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // startRouter starts `memhook serve` as a child process with env and waits

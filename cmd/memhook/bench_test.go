@@ -163,3 +163,18 @@ func TestBenchRedisURL(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchMemoryWithLogs: the logs-on memory runs log a line per delivery
+// to a real file, and the bench checks the file holds every one (else the
+// run fails and the bench exits 1).
+func TestBenchMemoryWithLogs(t *testing.T) {
+	code, stdout, stderr := run(t, env{}, benchTimeout, "bench", "-n", "300", "--transports", "memory,memory-logs,memory-slog")
+	if code != 0 {
+		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, name := range []string{"memory (embedded, signed)", "memory (logs on, buffered)", "memory (logs on, slog.Default)"} {
+		if row := benchRow(stdout, name); !strings.Contains(row, " 300 ") {
+			t.Errorf("no %q row with 300 received:\n%s", name, stdout)
+		}
+	}
+}
