@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/memhook/memhook/logbuf"
 )
 
 // setting is one configuration variable; flag is its flag's name, empty
@@ -40,7 +42,7 @@ func settings() []setting {
 		{"MEMHOOK_SOURCE", "source", "markdown-brain-bot", "the envelope's source"},
 		{"MEMHOOK_LEGACY_SECRET_HEADER", "legacy-secret-header", "true", "false stops sending X-Webhook-Secret"},
 		{"MEMHOOK_SHUTDOWN_TIMEOUT", "shutdown-timeout", "30", "serve: seconds to drain deliveries on SIGTERM"},
-		{"MEMHOOK_LOG_FORMAT", "log-format", "text", "text | json"},
+		{"MEMHOOK_LOG_FORMAT", "log-format", "text", "text | json; lines go to stderr in batches, each within " + logbuf.DefaultFlushInterval.String() + ", all of them before exit"},
 		{"MEMHOOK_LOG_LEVEL", "log-level", "info", "debug | info | warn | error"},
 		{"MEMHOOK_CPU_PROFILE", "cpu-profile", "(unset: none)", "serve: write a CPU profile (go tool pprof) of the whole run to this file"},
 		{"MEMHOOK_ADMIN_TOKEN", "", "", "serve: bearer token for status and test (required off loopback)"},
