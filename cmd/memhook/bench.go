@@ -421,18 +421,20 @@ func benchFloor(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
 	return res
 }
 
-// How a memory run logs.
+// benchLogs says how a memory run logs.
+type benchLogs int
+
 const (
-	logsOff      = iota // discarded: what the other runs measure
-	logsBuffered        // INFO, a line per delivery, through newLogger's buffered writer: what `memhook serve` users get
-	logsDefault         // the bus's default, slog.Default() untouched: one write per line (log.Default's output)
+	logsOff      benchLogs = iota // discarded: what the other runs measure
+	logsBuffered                  // INFO, a line per delivery, through newLogger's buffered writer: what `memhook serve` users get
+	logsDefault                   // the bus's default, slog.Default() untouched: one write per line (log.Default's output)
 )
 
 // benchMemory emits n events on the in-memory transport with the whole
 // chain and a secret, and waits until all arrived. With logs on, the lines
 // go to a temporary file, removed after; the run fails unless the file
 // holds a "webhook delivered" line for every event received.
-func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate, logs int) benchResult {
+func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int, logs benchLogs) benchResult {
 	name := [...]string{logsOff: "memory (embedded, signed)", logsBuffered: "memory (logs on, buffered)", logsDefault: "memory (logs on, slog.Default)"}[logs]
 	rcv.reset(n)
 	opts := []bus.Option{bus.WithLogger(slog.New(slog.DiscardHandler))}
