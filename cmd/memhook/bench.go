@@ -40,7 +40,9 @@ type benchResult struct {
 	Missing       int     `json:"missing"`
 	Seconds       float64 `json:"seconds"`
 	EventsPerSec  float64 `json:"events_per_sec"`
-	RatioToFloor  float64 `json:"ratio_to_floor"`
+	RatioToFloor  float64 `json:"ratio_to_floor"` // median of the rounds' events/s ÷ the same round's floor
+	RatioMin      float64 `json:"ratio_to_floor_min"`
+	RatioMax      float64 `json:"ratio_to_floor_max"`
 	P50Ms         float64 `json:"p50_ms"`
 	P99Ms         float64 `json:"p99_ms"`
 	MaxMs         float64 `json:"max_ms"`
@@ -122,13 +124,17 @@ func (r *benchReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 }
 
-// cpuAndRSS returns this process's CPU seconds and peak RSS in MiB, plus
-// those of the given child processes (read from /proc before they exit).
+// cpuAndRSS returns this process's CPU seconds and peak RSS in MiB (since
+// the last resetPeakRSS), plus those of the given child processes (read
+// from /proc before they exit).
 func cpuAndRSS(pids ...int) (float64, float64) {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	cpu := tv(ru.Utime) + tv(ru.Stime)
-	rss := float64(ru.Maxrss) / 1024
+	rss := float64(ru.Maxrss) / 1024 // since the start: where /proc has no VmHWM
+	if _, hwm := procStat(os.Getpid()); hwm > 0 {
+		rss = hwm
+	}
 	for _, pid := range pids {
 		c, r := procStat(pid)
 		cpu += c
@@ -136,6 +142,11 @@ func cpuAndRSS(pids ...int) (float64, float64) {
 	}
 	return cpu, rss
 }
+
+// resetPeakRSS starts this process's peak RSS (VmHWM) afresh from its
+// current RSS, so that a run's peak is its own, not an earlier run's (Linux
+// only; elsewhere the peak stays the process's).
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
@@ -259,7 +270,7 @@ Flags:`)
 	defer rcv.srv.Close()
 	e := benchEvent(*size)
 	sample, _ := event.Encode(e, event.Meta{ID: uuid.NewString(), Time: time.Now(), BotVersion: "1.0.0"})
-	config := fmt.Sprintf("n=%d w=%d rate=%d/s envelope=%dB GOMAXPROCS=%d runs=%d (median)", *n, *workers, *rate, len(sample), runtimeProcs(), *repeat)
+	config := fmt.Sprintf("n=%d w=%d rate=%d/s envelope=%dB GOMAXPROCS=%d runs=%d (median; x floor: median of each round's ratio, and its range)", *n, *workers, *rate, len(sample), runtimeProcs(), *repeat)
 
 	names := strings.Split(*which, ",")
 	for i := range names {
@@ -291,8 +302,15 @@ Flags:`)
 		}
 	}
 
-	var results []benchResult
-	var floor float64
+	// Every round runs each transport once, in the given order: the load
+	// of a shared machine drifts, and within a round it is about the same
+	// for all, so "x floor" is the median of the rounds' own ratios.
+	type planned struct {
+		name string
+		one  func() benchResult
+		runs []benchResult
+	}
+	var plan []*planned
 	for _, name := range names {
 		var one func() benchResult
 		switch name {
@@ -318,26 +336,42 @@ Flags:`)
 			fmt.Fprintf(stderr, "memhook bench: unknown transport %q\n", name)
 			return exitUsage
 		}
-		runs := make([]benchResult, 0, *repeat)
-		for range *repeat {
+		plan = append(plan, &planned{name: name, one: one})
+	}
+	for round := range *repeat {
+		for _, p := range plan {
+			if p.name == "outage" && round > 0 {
+				continue // ten seconds of outage each: once is enough
+			}
 			runtime.GC() // each run starts from a collected heap, not the last one's garbage
-			runs = append(runs, one())
-			if name == "outage" {
-				break // ten seconds of outage each: once is enough
+			resetPeakRSS()
+			p.runs = append(p.runs, p.one())
+		}
+	}
+	var floorRuns []benchResult
+	for _, p := range plan {
+		if p.name == "floor" {
+			floorRuns = p.runs
+		}
+	}
+	var results []benchResult
+	for _, p := range plan {
+		res := median(p.runs)
+		var ratios []float64
+		for i, r := range p.runs {
+			if i < len(floorRuns) && floorRuns[i].EventsPerSec > 0 {
+				ratios = append(ratios, r.EventsPerSec/floorRuns[i].EventsPerSec)
 			}
 		}
-		res := median(runs)
-		if name == "floor" {
-			floor = res.EventsPerSec
+		if len(ratios) > 0 {
+			slices.Sort(ratios)
+			res.RatioToFloor, res.RatioMin, res.RatioMax = ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1]
 		}
 		res.Configuration = config
 		results = append(results, res)
 	}
 	failed := false
 	for i := range results {
-		if floor > 0 {
-			results[i].RatioToFloor = results[i].EventsPerSec / floor
-		}
 		if strings.HasPrefix(results[i].Name, "outage") {
 			continue // nothing is meant to arrive
 		}
@@ -352,10 +386,10 @@ Flags:`)
 	} else {
 		fmt.Fprintf(stdout, "memhook bench: %s\n\n", config)
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "run\tevents/s\tx floor\tp50 ms\tp99 ms\tmax ms\tCPU s/1000\tpeak RSS MiB\treceived\tdup\tmissing\tconns\t")
+		fmt.Fprintln(tw, "run\tevents/s\tx floor\t(rounds)\tp50 ms\tp99 ms\tmax ms\tCPU s/1000\tpeak RSS MiB\treceived\tdup\tmissing\tconns\t")
 		for _, r := range results {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.0f\t%d\t%d\t%d\t%d\t\n",
-				r.Name, r.EventsPerSec, r.RatioToFloor, r.P50Ms, r.P99Ms, r.MaxMs, r.CPUPer1000, r.PeakRSSMiB, r.Received, r.Duplicates, r.Missing, r.Connections)
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f-%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.0f\t%d\t%d\t%d\t%d\t\n",
+				r.Name, r.EventsPerSec, r.RatioToFloor, r.RatioMin, r.RatioMax, r.P50Ms, r.P99Ms, r.MaxMs, r.CPUPer1000, r.PeakRSSMiB, r.Received, r.Duplicates, r.Missing, r.Connections)
 		}
 		_ = tw.Flush()
 		for _, r := range results {
