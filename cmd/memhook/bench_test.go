@@ -166,13 +166,17 @@ func TestBenchRedisURL(t *testing.T) {
 
 // TestBenchMemoryWithLogs: the logs-on memory runs log a line per delivery
 // to a real file, and the bench checks the file holds every one (else the
-// run fails and the bench exits 1).
+// run fails and the bench exits 1). Nothing logs at ERROR meanwhile, the
+// serve child of the http run included (its stderr is the bench's).
 func TestBenchMemoryWithLogs(t *testing.T) {
-	code, stdout, stderr := run(t, env{}, benchTimeout, "bench", "-n", "300", "--transports", "memory,memory-logs,memory-slog")
+	code, stdout, stderr := run(t, env{}, benchTimeout, "bench", "-n", "300", "--runs", "2", "--transports", "memory,memory-logs,memory-slog,http")
 	if code != 0 {
 		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	for _, name := range []string{"memory (embedded, signed)", "memory (logs on, buffered)", "memory (logs on, slog.Default)"} {
+	if strings.Contains(stderr, "ERROR") {
+		t.Errorf("a normal bench logged at ERROR:\n%s", stderr)
+	}
+	for _, name := range []string{"memory (embedded, signed)", "memory (logs on, buffered)", "memory (logs on, slog.Default)", "http (app -> serve)"} {
 		if row := benchRow(stdout, name); !strings.Contains(row, " 300 ") {
 			t.Errorf("no %q row with 300 received:\n%s", name, stdout)
 		}
