@@ -66,7 +66,8 @@ func WithDelivery() Option {
 }
 
 // WithLogger sends the bus's logs (and watermill's) to l; the default is
-// slog.Default().
+// slog.Default(). At INFO that is a line per delivery, a write system call
+// each unless l's handler writes to a logbuf.Writer (closed after the bus).
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }

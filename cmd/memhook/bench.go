@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,11 +26,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
-	"github.com/memhook/memhook/transports"
 )
 
 // benchResult is one row of the bench table.
@@ -41,7 +40,9 @@ type benchResult struct {
 	Missing       int     `json:"missing"`
 	Seconds       float64 `json:"seconds"`
 	EventsPerSec  float64 `json:"events_per_sec"`
-	RatioToFloor  float64 `json:"ratio_to_floor"`
+	RatioToFloor  float64 `json:"ratio_to_floor"` // median of the rounds' events/s ÷ the same round's floor
+	RatioMin      float64 `json:"ratio_to_floor_min"`
+	RatioMax      float64 `json:"ratio_to_floor_max"`
 	P50Ms         float64 `json:"p50_ms"`
 	P99Ms         float64 `json:"p99_ms"`
 	MaxMs         float64 `json:"max_ms"`
@@ -123,13 +124,17 @@ func (r *benchReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 }
 
-// cpuAndRSS returns this process's CPU seconds and peak RSS in MiB, plus
-// those of the given child processes (read from /proc before they exit).
+// cpuAndRSS returns this process's CPU seconds and peak RSS in MiB (since
+// the last resetPeakRSS), plus those of the given child processes (read
+// from /proc before they exit).
 func cpuAndRSS(pids ...int) (float64, float64) {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	cpu := tv(ru.Utime) + tv(ru.Stime)
-	rss := float64(ru.Maxrss) / 1024
+	rss := float64(ru.Maxrss) / 1024 // since the start: where /proc has no VmHWM
+	if _, hwm := procStat(os.Getpid()); hwm > 0 {
+		rss = hwm
+	}
 	for _, pid := range pids {
 		c, r := procStat(pid)
 		cpu += c
@@ -137,6 +142,11 @@ func cpuAndRSS(pids ...int) (float64, float64) {
 	}
 	return cpu, rss
 }
+
+// resetPeakRSS starts this process's peak RSS (VmHWM) afresh from its
+// current RSS, so that a run's peak is its own, not an earlier run's (Linux
+// only; elsewhere the peak stays the process's).
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
@@ -213,8 +223,10 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("n", 20000, "events per run")
 	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor; goroutines calling Emit and deliveries in flight of memhook")
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
-	which := fs.String("transports", "floor,memory,http,redis1,redis2", "comma list of: floor, memory, http, redis1, redis2 (1 or 2 router processes; skipped when Redis does not answer), outage")
-	redisURL := fs.String("redis-url", "redis://127.0.0.1:6379/15", "Redis for the redis runs (its streams memory.events* are deleted first)")
+	which := fs.String("transports", "floor,memory,memory-logs,memory-slog,http,redis1,redis2",
+		"comma list of: floor, memory (logs discarded), memory-logs (INFO logs through serve's buffered writer to a file), "+
+			"memory-slog (INFO logs through an untouched slog.Default() to a file), http, redis1, redis2 (1 or 2 router processes), outage")
+	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process to the file, and of each serve child to the file plus .serve-<run>-<n> (the last of --runs)")
@@ -225,9 +237,11 @@ func bench(args []string, stdout, stderr io.Writer) int {
 Measures, on one receiver on loopback that answers 200 at once, with the same
 payload and concurrency: the floor (bare net/http POSTs), memhook embedded on
 the in-memory transport with the whole chain (filter, retry, poison queue,
-signer with a token and secret), and memhook through the direct-HTTP
-transport into a 'memhook serve' child process. Checks that every event
-arrived exactly once. Flags:`)
+signer with a token and secret) with logs discarded and with a log line per
+delivery, memhook through the direct-HTTP transport into a 'memhook serve'
+child process, and through Redis Streams (a private redis-server unless
+--redis-url names one). Checks that every event arrived exactly once.
+Flags:`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -256,18 +270,58 @@ arrived exactly once. Flags:`)
 	defer rcv.srv.Close()
 	e := benchEvent(*size)
 	sample, _ := event.Encode(e, event.Meta{ID: uuid.NewString(), Time: time.Now(), BotVersion: "1.0.0"})
-	config := fmt.Sprintf("n=%d w=%d rate=%d/s envelope=%dB GOMAXPROCS=%d runs=%d (median)", *n, *workers, *rate, len(sample), runtimeProcs(), *repeat)
+	config := fmt.Sprintf("n=%d w=%d rate=%d/s envelope=%dB GOMAXPROCS=%d runs=%d (median; x floor: median of each round's ratio, and its range)", *n, *workers, *rate, len(sample), runtimeProcs(), *repeat)
 
-	var results []benchResult
-	var floor float64
-	for _, name := range strings.Split(*which, ",") {
-		name = strings.TrimSpace(name)
+	names := strings.Split(*which, ",")
+	for i := range names {
+		names[i] = strings.TrimSpace(names[i])
+	}
+	var target *redisTarget
+	if slices.Contains(names, "redis1") || slices.Contains(names, "redis2") {
+		var skip string
+		target, skip, err = openRedisTarget(context.Background(), *redisURL)
+		switch {
+		case errors.Is(err, errRedisNotEmpty):
+			fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+			return exitUsage
+		case err != nil:
+			fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+			return exitFailed
+		case skip != "":
+			fmt.Fprintf(stderr, "memhook bench: redis runs skipped: %s\n", skip)
+			names = slices.DeleteFunc(names, func(n string) bool { return n == "redis1" || n == "redis2" })
+		default:
+			if target.private != nil {
+				fmt.Fprintf(stderr, "memhook bench: redis runs on a private redis-server at %s\n", target.private.Addr())
+			}
+			defer func() {
+				if err := target.close(); err != nil {
+					fmt.Fprintf(stderr, "memhook bench: %v\n", err)
+				}
+			}()
+		}
+	}
+
+	// Every round runs each transport once, in the given order: the load
+	// of a shared machine drifts, and within a round it is about the same
+	// for all, so "x floor" is the median of the rounds' own ratios.
+	type planned struct {
+		name string
+		one  func() benchResult
+		runs []benchResult
+	}
+	var plan []*planned
+	for _, name := range names {
 		var one func() benchResult
 		switch name {
 		case "floor":
 			one = func() benchResult { return benchFloor(rcv, e, *n, *workers, *rate) }
 		case "memory":
-			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate) }
+			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate, logsOff) }
+		case "memory-logs":
+			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate, logsBuffered) }
+		case "memory-slog":
+			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate, logsDefault) }
 		case "http":
 			one = func() benchResult { return benchHTTP(rcv, e, *n, *workers, *rate, *cpuProfile) }
 		case "redis1", "redis2":
@@ -275,37 +329,49 @@ arrived exactly once. Flags:`)
 			if name == "redis2" {
 				routers = 2
 			}
-			one = func() benchResult { return benchRedis(rcv, e, *n, *workers, *rate, routers, *redisURL, *cpuProfile) }
+			one = func() benchResult { return benchRedis(rcv, e, *n, *workers, *rate, routers, target, *cpuProfile) }
 		case "outage":
 			one = func() benchResult { return benchOutage(e, *workers) }
 		default:
 			fmt.Fprintf(stderr, "memhook bench: unknown transport %q\n", name)
 			return exitUsage
 		}
-		runs := make([]benchResult, 0, *repeat)
-		for range *repeat {
+		plan = append(plan, &planned{name: name, one: one})
+	}
+	for round := range *repeat {
+		for _, p := range plan {
+			if p.name == "outage" && round > 0 {
+				continue // ten seconds of outage each: once is enough
+			}
 			runtime.GC() // each run starts from a collected heap, not the last one's garbage
-			runs = append(runs, one())
-			if name == "outage" {
-				break // ten seconds of outage each: once is enough
+			resetPeakRSS()
+			p.runs = append(p.runs, p.one())
+		}
+	}
+	var floorRuns []benchResult
+	for _, p := range plan {
+		if p.name == "floor" {
+			floorRuns = p.runs
+		}
+	}
+	var results []benchResult
+	for _, p := range plan {
+		res := median(p.runs)
+		var ratios []float64
+		for i, r := range p.runs {
+			if i < len(floorRuns) && floorRuns[i].EventsPerSec > 0 {
+				ratios = append(ratios, r.EventsPerSec/floorRuns[i].EventsPerSec)
 			}
 		}
-		res := median(runs)
-		if res.Error == errNoRedis.Error() {
-			fmt.Fprintf(stderr, "memhook bench: %s skipped: Redis at %s does not answer\n", name, transports.RedisConfig{URL: *redisURL}.RedactedURL())
-			continue
-		}
-		if name == "floor" {
-			floor = res.EventsPerSec
+		if len(ratios) > 0 {
+			slices.Sort(ratios)
+			res.RatioToFloor, res.RatioMin, res.RatioMax = ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1]
 		}
 		res.Configuration = config
 		results = append(results, res)
 	}
 	failed := false
 	for i := range results {
-		if floor > 0 {
-			results[i].RatioToFloor = results[i].EventsPerSec / floor
-		}
 		if strings.HasPrefix(results[i].Name, "outage") {
 			continue // nothing is meant to arrive
 		}
@@ -320,10 +386,10 @@ arrived exactly once. Flags:`)
 	} else {
 		fmt.Fprintf(stdout, "memhook bench: %s\n\n", config)
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "run\tevents/s\tx floor\tp50 ms\tp99 ms\tmax ms\tCPU s/1000\tpeak RSS MiB\treceived\tdup\tmissing\tconns\t")
+		fmt.Fprintln(tw, "run\tevents/s\tx floor\t(rounds)\tp50 ms\tp99 ms\tmax ms\tCPU s/1000\tpeak RSS MiB\treceived\tdup\tmissing\tconns\t")
 		for _, r := range results {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.0f\t%d\t%d\t%d\t%d\t\n",
-				r.Name, r.EventsPerSec, r.RatioToFloor, r.P50Ms, r.P99Ms, r.MaxMs, r.CPUPer1000, r.PeakRSSMiB, r.Received, r.Duplicates, r.Missing, r.Connections)
+			fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f-%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.0f\t%d\t%d\t%d\t%d\t\n",
+				r.Name, r.EventsPerSec, r.RatioToFloor, r.RatioMin, r.RatioMax, r.P50Ms, r.P99Ms, r.MaxMs, r.CPUPer1000, r.PeakRSSMiB, r.Received, r.Duplicates, r.Missing, r.Connections)
 		}
 		_ = tw.Flush()
 		for _, r := range results {
@@ -389,21 +455,85 @@ func benchFloor(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
 	return res
 }
 
+// benchLogs says how a memory run logs.
+type benchLogs int
+
+const (
+	logsOff      benchLogs = iota // discarded: what the other runs measure
+	logsBuffered                  // INFO, a line per delivery, through newLogger's buffered writer: what `memhook serve` users get
+	logsDefault                   // the bus's default, slog.Default() untouched: one write per line (log.Default's output)
+)
+
 // benchMemory emits n events on the in-memory transport with the whole
-// chain and a secret, and waits until all arrived.
-func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
+// chain and a secret, and waits until all arrived. With logs on, the lines
+// go to a temporary file, removed after; the run fails unless the file
+// holds a "webhook delivered" line for every event received.
+func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int, logs benchLogs) benchResult {
+	name := [...]string{logsOff: "memory (embedded, signed)", logsBuffered: "memory (logs on, buffered)", logsDefault: "memory (logs on, slog.Default)"}[logs]
 	rcv.reset(n)
+	opts := []bus.Option{bus.WithLogger(slog.New(slog.DiscardHandler))}
+	var logFile *os.File
+	var logOut io.Closer // the buffered writer, closed once the bus is
+	if logs != logsOff {
+		f, err := os.CreateTemp("", "memhook-bench-log-")
+		if err != nil {
+			return benchResult{Name: name, Error: err.Error()}
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		logFile = f
+		switch logs {
+		case logsBuffered:
+			l, out, err := newLogger(f, "text", "info")
+			if err != nil {
+				return benchResult{Name: name, Error: err.Error()}
+			}
+			opts, logOut = []bus.Option{bus.WithLogger(l)}, out
+		case logsDefault:
+			prev := log.Writer()
+			log.SetOutput(f) // where slog.Default() writes while the slog default is untouched
+			defer log.SetOutput(prev)
+			opts = nil
+		}
+	}
 	b, err := bus.New(bus.Config{
 		WebhookURL: rcv.url, Token: "bench-token", Secret: "bench-secret",
 		Concurrency: w, QueueCapacity: n,
-	}, bus.WithLogger(slog.New(slog.DiscardHandler)))
+	}, opts...)
 	if err != nil {
-		return benchResult{Name: "memory", Error: err.Error()}
+		return benchResult{Name: name, Error: err.Error()}
 	}
-	return runBus(rcv, b, e, "memory (embedded, signed)", n, w, rate)
+	res := runBus(rcv, b, e, name, n, w, rate)
+	if logFile == nil {
+		return res
+	}
+	if logOut != nil {
+		if err := logOut.Close(); err != nil && res.Error == "" {
+			res.Error = err.Error()
+		}
+	}
+	if lines, err := countLines(logFile.Name(), "memhook: webhook delivered"); err != nil {
+		res.Error = err.Error()
+	} else if lines != res.Received && res.Error == "" {
+		res.Error = fmt.Sprintf("%d \"webhook delivered\" lines in the log for %d events received", lines, res.Received)
+	}
+	return res
 }
 
-var errNoRedis = errors.New("redis not reachable")
+// countLines counts the lines of the file at path that contain s.
+func countLines(path, s string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if bytes.Contains(l, []byte(s)) {
+			n++
+		}
+	}
+	return n, nil
+}
 
 // startRouter starts `memhook serve` as a child process with env and waits
 // until it is healthy.
@@ -435,15 +565,12 @@ func startRouter(profile string, env ...string) (*exec.Cmd, string, error) {
 
 // benchRedis appends n events to Redis Streams from this process and has
 // `routers` serve child processes deliver them.
-func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redisURL, profile string) benchResult {
+func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, target *redisTarget, profile string) benchResult {
 	name := fmt.Sprintf("redis (%d router%s)", routers, map[bool]string{true: "s"}[routers > 1])
 	rcv.reset(n)
+	redisURL := target.url
 	rcfg := bus.Config{Transport: bus.TransportRedis, RedisURL: redisURL, Concurrency: w, RedisMaxLen: int64(n) + 1}
-	ctx := context.Background()
-	if err := transports.RedisPing(ctx, transports.RedisConfig{URL: redisURL}); err != nil {
-		return benchResult{Name: name, Error: errNoRedis.Error()}
-	}
-	if err := resetStreams(ctx, redisURL); err != nil {
+	if err := target.reset(context.Background()); err != nil {
 		return benchResult{Name: name, Error: err.Error()}
 	}
 	var pids []int
@@ -465,18 +592,6 @@ func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, redi
 		return benchResult{Name: name, Error: err.Error()}
 	}
 	return runBus(rcv, b, e, name, n, w, rate, pids...)
-}
-
-// resetStreams deletes memhook's streams in the bench's Redis database, so
-// that a run starts empty.
-func resetStreams(ctx context.Context, redisURL string) error {
-	opts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	return c.Del(ctx, bus.Topic, bus.PoisonTopic, bus.IncomingTopic).Err()
 }
 
 // benchOutage emits 1 000 000 events at a receiver that is down (nothing

@@ -69,11 +69,13 @@ Flags:
 		return exitUsage
 	}
 	get := func(name string) string { v, _ := c.Lookup(name); return v }
-	logger, err := newLogger(stderr, get("MEMHOOK_LOG_FORMAT"), firstNonEmpty(get("MEMHOOK_LOG_LEVEL"), "warn"))
+	logger, logOut, err := newLogger(stderr, get("MEMHOOK_LOG_FORMAT"), firstNonEmpty(get("MEMHOOK_LOG_LEVEL"), "warn"))
 	if err != nil {
 		fmt.Fprintf(stderr, "memhook emit: %v\n", err)
 		return exitUsage
 	}
+	defer logOut.Close() // every line is out before the exit code goes to os.Exit
+	stderr = logOut      // emit's own messages keep their place among the log lines
 	e := event.Event{Type: t, UserID: *user, Data: payload, RequestID: *requestID}
 	ctx, cancel := context.WithTimeout(context.Background(), *wait)
 	defer cancel()

@@ -76,10 +76,12 @@ func retries(args []string, stdout, stderr io.Writer, lookup func(string) (strin
 	}
 	// go-redis's own messages (a failed dial) go to DEBUG: the error below
 	// says it once.
-	if _, err := newLogger(stderr, settingValue(c, "MEMHOOK_LOG_FORMAT"), settingValue(c, "MEMHOOK_LOG_LEVEL")); err != nil {
+	_, logOut, err := newLogger(stderr, settingValue(c, "MEMHOOK_LOG_FORMAT"), settingValue(c, "MEMHOOK_LOG_LEVEL"))
+	if err != nil {
 		fmt.Fprintf(stderr, "memhook retries list: %v\n", oneLine(c.explain(err)))
 		return exitUsage
 	}
+	defer logOut.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// One more than asked for tells whether the list was cut.

@@ -181,11 +181,13 @@ func serve(args []string, stdout, stderr io.Writer, lookup func(string) (string,
 }
 
 func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
-	logger, err := newLogger(stderr, sc.LogFormat, sc.LogLevel)
+	logger, logOut, err := newLogger(stderr, sc.LogFormat, sc.LogLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
 		return exitUsage
 	}
+	defer logOut.Close() // runs last: every line is out before the exit code goes to os.Exit
+	stderr = logOut      // serve's own messages keep their place among the log lines
 	if sc.CPUProfile != "" {
 		stopProfile, err := startCPUProfile(sc.CPUProfile)
 		if err != nil {

@@ -12,6 +12,8 @@ import (
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/transports"
+
+	"github.com/memhook/memhook/logbuf"
 )
 
 // seconds writes d as the seed writes durations: a number of seconds.
@@ -50,7 +52,7 @@ func settings() []setting {
 		{"MEMHOOK_SOURCE", "source", event.DefaultSource, "the envelope's source"},
 		{"MEMHOOK_LEGACY_SECRET_HEADER", "legacy-secret-header", "true", "false stops sending X-Webhook-Secret"},
 		{"MEMHOOK_SHUTDOWN_TIMEOUT", "shutdown-timeout", seconds(defaultShutdownTimeout), "serve: seconds to drain deliveries on SIGTERM"},
-		{"MEMHOOK_LOG_FORMAT", "log-format", "text", "text | json"},
+		{"MEMHOOK_LOG_FORMAT", "log-format", "text", "text | json; lines go to stderr in batches, each within " + logbuf.DefaultFlushInterval.String() + ", all of them before exit"},
 		{"MEMHOOK_LOG_LEVEL", "log-level", "info", "debug | info | warn | error"},
 		{"MEMHOOK_CPU_PROFILE", "cpu-profile", "(unset: none)", "serve: write a CPU profile (go tool pprof) of the whole run to this file"},
 		{"MEMHOOK_TLS_CERT", "tls-cert", "(unset: plain http)", "serve: PEM certificate file (chain, leaf first); with MEMHOOK_TLS_KEY serves https only"},
