@@ -222,13 +222,18 @@ func routerStats(t *testing.T, p *proc) bus.Stats {
 	return st.Counters
 }
 
-// waitStats waits until cond holds for the counters of routers (summed
-// where cond wants) or deadline passes.
-func waitStats(t *testing.T, what string, deadline time.Time, cond func() bool) {
+// waitStats polls cond, which reads routers' counters, until it holds or
+// deadline passes; then it fails t with what and the counters cond saw
+// last.
+func waitStats(t *testing.T, what string, deadline time.Time, cond func() (bool, []bus.Stats)) {
 	t.Helper()
-	for !cond() {
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not before %s: %s", deadline.Format("15:04:05.000"), what)
+			t.Fatalf("not before %s: %s; counters %+v", deadline.Format("15:04:05.000"), what, seen)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -289,9 +294,9 @@ func TestOutageMemoryTransport(t *testing.T) {
 	t.Logf("%d events handed to the router in %s", outageEvents, time.Since(start).Round(time.Millisecond))
 
 	var st bus.Stats
-	waitStats(t, "every event's sixth attempt failed and its retry waits", end, func() bool {
+	waitStats(t, "every event's sixth attempt failed and its retry waits", end, func() (bool, []bus.Stats) {
 		st = routerStats(t, r)
-		return st.Retried >= outageFailedAttempts*outageEvents && st.RetriesWaiting == outageEvents
+		return st.Retried >= outageFailedAttempts*outageEvents && st.RetriesWaiting == outageEvents, []bus.Stats{st}
 	})
 	if st.Queued != 0 || st.InFlight != 0 || st.Poisoned != 0 {
 		t.Errorf("while the retries wait: %d queued, %d in flight, %d poisoned; want none", st.Queued, st.InFlight, st.Poisoned)
@@ -305,9 +310,9 @@ func TestOutageMemoryTransport(t *testing.T) {
 	}
 
 	rcv.waitDistinct(t, outageEvents, 30*time.Second)
-	waitStats(t, "every delivery counted", time.Now().Add(10*time.Second), func() bool {
+	waitStats(t, "every delivery counted", time.Now().Add(10*time.Second), func() (bool, []bus.Stats) {
 		st = routerStats(t, r)
-		return st.Delivered >= outageEvents
+		return st.Delivered >= outageEvents, []bus.Stats{st}
 	})
 	t.Logf("all %d delivered %s after the outage began; %d duplicate deliveries (same webhook-id); stats %+v",
 		outageEvents, rcv.lastAt().Sub(start).Round(time.Millisecond), rcv.duplicates(), st)
@@ -351,16 +356,16 @@ func TestOutageRedisRouterKilledWhileRetriesWait(t *testing.T) {
 	cpuA, cpuB := startCPU(t, "router a", a), startCPU(t, "router b", b)
 	start := time.Now()
 	end := start.Add(outageDuration)
-	emit(t, srv.URL(), outageEvents)
+	emitConcurrently(t, srv.URL(), outageEvents)
 	t.Logf("%d events appended in %s", outageEvents, time.Since(start).Round(time.Millisecond))
 
 	// Kill a while every retry waits in Redis, none due: after the fourth
 	// attempts (about 7 s in), before the fifth (15 s).
 	const beforeKill = 4
 	var sa, sb bus.Stats
-	waitStats(t, "every event's fourth attempt failed and its retry waits", end, func() bool {
+	waitStats(t, "every event's fourth attempt failed and its retry waits", end, func() (bool, []bus.Stats) {
 		sa, sb = routerStats(t, a), routerStats(t, b)
-		return sa.Retried+sb.Retried >= beforeKill*outageEvents && sb.RetriesWaiting == outageEvents
+		return sa.Retried+sb.Retried >= beforeKill*outageEvents && sb.RetriesWaiting == outageEvents, []bus.Stats{sa, sb}
 	})
 	pending := pendingBy(t, rc, "outage-a")
 	cpuA.check("until it was killed", time.Since(start), sa.Retried, outageCPUBase+time.Duration(sa.Retried)*outageCPUPerAttempt)
@@ -371,9 +376,9 @@ func TestOutageRedisRouterKilledWhileRetriesWait(t *testing.T) {
 	t.Logf("router a SIGKILLed %s into the outage, holding %d pending entries; it had scheduled %d retries, router b %d",
 		killedAt.Round(time.Millisecond), pending, sa.Retried, sb.Retried)
 
-	waitStats(t, "every event's sixth attempt failed and its retry waits", end, func() bool {
+	waitStats(t, "every event's sixth attempt failed and its retry waits", end, func() (bool, []bus.Stats) {
 		sb = routerStats(t, b)
-		return sa.Retried+sb.Retried >= outageFailedAttempts*outageEvents && sb.RetriesWaiting >= outageEvents
+		return sa.Retried+sb.Retried >= outageFailedAttempts*outageEvents && sb.RetriesWaiting >= outageEvents, []bus.Stats{sb}
 	})
 	memWaiting, _ := redisInfo(t, rc)
 	quiet, quietStart := startCPU(t, "router b", b), time.Now()
@@ -381,7 +386,7 @@ func TestOutageRedisRouterKilledWhileRetriesWait(t *testing.T) {
 	quiet.check("while 1 000 retries waited in Redis, none due", time.Since(quietStart), 0, outageQuietMaxCPU)
 	cpuB.check("over the outage", time.Since(start), sb.Retried, outageCPUBase+time.Duration(sb.Retried)*outageCPUPerAttempt)
 	_, redisCPU := redisInfo(t, rc)
-	t.Logf("redis-server: %.2f CPU seconds over the outage; used_memory grew by %d bytes with %d retries waiting (%d bytes each, stream entries trimmed meanwhile included)",
+	t.Logf("redis-server: %.2f CPU seconds over the outage; used_memory grew by %d bytes with %d retries waiting (%d bytes each, stream entries not yet trimmed included)",
 		redisCPU-redisCPUBefore, memWaiting-memBefore, sb.RetriesWaiting, (memWaiting-memBefore)/int64(max(sb.RetriesWaiting, 1)))
 	if err := rcv.up(); err != nil {
 		t.Fatal(err)
@@ -393,9 +398,9 @@ func TestOutageRedisRouterKilledWhileRetriesWait(t *testing.T) {
 	if d := rcv.duplicates(); d > 64 {
 		t.Errorf("%d duplicates: more than the entries one router can hold", d)
 	}
-	waitStats(t, "no retry left waiting", time.Now().Add(10*time.Second), func() bool {
+	waitStats(t, "no retry left waiting", time.Now().Add(10*time.Second), func() (bool, []bus.Stats) {
 		sb = routerStats(t, b)
-		return sb.RetriesWaiting == 0
+		return sb.RetriesWaiting == 0, []bus.Stats{sb}
 	})
 	if sb.Poisoned != 0 {
 		t.Errorf("router b poisoned %d events", sb.Poisoned)
@@ -457,4 +462,36 @@ func (c *counter) lastAt() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.last
+}
+
+// emitConcurrently appends n events numbered 0..n-1 to the stream from 16
+// goroutines sharing one bus, as a busy application does: concurrent
+// Emits share XADD pipelines, so that all are appended within a second or
+// two even on a Redis that syncs every write to disk.
+func emitConcurrently(t *testing.T, redisURL string, n int) {
+	t.Helper()
+	app, err := bus.New(bus.Config{Transport: bus.TransportRedis, RedisURL: redisURL}, bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(context.Background())
+	const workers = 16
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				e := event.Event{Type: event.MemoryAdded, UserID: "u", Data: map[string]int{"n": i}}
+				if err := app.Emit(context.Background(), e); err != nil {
+					errs <- fmt.Errorf("emit %d: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }
