@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log"
 	"log/slog"
@@ -33,24 +35,31 @@ import (
 
 // benchResult is one row of the bench table.
 type benchResult struct {
-	Name          string  `json:"name"`
-	Events        int     `json:"events"`
-	Received      int     `json:"received"`
-	Duplicates    int     `json:"duplicates"`
-	Missing       int     `json:"missing"`
-	Seconds       float64 `json:"seconds"`
-	EventsPerSec  float64 `json:"events_per_sec"`
-	RatioToFloor  float64 `json:"ratio_to_floor"` // median of the rounds' events/s ÷ the same round's floor
-	RatioMin      float64 `json:"ratio_to_floor_min"`
-	RatioMax      float64 `json:"ratio_to_floor_max"`
-	P50Ms         float64 `json:"p50_ms"`
-	P99Ms         float64 `json:"p99_ms"`
-	MaxMs         float64 `json:"max_ms"`
-	CPUPer1000    float64 `json:"cpu_seconds_per_1000"`
-	PeakRSSMiB    float64 `json:"peak_rss_mib"`
-	Connections   int64   `json:"receiver_connections"`
-	Error         string  `json:"error,omitempty"`
-	Configuration string  `json:"configuration"`
+	Name         string  `json:"name"`
+	Events       int     `json:"events"`
+	Received     int     `json:"received"`
+	Duplicates   int     `json:"duplicates"`
+	Missing      int     `json:"missing"`
+	Seconds      float64 `json:"seconds"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	RatioToFloor float64 `json:"ratio_to_floor"` // median of the rounds' events/s ÷ the same round's floor
+	RatioMin     float64 `json:"ratio_to_floor_min"`
+	RatioMax     float64 `json:"ratio_to_floor_max"`
+	P50Ms        float64 `json:"p50_ms"`
+	P99Ms        float64 `json:"p99_ms"`
+	MaxMs        float64 `json:"max_ms"`
+	CPUPer1000   float64 `json:"cpu_seconds_per_1000"`
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	Connections  int64   `json:"receiver_connections"`
+	// HealthyRatio, for the half-failing run: the healthy half's
+	// events/s over the same events' events/s in a run at the same pace
+	// where none fails (median of the rounds, and the range).
+	HealthyRatio    float64 `json:"healthy_ratio,omitempty"`
+	HealthyRatioMin float64 `json:"healthy_ratio_min,omitempty"`
+	HealthyRatioMax float64 `json:"healthy_ratio_max,omitempty"`
+	PacedAt         int     `json:"paced_at,omitempty"`
+	Error           string  `json:"error,omitempty"`
+	Configuration   string  `json:"configuration"`
 }
 
 // benchReceiver answers 200 at once and records, per webhook id, how many
@@ -66,6 +75,22 @@ type benchReceiver struct {
 	latency []time.Duration
 	done    chan struct{}
 	want    int
+
+	// For the half-failing run: ids whose FNV hash is odd are answered
+	// 503 for their first failFirst attempts; the healthy (even) ones'
+	// arrivals are timed from start.
+	failFirst   int
+	attempts    map[string]int
+	start       time.Time
+	healthy     int
+	lastHealthy time.Time
+}
+
+// failing reports whether the half-failing run fails id.
+func failing(id string) bool {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	return h.Sum32()%2 == 1
 }
 
 func startBenchReceiver() (*benchReceiver, error) {
@@ -83,9 +108,14 @@ func startBenchReceiver() (*benchReceiver, error) {
 	return r, nil
 }
 
-func (r *benchReceiver) reset(want int) {
+func (r *benchReceiver) reset(want int) { r.resetFailing(want, 0) }
+
+// resetFailing readies the receiver for a run of want events, answering
+// 503 to the first failFirst attempts of the failing half.
+func (r *benchReceiver) resetFailing(want, failFirst int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.failFirst, r.attempts, r.start, r.healthy, r.lastHealthy = failFirst, map[string]int{}, time.Now(), 0, time.Time{}
 	r.seen = make(map[string]int, want)
 	r.latency = make([]time.Duration, 0, want)
 	r.done = make(chan struct{})
@@ -108,8 +138,21 @@ func (r *benchReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	id := req.Header.Get("webhook-id")
-	w.WriteHeader(http.StatusOK)
 	r.mu.Lock()
+	bad := failing(id)
+	if r.failFirst > 0 && bad {
+		r.attempts[id]++
+		if r.attempts[id] <= r.failFirst {
+			r.mu.Unlock()
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	if !bad && r.seen[id] == 0 {
+		r.healthy++
+		r.lastHealthy = now
+	}
 	r.seen[id]++
 	if r.seen[id] == 1 && lat >= 0 {
 		r.latency = append(r.latency, lat)
@@ -223,9 +266,9 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("n", 20000, "events per run")
 	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor; goroutines calling Emit and deliveries in flight of memhook")
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
-	which := fs.String("transports", "floor,memory,memory-logs,memory-slog,http,redis1,redis2",
+	which := fs.String("transports", "floor,memory,memory-logs,memory-slog,half-fail,http,redis1,redis2",
 		"comma list of: floor, memory (logs discarded), memory-logs (INFO logs through serve's buffered writer to a file), "+
-			"memory-slog (INFO logs through an untouched slog.Default() to a file), http, redis1, redis2 (1 or 2 router processes), outage")
+			"memory-slog (INFO logs through an untouched slog.Default() to a file), half-fail (half of the events answered 503 three times: the other half's rate against a run where none fails), http, redis1, redis2 (1 or 2 router processes), outage")
 	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
@@ -332,6 +375,22 @@ Flags:`)
 			one = func() benchResult { return benchRedis(rcv, e, *n, *workers, *rate, routers, target, *cpuProfile) }
 		case "outage":
 			one = func() benchResult { return benchOutage(e, *workers) }
+		case "half-fail":
+			// Paced at --rate, or at half of the same round's memory
+			// run: a load the chain sustains with the failing half's
+			// extra attempts on top.
+			one = func() benchResult {
+				pace := *rate
+				for _, q := range plan {
+					if q.name == "memory" && len(q.runs) > 0 && pace == 0 {
+						pace = int(q.runs[len(q.runs)-1].EventsPerSec / 2)
+					}
+				}
+				if pace <= 0 {
+					pace = 2000
+				}
+				return benchHalfFail(rcv, e, *n, *workers, pace)
+			}
 		default:
 			fmt.Fprintf(stderr, "memhook bench: unknown transport %q\n", name)
 			return exitUsage
@@ -367,6 +426,18 @@ Flags:`)
 			slices.Sort(ratios)
 			res.RatioToFloor, res.RatioMin, res.RatioMax = ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1]
 		}
+		if p.name == "half-fail" {
+			var hr []float64
+			for _, r := range p.runs {
+				if r.HealthyRatio > 0 {
+					hr = append(hr, r.HealthyRatio)
+				}
+			}
+			if len(hr) > 0 {
+				slices.Sort(hr)
+				res.HealthyRatio, res.HealthyRatioMin, res.HealthyRatioMax = hr[len(hr)/2], hr[0], hr[len(hr)-1]
+			}
+		}
 		res.Configuration = config
 		results = append(results, res)
 	}
@@ -393,6 +464,10 @@ Flags:`)
 		}
 		_ = tw.Flush()
 		for _, r := range results {
+			if r.HealthyRatio > 0 {
+				fmt.Fprintf(stdout, "%s: the healthy half at %.2f of its events/s when no event fails (rounds %.2f-%.2f), both paced at %d/s; the failing half answered 503 %d times each, then delivered\n",
+					r.Name, r.HealthyRatio, r.HealthyRatioMin, r.HealthyRatioMax, r.PacedAt, halfFailFirst)
+			}
 			if r.Error != "" {
 				fmt.Fprintf(stdout, "%s: %s\n", r.Name, r.Error)
 			}
@@ -516,6 +591,56 @@ func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int, logs benchLo
 		res.Error = err.Error()
 	} else if lines != res.Received && res.Error == "" {
 		res.Error = fmt.Sprintf("%d \"webhook delivered\" lines in the log for %d events received", lines, res.Received)
+	}
+	return res
+}
+
+// healthyRate is the events/s of the healthy half of the last run: how
+// many arrived over the time from the run's start to the last of them.
+func (r *benchReceiver) healthyRate() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.healthy == 0 || !r.lastHealthy.After(r.start) {
+		return 0
+	}
+	return float64(r.healthy) / r.lastHealthy.Sub(r.start).Seconds()
+}
+
+// halfFailFirst is how many attempts of the failing half the receiver
+// refuses in the half-failing run: the seed's schedule retries three
+// times (1 s, 2 s, 4 s), so the fourth attempt delivers.
+const halfFailFirst = 3
+
+// benchHalfFail measures whether a receiver failing half of the events
+// slows the other half: the same n events, paced at rate, are sent twice
+// on the memory transport (whole chain, the seed's retry schedule) — once
+// with every answer 200, once with the failing half (by hash of the id)
+// answered 503 for its first three attempts. Its events/s is the healthy
+// half's in the second run, HealthyRatio that over the healthy half's in
+// the first. Every event must arrive in both.
+func benchHalfFail(rcv *benchReceiver, e event.Event, n, w, rate int) benchResult {
+	const name = "memory (half failing)"
+	run := func(failFirst int) (benchResult, float64) {
+		b, err := bus.New(bus.Config{
+			WebhookURL: rcv.url, Token: "bench-token", Secret: "bench-secret",
+			Concurrency: w, QueueCapacity: n,
+		}, bus.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			return benchResult{Name: name, Error: err.Error()}, 0
+		}
+		rcv.resetFailing(n, failFirst)
+		res := runBus(rcv, b, e, name, n, w, rate)
+		return res, rcv.healthyRate()
+	}
+	base, baseRate := run(0)
+	if base.Error != "" || base.Missing != 0 {
+		base.Error = "the run without failures: " + cmp.Or(base.Error, fmt.Sprintf("%d missing", base.Missing))
+		return base
+	}
+	res, rate2 := run(halfFailFirst)
+	res.EventsPerSec, res.PacedAt = rate2, rate
+	if baseRate > 0 {
+		res.HealthyRatio = rate2 / baseRate
 	}
 	return res
 }
