@@ -99,17 +99,27 @@ func TestMemoryConsumerGroups(t *testing.T) {
 	}
 	pub("m1", "m2", "m3", "m4")
 	got := map[string][]string{}
-	take := func(name string, ch <-chan *message.Message) bool {
+	take := func(wait time.Duration) bool {
 		select {
-		case msg := <-ch:
-			got[name] = append(got[name], msg.UUID)
+		case msg := <-a1:
+			got["a"] = append(got["a"], msg.UUID)
 			msg.Ack()
-			return true
-		case <-time.After(100 * time.Millisecond): // only to show that nothing more comes
+		case msg := <-a2:
+			got["a"] = append(got["a"], msg.UUID)
+			msg.Ack()
+		case msg := <-b:
+			got["b"] = append(got["b"], msg.UUID)
+			msg.Ack()
+		case <-time.After(wait):
 			return false
 		}
+		return true
 	}
-	for take("a", a1) || take("a", a2) || take("b", b) {
+	deadline := time.Now().Add(10 * time.Second)
+	for (len(got["a"]) < 5 || len(got["b"]) < 4) && time.Now().Before(deadline) {
+		take(time.Until(deadline))
+	}
+	for take(300 * time.Millisecond) { // only to show that nothing more comes
 	}
 	slices.Sort(got["a"])
 	slices.Sort(got["b"])

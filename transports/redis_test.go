@@ -680,13 +680,19 @@ func TestRedisStreamBoundAndTrimAcked(t *testing.T) {
 	}
 	held := receive(t, ch, 5*time.Second)
 	defer held.Ack()
+	all, err := rc.XRange(ctx, cfg.EventsTopic, "-", "+").Result()
+	if err != nil || len(all) < 21 {
+		t.Fatalf("XRANGE = %d entries, %v", len(all), err)
+	}
 	var pend *redis.XPending
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var err error
 		pend, err = rc.XPending(ctx, cfg.EventsTopic, cfg.ConsumerGroup).Result()
-		if err == nil && pend.Count >= 1 {
-			break // the held entry, and those redisstream read ahead
+		// Acks go to Redis in batches: wait until the 20 acknowledged
+		// left the pending list and the held 21st is its lowest.
+		if err == nil && pend.Count >= 1 && pend.Lower == all[20].ID {
+			break // the held entry, and those read ahead
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("pending = %+v, %v; want the held entry", pend, err)

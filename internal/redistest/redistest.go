@@ -93,6 +93,9 @@ func start(t testing.TB, persistent bool) *Server {
 	t.Helper()
 	s, err := redisserver.Start(redisserver.Config{Dir: t.TempDir(), Persistent: persistent})
 	if errors.Is(err, redisserver.ErrNotFound) {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server not found on PATH under CI=true: a missing install step (" + skipHint + ")")
+		}
 		t.Skip("redis-server not found on PATH: " + skipHint)
 	}
 	if err != nil {
