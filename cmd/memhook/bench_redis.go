@@ -14,8 +14,10 @@ import (
 	"github.com/memhook/memhook/transports"
 )
 
-// benchRedisKeys are the keys a redis run creates: memhook's streams.
-func benchRedisKeys() []string { return []string{bus.Topic, bus.PoisonTopic, bus.IncomingTopic} }
+// benchRedisKeys are the patterns of the keys a redis run creates:
+// memhook's streams and what goes with them (retry set, heartbeats, the
+// duplicate guard), all named after the events or incoming topic.
+func benchRedisKeys() []string { return []string{bus.Topic + "*", bus.IncomingTopic + "*"} }
 
 // errRedisNotEmpty is returned by openRedisTarget for a --redis-url whose
 // database holds keys: the bench deletes what it creates, so it only runs
@@ -85,8 +87,16 @@ func (r *redisTarget) reset(ctx context.Context) error {
 	}
 	c := redis.NewClient(opts)
 	defer c.Close()
-	if err := c.Del(ctx, benchRedisKeys()...).Err(); err != nil {
-		return fmt.Errorf("redis %s: deleting the bench's streams: %w", r.shown, err)
+	for _, pattern := range benchRedisKeys() {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := c.Del(ctx, iter.Val()).Err(); err != nil {
+				return fmt.Errorf("redis %s: deleting the bench's keys: %w", r.shown, err)
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return fmt.Errorf("redis %s: deleting the bench's keys: %w", r.shown, err)
+		}
 	}
 	keys, err := c.DBSize(ctx).Result()
 	if err != nil {
