@@ -3,6 +3,7 @@ package transports
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -21,6 +22,7 @@ type timerHeap struct {
 
 	mu      sync.Mutex
 	items   delayedItems
+	n       atomic.Int64 // len(items), read without the lock on every publish
 	kick    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -61,6 +63,7 @@ func (h *timerHeap) add(topic string, msg *message.Message, due time.Time) bool 
 		return false
 	}
 	heap.Push(&h.items, delayedItem{due: due, topic: topic, msg: msg})
+	h.n.Store(int64(len(h.items)))
 	first := h.items[0].msg == msg
 	h.mu.Unlock()
 	if first {
@@ -73,11 +76,7 @@ func (h *timerHeap) add(topic string, msg *message.Message, due time.Time) bool 
 }
 
 // Len is how many messages wait.
-func (h *timerHeap) Len() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.items)
-}
+func (h *timerHeap) Len() int { return int(h.n.Load()) }
 
 // Oldest is the earliest due time; zero when none waits.
 func (h *timerHeap) Oldest() time.Time {
@@ -125,12 +124,14 @@ func (h *timerHeap) fire() {
 			return
 		}
 		it := heap.Pop(&h.items).(delayedItem)
+		h.n.Store(int64(len(h.items)))
 		h.mu.Unlock()
 		if err := h.deliver(it.topic, it.msg); err != nil {
 			h.mu.Lock()
 			if !h.stopped {
 				it.due = now.Add(redeliverRetry)
 				heap.Push(&h.items, it)
+				h.n.Store(int64(len(h.items)))
 			}
 			h.mu.Unlock()
 		}
@@ -147,6 +148,7 @@ func (h *timerHeap) close() Left {
 	h.stopped = true
 	items := h.items
 	h.items = nil
+	h.n.Store(0)
 	h.mu.Unlock()
 	close(h.stop)
 	<-h.done
