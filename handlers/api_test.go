@@ -21,6 +21,7 @@ import (
 
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/internal/ingesttest"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -217,7 +218,7 @@ func TestIngestSameIDWhileInProgress(t *testing.T) {
 		<-release
 		return nil
 	})
-	body := envelope("evt_busy")
+	body := ingesttest.Envelope("evt_busy")
 	first := make(chan int, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+handlers.PathIngest, strings.NewReader(body))
@@ -286,10 +287,10 @@ func TestBadEventIDsAreRefused(t *testing.T) {
 		{"ingest NUL", handlers.PathIngest, nil, withID("evt\x00"), []string{"field id", "control character"}},
 		{"ingest blank", handlers.PathIngest, nil, withID("   "), []string{"field id", "blank"}},
 		{"ingest too long", handlers.PathIngest, nil, withID(long), []string{"field id", "257 bytes"}},
-		{"ingest webhook-id header too long", handlers.PathIngest, http.Header{"Webhook-Id": {long}}, envelope("evt_ok_1"), []string{"header webhook-id", "257 bytes"}},
-		{"ingest webhook-id header with a tab", handlers.PathIngest, http.Header{"Webhook-Id": {"evt\t1"}}, envelope("evt_ok_2"), []string{"header webhook-id", "control character"}},
+		{"ingest webhook-id header too long", handlers.PathIngest, http.Header{"Webhook-Id": {long}}, ingesttest.Envelope("evt_ok_1"), []string{"header webhook-id", "257 bytes"}},
+		{"ingest webhook-id header with a tab", handlers.PathIngest, http.Header{"Webhook-Id": {"evt\t1"}}, ingesttest.Envelope("evt_ok_2"), []string{"header webhook-id", "control character"}},
 		{"ingest Message-Uuid header (watermill-http) with a C1 control", handlers.PathIngest, http.Header{"Message-Uuid": {"evt\u0085"}}, `{"event":"memory_added","user_id":"u","data":{}}`, []string{"header Message-Uuid", "control character"}},
-		{"batch names the event", handlers.PathIngestBatch, nil, "[" + envelope("evt_ok_3") + "," + withID("evt\n") + "]", []string{"event 1: ", "field id", "control character"}},
+		{"batch names the event", handlers.PathIngestBatch, nil, "[" + ingesttest.Envelope("evt_ok_3") + "," + withID("evt\n") + "]", []string{"event 1: ", "field id", "control character"}},
 		{"batch blank", handlers.PathIngestBatch, nil, "[" + withID("\t") + "]", []string{"event 0: ", "field id"}},
 		{"incoming LF", handlers.PathIncoming, nil, withID("evt\n"), []string{"field id", "control character"}},
 		{"incoming webhook-id header too long", handlers.PathIncoming, http.Header{"Webhook-Id": {long}}, incomingBody, []string{"header webhook-id", "257 bytes"}},

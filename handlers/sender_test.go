@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/internal/ingesttest"
 	"github.com/memhook/memhook/internal/redistest"
 	"github.com/memhook/memhook/transports"
 	"github.com/memhook/memhook/verify"
@@ -48,7 +49,7 @@ func TestDuplicateGuardSharedOnRedis(t *testing.T) {
 	a, b := router(), router()
 
 	h := signed(t, incomingSecret, "evt_shared", time.Now(), incomingBody)
-	ingest := envelope("evt_shared_ingest")
+	ingest := ingesttest.Envelope("evt_shared_ingest")
 	ih := http.Header{verify.HeaderID: {"evt_shared_ingest"}}
 	for i, f := range []*apiFixture{a, b, a, b} {
 		code, out := f.post(t, handlers.PathIncoming, h, incomingBody)
@@ -60,7 +61,7 @@ func TestDuplicateGuardSharedOnRedis(t *testing.T) {
 			t.Fatalf("ingest request %d: %d %v, want 200 (duplicate after the first)", i+1, code, out)
 		}
 	}
-	code, out := b.post(t, handlers.PathIngestBatch, nil, "["+ingest+","+envelope("evt_shared_new")+"]")
+	code, out := b.post(t, handlers.PathIngestBatch, nil, "["+ingest+","+ingesttest.Envelope("evt_shared_new")+"]")
 	if code != 200 || out["duplicates"] != 1.0 {
 		t.Fatalf("batch on the other router: %d %v, want 200 with 1 duplicate", code, out)
 	}
@@ -101,8 +102,8 @@ func TestDuplicateGuardFailsClosed(t *testing.T) {
 		body string
 	}{
 		{handlers.PathIncoming, signed(t, incomingSecret, "evt_down", time.Now(), incomingBody), incomingBody},
-		{handlers.PathIngest, http.Header{verify.HeaderID: {"evt_down_ingest"}}, envelope("evt_down_ingest")},
-		{handlers.PathIngestBatch, nil, "[" + envelope("evt_down_batch") + "]"},
+		{handlers.PathIngest, http.Header{verify.HeaderID: {"evt_down_ingest"}}, ingesttest.Envelope("evt_down_ingest")},
+		{handlers.PathIngestBatch, nil, "[" + ingesttest.Envelope("evt_down_batch") + "]"},
 	} {
 		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+r.path, strings.NewReader(r.body))
 		req.Header = r.h.Clone()
@@ -151,7 +152,7 @@ func TestDuplicateGuardAnswersWithinItsBound(t *testing.T) {
 	t.Cleanup(func() { _ = seen.Close() })
 	f := startAPI(t, &handlers.API{Seen: seen})
 	start := time.Now()
-	code, out := f.post(t, handlers.PathIngest, http.Header{verify.HeaderID: {"evt_silent"}}, envelope("evt_silent"))
+	code, out := f.post(t, handlers.PathIngest, http.Header{verify.HeaderID: {"evt_silent"}}, ingesttest.Envelope("evt_silent"))
 	if took := time.Since(start); code != http.StatusServiceUnavailable || took > 8*time.Second {
 		t.Errorf("%d %v after %s, want 503 within about 5s", code, out, took.Round(time.Millisecond))
 	}

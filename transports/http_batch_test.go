@@ -2,10 +2,8 @@ package transports_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -16,73 +14,13 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/internal/ingesttest"
 	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/transports"
 )
 
 // The BatchForwarder against the router process's real ingest endpoints
 // (handlers.API over loopback).
-
-// envelope returns a valid memory_added envelope with the given id.
-func envelope(id string) string {
-	return fmt.Sprintf(`{"id":%q,"event":"memory_added","timestamp":"2024-01-15T10:30:00Z","user_id":"user123","data":{"memory_id":"m1","content":"x"}}`, id)
-}
-
-// batchRouter is a router process's API over loopback whose Ingest keeps
-// what it takes and refuses (ErrBusy) once it holds capacity events.
-type batchRouter struct {
-	srv      *httptest.Server
-	capacity int
-	batches  atomic.Int64 // POST /ingest/batch requests
-	singles  atomic.Int64 // POST /ingest requests
-
-	mu       sync.Mutex
-	ingested []*message.Message
-}
-
-func startBatchRouter(t *testing.T, capacity int, api *handlers.API) *batchRouter {
-	t.Helper()
-	r := &batchRouter{capacity: capacity}
-	api.Incoming = func(*message.Message) error { return nil }
-	api.Ingest = func(m *message.Message) error {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if len(r.ingested) >= r.capacity {
-			return handlers.ErrBusy
-		}
-		r.ingested = append(r.ingested, m)
-		return nil
-	}
-	api.Status = func() handlers.Status { return handlers.Status{} }
-	api.Test = func(context.Context) handlers.TestResult { return handlers.TestResult{} }
-	api.Logger = slog.New(slog.DiscardHandler)
-	ctx, cancel := context.WithCancel(context.Background())
-	h, err := api.Handler(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		switch req.URL.Path {
-		case handlers.PathIngestBatch:
-			r.batches.Add(1)
-		case handlers.PathIngest:
-			r.singles.Add(1)
-		}
-		h.ServeHTTP(w, req)
-	}))
-	t.Cleanup(func() { r.srv.Close(); cancel() })
-	return r
-}
-
-func (r *batchRouter) ids() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]string, len(r.ingested))
-	for i, m := range r.ingested {
-		out[i] = m.UUID
-	}
-	return out
-}
 
 // newForwarder returns a BatchForwarder to base whose Single posts one
 // message to base + /ingest, counting the calls.
@@ -136,15 +74,15 @@ func forwardAll(f *transports.BatchForwarder, prefix string, n, w int, payload f
 // Many events handed at once travel in few requests, each taken exactly
 // once.
 func TestBatchForwarderBatches(t *testing.T) {
-	r := startBatchRouter(t, 10_000, &handlers.API{IngestToken: "ingest-token"})
+	r := ingesttest.Start(t, 10_000, &handlers.API{IngestToken: "ingest-token"})
 	var singles atomic.Int64
-	f := newForwarder(t, r.srv.URL, &singles)
+	f := newForwarder(t, r.Server.URL, &singles)
 	const n = 600
-	errs := forwardAll(f, "b", n, 32, func(i int) string { return envelope(fmt.Sprintf("b%d", i)) })
+	errs := forwardAll(f, "b", n, 32, func(i int) string { return ingesttest.Envelope(fmt.Sprintf("b%d", i)) })
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
-	ids := r.ids()
+	ids := r.IDs()
 	seen := map[string]bool{}
 	for _, id := range ids {
 		if seen[id] {
@@ -155,10 +93,10 @@ func TestBatchForwarderBatches(t *testing.T) {
 	if len(seen) != n {
 		t.Fatalf("%d distinct events ingested, want %d", len(seen), n)
 	}
-	if b := r.batches.Load(); b == 0 || b > n/4 || singles.Load() != 0 {
+	if b := r.Batches.Load(); b == 0 || b > n/4 || singles.Load() != 0 {
 		t.Errorf("%d batch requests and %d single ones for %d events: want batches of 4 or more on average, no single", b, singles.Load(), n)
 	}
-	t.Logf("%d events in %d requests", n, r.batches.Load())
+	t.Logf("%d events in %d requests", n, r.Batches.Load())
 }
 
 // Against a router without the batch endpoint every event goes alone.
@@ -173,7 +111,7 @@ func TestBatchForwarderFallsBackOnOlderRouters(t *testing.T) {
 	defer old.Close()
 	var singles atomic.Int64
 	f := newForwarder(t, old.URL, &singles)
-	errs := forwardAll(f, "o", 50, 8, func(int) string { return envelope("o") })
+	errs := forwardAll(f, "o", 50, 8, func(int) string { return ingesttest.Envelope("o") })
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
@@ -186,14 +124,14 @@ func TestBatchForwarderFallsBackOnOlderRouters(t *testing.T) {
 // event, so that only the bad one fails; a partly taken batch gives the
 // rest a retryable 503.
 func TestBatchForwarderOutcomesPerEvent(t *testing.T) {
-	r := startBatchRouter(t, 10_000, &handlers.API{IngestToken: "ingest-token"})
+	r := ingesttest.Start(t, 10_000, &handlers.API{IngestToken: "ingest-token"})
 	var singles atomic.Int64
-	f := newForwarder(t, r.srv.URL, &singles)
+	f := newForwarder(t, r.Server.URL, &singles)
 	errs := forwardAll(f, "v", 20, 20, func(i int) string {
 		if i == 7 {
 			return `{"id":"v7","event":"memory_added"}` // no user_id, no timestamp
 		}
-		return envelope(fmt.Sprintf("v%d", i))
+		return ingesttest.Envelope(fmt.Sprintf("v%d", i))
 	})
 	for i, err := range errs {
 		var se *middleware.StatusError
@@ -204,13 +142,13 @@ func TestBatchForwarderOutcomesPerEvent(t *testing.T) {
 			t.Errorf("event %d: %v", i, err)
 		}
 	}
-	if n := len(r.ids()); n != 19 {
+	if n := len(r.IDs()); n != 19 {
 		t.Errorf("%d events ingested, want the 19 good ones", n)
 	}
 
-	full := startBatchRouter(t, 3, &handlers.API{IngestToken: "ingest-token"})
-	f = newForwarder(t, full.srv.URL, &singles)
-	errs = forwardAll(f, "q", 10, 10, func(i int) string { return envelope(fmt.Sprintf("q%d", i)) })
+	full := ingesttest.Start(t, 3, &handlers.API{IngestToken: "ingest-token"})
+	f = newForwarder(t, full.Server.URL, &singles)
+	errs = forwardAll(f, "q", 10, 10, func(i int) string { return ingesttest.Envelope(fmt.Sprintf("q%d", i)) })
 	ok, busy := 0, 0
 	for _, err := range errs {
 		var se *middleware.StatusError
@@ -223,7 +161,7 @@ func TestBatchForwarderOutcomesPerEvent(t *testing.T) {
 			t.Errorf("unexpected outcome %v", err)
 		}
 	}
-	if ok != 3 || busy != 7 || len(full.ids()) != 3 {
-		t.Errorf("%d taken, %d told to retry, %d ingested; want 3, 7, 3", ok, busy, len(full.ids()))
+	if ok != 3 || busy != 7 || len(full.IDs()) != 3 {
+		t.Errorf("%d taken, %d told to retry, %d ingested; want 3, 7, 3", ok, busy, len(full.IDs()))
 	}
 }
