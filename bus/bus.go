@@ -23,6 +23,7 @@ import (
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/internal/wmlog"
+	"github.com/memhook/memhook/logbuf"
 	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/transports"
 	"github.com/memhook/memhook/verify"
@@ -136,6 +137,7 @@ type Bus struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	logOut    *logbuf.Writer // nil unless the bus buffers the default logger
 
 	lastDropLog atomic.Int64
 }
@@ -159,10 +161,20 @@ type Bus struct {
 // consumed (WithPoisonHandler) and, where it delivers, the incoming topic
 // (WithIncomingHandler).
 func New(cfg Config, opts ...Option) (*Bus, error) {
-	o := options{logger: slog.Default()}
+	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
+	var logOut *logbuf.Writer // the default logger's buffer, flushed by Close
+	if o.logger == nil {
+		o.logger, logOut = defaultLogger()
+	}
+	started := false
+	defer func() {
+		if !started && logOut != nil {
+			_ = logOut.Close() // a New that failed: its lines out too
+		}
+	}()
 	if o.pubsub != nil {
 		cfg.Transport = TransportPubSub
 	}
@@ -184,6 +196,7 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		runErr:  make(chan error, 1),
 		url:     handlers.RedactURL(cfg.WebhookURL),
 		secrets: secrets,
+		logOut:  logOut,
 	}
 	t, err := b.openTransport()
 	if err != nil {
@@ -202,6 +215,7 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		b.abandon()
 		return nil, err
 	}
+	started = true
 	return b, nil
 }
 
@@ -583,7 +597,12 @@ func (b *Bus) logDrop(t event.Type, id string, cause error) {
 // listing every event left. Close is idempotent and safe from several
 // goroutines: later calls wait for the first and return its result.
 func (b *Bus) Close(ctx context.Context) error {
-	b.closeOnce.Do(func() { b.closeErr = b.close(ctx) })
+	b.closeOnce.Do(func() {
+		b.closeErr = b.close(ctx)
+		if b.logOut != nil {
+			_ = b.logOut.Close() // every line out before Close returns
+		}
+	})
 	return b.closeErr
 }
 

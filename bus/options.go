@@ -65,9 +65,14 @@ func WithDelivery() Option {
 	return func(o *options) { o.deliver = true }
 }
 
-// WithLogger sends the bus's logs (and watermill's) to l; the default is
-// slog.Default(). At INFO that is a line per delivery, a write system call
-// each unless l's handler writes to a logbuf.Writer (closed after the bus).
+// WithLogger sends the bus's logs (and watermill's) to l. Without it the
+// bus logs through slog.Default() when the application set one
+// (slog.SetDefault); otherwise — slog.Default() writing each line to the
+// log package's output — it writes text lines to that output (log.Writer()
+// at New) through a logbuf.Writer: in batches within 100 ms, and all of
+// them by the time Close returns. At INFO that is a line per delivery: give
+// l a handler over a logbuf.Writer (closed after the bus) to keep it to a
+// write system call per batch.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) { o.logger = l }
 }
