@@ -502,26 +502,7 @@ func TestBadConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, stdout, stderr := run(t, tt.env, 30*time.Second, append([]string{"serve"}, tt.args...)...)
-			if code != 2 {
-				t.Errorf("exit %d, want 2", code)
-			}
-			if stdout != "" {
-				t.Errorf("wrote to stdout: %q", stdout)
-			}
-			line := strings.TrimSuffix(stderr, "\n")
-			if line == "" || strings.Contains(line, "\n") {
-				t.Fatalf("want exactly one line on stderr, got:\n%s", stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(line, w) {
-					t.Errorf("the line does not name %q: %s", w, line)
-				}
-			}
-			for _, nw := range tt.notWant {
-				if strings.Contains(line, nw) {
-					t.Errorf("the line shows %q: %s", nw, line)
-				}
-			}
+			line := refusedInOneLine(t, code, stdout, stderr, tt.want, tt.notWant)
 			for _, s := range []string{webhookToken, webhookSecret} {
 				if strings.Contains(line, s) {
 					t.Errorf("the line shows a secret: %s", line)
@@ -540,4 +521,32 @@ func linesAt(lines []string, level string) []string {
 		}
 	}
 	return out
+}
+
+// refusedInOneLine checks a start-up refused with exit 2, nothing on
+// stdout and one line on stderr that names every want and shows no
+// notWant; it returns the line.
+func refusedInOneLine(t *testing.T, code int, stdout, stderr string, want, notWant []string) string {
+	t.Helper()
+	if code != 2 {
+		t.Errorf("exit %d, want 2", code)
+	}
+	if stdout != "" {
+		t.Errorf("wrote to stdout: %q", stdout)
+	}
+	line := strings.TrimSuffix(stderr, "\n")
+	if line == "" || strings.Contains(line, "\n") {
+		t.Fatalf("want exactly one line on stderr, got:\n%s", stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(line, w) {
+			t.Errorf("the line does not name %q: %s", w, line)
+		}
+	}
+	for _, nw := range notWant {
+		if strings.Contains(line, nw) {
+			t.Errorf("the line shows %q: %s", nw, line)
+		}
+	}
+	return line
 }

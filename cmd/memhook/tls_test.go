@@ -154,26 +154,7 @@ func TestServeTLSBadConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, stdout, stderr := run(t, tt.env.with("MEMHOOK_ADDR", addr), 30*time.Second, append([]string{"serve"}, tt.args...)...)
-			if code != 2 {
-				t.Errorf("exit %d, want 2", code)
-			}
-			if stdout != "" {
-				t.Errorf("wrote to stdout: %q", stdout)
-			}
-			line := strings.TrimSuffix(stderr, "\n")
-			if line == "" || strings.Contains(line, "\n") {
-				t.Fatalf("want exactly one line on stderr, got:\n%s", stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(line, w) {
-					t.Errorf("the line does not name %q: %s", w, line)
-				}
-			}
-			for _, nw := range tt.notWant {
-				if strings.Contains(line, nw) {
-					t.Errorf("the line shows %q: %s", nw, line)
-				}
-			}
+			refusedInOneLine(t, code, stdout, stderr, tt.want, tt.notWant)
 		})
 	}
 }
