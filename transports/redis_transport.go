@@ -3,7 +3,6 @@ package transports
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -86,13 +85,6 @@ func NewRedisTransport(cfg RedisConfig, consumes bool, log *slog.Logger) (*Redis
 
 // Publisher returns the RedisPublisher.
 func (t *RedisTransport) Publisher() message.Publisher { return t.pub }
-
-// RedisPublisher returns the publisher, for what only Redis has (Ping,
-// TrimAcked).
-func (t *RedisTransport) RedisPublisher() *RedisPublisher { return t.pub }
-
-// Config returns the configuration, defaults applied.
-func (t *RedisTransport) Config() RedisConfig { return t.cfg }
 
 // Subscriber returns a new RedisSubscriber of group, with this process's
 // consumer name. The first one starts the trim loop.
@@ -242,6 +234,3 @@ func (t *RedisTransport) topics() []string {
 	}
 	return out
 }
-
-// String names the transport for logs: its redacted URL.
-func (t *RedisTransport) String() string { return fmt.Sprintf("redis %s", t.cfg.RedactedURL()) }

@@ -20,18 +20,9 @@ import (
 // consumer group already there joins it, becomes ready and drains the
 // backlog: XGROUP CREATE is refused with OOM, but reading and acking work.
 func TestRouterJoinsAFullRedis(t *testing.T) {
-	srv := redistest.Start(t)
-	ctx := context.Background()
-	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	defer rc.Close()
-	if err := rc.XGroupCreateMkStream(ctx, bus.Topic, transports.DefaultConsumerGroup, "0").Err(); err != nil {
-		t.Fatal(err)
-	}
 	const n = 20
-	emit(t, srv.URL(), n)
-	if err := srv.Fill(ctx); err != nil {
-		t.Fatal(err)
-	}
+	srv, rc := fullWithBacklog(t, n)
+	ctx := context.Background()
 	c, rcv := startCounting(t, 0, nil)
 	r := serve(t, routerEnv(srv.URL(), rcv.URL, "full-a")...)
 	r.waitReady(t, 15*time.Second)
@@ -90,18 +81,9 @@ func TestRouterOnAFullRedisWithoutItsGroup(t *testing.T) {
 // reason, without POSTing the event again; nothing is lost, and once memory
 // is freed every event reaches the poison stream.
 func TestPermanentFailureOnAFullRedisIsPostedOnce(t *testing.T) {
-	srv := redistest.Start(t)
-	ctx := context.Background()
-	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	defer rc.Close()
-	if err := rc.XGroupCreateMkStream(ctx, bus.Topic, transports.DefaultConsumerGroup, "0").Err(); err != nil {
-		t.Fatal(err)
-	}
 	const n = 16
-	emit(t, srv.URL(), n)
-	if err := srv.Fill(ctx); err != nil {
-		t.Fatal(err)
-	}
+	srv, rc := fullWithBacklog(t, n)
+	ctx := context.Background()
 	var mu sync.Mutex
 	posts := map[string]int{} // by webhook-id
 	count := func() (requests, duplicates int) {
@@ -158,4 +140,23 @@ func TestPermanentFailureOnAFullRedisIsPostedOnce(t *testing.T) {
 	if requests, dups := count(); requests != n || dups != 0 {
 		t.Errorf("receiver got %d requests in all, %d duplicates; want %d, each event once", requests, dups, n)
 	}
+}
+
+// fullWithBacklog starts a private redis-server whose events stream holds
+// n events for the router's consumer group, then fills it (maxmemory,
+// noeviction). The client is closed when t ends.
+func fullWithBacklog(t *testing.T, n int) (*redistest.Server, *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rc.Close() })
+	if err := rc.XGroupCreateMkStream(ctx, bus.Topic, transports.DefaultConsumerGroup, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	emit(t, srv.URL(), n)
+	if err := srv.Fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return srv, rc
 }
