@@ -117,6 +117,12 @@ type Config struct {
 	// processes remove only acknowledged ones. 0 means 1 000 000, Disabled
 	// unbounded.
 	RedisMaxLen int64
+	// Endpoints are the receivers beside the default one (WebhookURL and
+	// the fields above it define the endpoint DefaultEndpoint): every
+	// event goes to each endpoint whose Events select it, each on its own
+	// subscription. `memhook serve` reads them from MEMHOOK_ENDPOINTS_FILE
+	// (LoadEndpoints). Empty: only the default endpoint.
+	Endpoints []Endpoint
 }
 
 // IngestPath is the path of the router's ingest endpoint.
@@ -251,6 +257,9 @@ func (c Config) Validate() error {
 		if err := transports.ValidateRedisURL(c.RedisURL); err != nil {
 			bad("RedisURL", "MEMHOOK_REDIS_URL", "%v", err) // redacts the URL's password
 		}
+	}
+	if err := validateEndpoints(c.Endpoints); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Transport == TransportRedis {
 		rc := c.RedisConfig()

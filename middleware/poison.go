@@ -24,6 +24,11 @@ const (
 	PoisonTopicKey    = "topic_poisoned"
 	PoisonStatusKey   = "status_poisoned"
 	PoisonAttemptsKey = "attempts_poisoned"
+	// EndpointKey names the endpoint a message is for, on the copies
+	// that leave its subscription: a retry in the delay store, a poisoned
+	// event, an event shed from a backlog past its bound. A replay goes to
+	// that endpoint only.
+	EndpointKey = "memhook_endpoint"
 )
 
 // DefaultPoisonRetryFor is PoisonQueue.RetryFor's default.
