@@ -43,7 +43,7 @@ type routeVersion struct {
 	// first handles an event from the events topic, retry one from the
 	// retry topic, send one given to Send.
 	first, retry, send message.HandlerFunc
-	inflight          sync.WaitGroup
+	inflight           sync.WaitGroup
 }
 
 // sink is where what becomes of an event is counted and logged: one per
