@@ -12,14 +12,17 @@ import (
 type EndpointStats struct {
 	Name string `json:"name"`
 	// URL is redacted: no credentials, no query.
-	URL         string    `json:"url"`
-	State       string    `json:"state"` // active, paused or disabled
-	Events      string    `json:"events"`
-	Delivered   uint64    `json:"delivered"`
-	Retried     uint64    `json:"retried"` // retry attempts scheduled
-	Filtered    uint64    `json:"filtered"`
-	Poisoned    uint64    `json:"poisoned"`
-	Undelivered uint64    `json:"undelivered"`
+	URL         string `json:"url"`
+	State       string `json:"state"` // active, paused or disabled
+	Events      string `json:"events"`
+	Delivered   uint64 `json:"delivered"`
+	Retried     uint64 `json:"retried"` // retry attempts scheduled
+	Filtered    uint64 `json:"filtered"`
+	Poisoned    uint64 `json:"poisoned"`
+	Undelivered uint64 `json:"undelivered"`
+	// Shed counts its events moved to its dead-letter queue because its
+	// backlog passed its bound.
+	Shed        uint64    `json:"shed"`
 	Retrying    int       `json:"retrying"` // its events whose next attempt waits
 	Backlog     int       `json:"backlog"`  // its events not yet handled here
 	LastSuccess time.Time `json:"last_success,omitzero"`

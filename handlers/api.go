@@ -108,6 +108,10 @@ type Status struct {
 	WebhookConfig WebhookConfig `json:"webhook_config"`
 	Transport     string        `json:"transport"`
 	Counters      any           `json:"counters"`
+	// Endpoints lists each endpoint with its state and counters (the
+	// default one first); webhook_config above is the default endpoint's,
+	// or the first one's.
+	Endpoints any `json:"endpoints,omitempty"`
 }
 
 // WebhookConfig is the seed's "webhook_config". WebhookURL is shown
