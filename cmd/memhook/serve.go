@@ -244,6 +244,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		Test:            func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
 		Ready:           b.Ready,
 		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Endpoints:       func() any { return b.EndpointStats() },
 		AdminToken:      sc.AdminToken,
 		IncomingToken:   sc.IncomingToken,
 		IngestToken:     cfg.IngestToken,
