@@ -68,6 +68,11 @@ func RateLimited(msg *message.Message) bool { return msg.Metadata.Get(RateLimite
 // stalled) it goes at once, early (another router's clock) it is delayed
 // again to the same slot. A delayed event therefore keeps its place: N
 // events at R a second are attempted at R a second, each delayed once.
+// Attempts follow their slots as closely as the store returns them: the
+// Redis delay store moves due events every 200ms, so there the attempts
+// of one such tick go together (10 at a time at 50/s); after a stall of
+// the store (Redis unreachable), the events whose slots passed go as fast
+// as the workers take them.
 //
 // Errors: a Store that refuses the copy gives the slot back
 // (Limiter.Release) and returns a *NotScheduledError, so the message is
