@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -372,4 +373,66 @@ func TestRateLimitPacesEvents(t *testing.T) {
 			t.Errorf("event %s attempted with AttemptKey %q, want %q as published: a wait is not an attempt", id, a, published[id])
 		}
 	}
+}
+
+// A budget of one attempt a minute: the first event goes, the next two
+// are handed to the delay store, due at their slots a minute apart, with
+// their attempt numbers unchanged; no worker waits for them.
+func ExampleRateLimit() {
+	lim, err := middleware.NewLocalLimiter(1, time.Minute)
+	if err != nil {
+		panic(err)
+	}
+	h := middleware.RateLimit{
+		Limiter: lim, Key: "crm",
+		Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
+			fmt.Println("delayed", msg.UUID, "by", time.Until(due).Round(time.Second), "attempt", middleware.AttemptOf(msg))
+			return nil
+		}),
+	}.Middleware(func(msg *message.Message) ([]*message.Message, error) {
+		fmt.Println("attempted", msg.UUID)
+		return nil, nil
+	})
+	for _, id := range []string{"evt-1", "evt-2", "evt-3"} {
+		if _, err := h(message.NewMessage(id, []byte(`{}`))); err != nil {
+			panic(err)
+		}
+	}
+	// Output:
+	// attempted evt-1
+	// delayed evt-2 by 1m0s attempt 1
+	// delayed evt-3 by 2m0s attempt 1
+}
+
+// Whatever RateSlotKey a message arrives with (metadata crosses
+// transports), RateLimit either attempts it once or delays it, never
+// both, and a delayed copy carries a slot it reads back as its own.
+func FuzzRateLimitSlot(f *testing.F) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	for _, s := range []string{"", "1:1796119200000", "1:soon", ":", "2:1796119200000", "1:-1", "1:99999999999999999999", "1:1796119260000"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, slot string) {
+		st := &store{}
+		attempts := 0
+		h := middleware.RateLimit{
+			Limiter: &scriptedLimiter{wait: time.Second}, Store: st, Now: func() time.Time { return now },
+		}.Middleware(func(*message.Message) ([]*message.Message, error) {
+			attempts++
+			return nil, nil
+		})
+		msg := newMessage()
+		msg.Metadata.Set(middleware.RateSlotKey, slot)
+		if _, err := h(msg); err != nil {
+			t.Fatal(err)
+		}
+		if attempts+len(st.msgs) != 1 {
+			t.Fatalf("slot %q: %d attempts and %d delays, want one of them", slot, attempts, len(st.msgs))
+		}
+		if len(st.msgs) == 1 {
+			if got, want := st.msgs[0].Metadata.Get(middleware.RateSlotKey), slotValue(1, st.dues[0]); got != want {
+				t.Fatalf("slot %q: delayed carrying %q, want %q", slot, got, want)
+			}
+		}
+	})
 }
