@@ -241,3 +241,44 @@ func TestSetEndpoints(t *testing.T) {
 		t.Errorf("bad endpoints: %v", err)
 	}
 }
+
+// An endpoint's rate limit spaces its attempts; the other endpoints are
+// not held by it.
+func TestEndpointRateLimit(t *testing.T) {
+	free := startReceiver(t, nil)
+	limited := startReceiver(t, nil)
+	b, _ := newBus(t, bus.Config{
+		WebhookURL: free.URL + "/hook",
+		Endpoints:  []bus.Endpoint{{Name: "limited", URL: limited.URL + "/hook", RateLimit: bus.RateLimit{Events: 20, Per: time.Second}}},
+	})
+	const n = 30
+	start := time.Now()
+	for range n {
+		if err := b.Emit(context.Background(), event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := free.WaitFor(n, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	freeTook := time.Since(start)
+	if err := limited.WaitFor(n, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	reqs := limited.Requests()
+	span := reqs[len(reqs)-1].At.Sub(reqs[0].At)
+	t.Logf("unlimited endpoint: %d in %s; limited (20/s): %d over %s", n, freeTook, n, span)
+	// 30 slots at 20/s span 29 intervals of 50 ms: 1.45 s; the Redis-free
+	// delay store hands each out at its slot.
+	if span < 1400*time.Millisecond {
+		t.Errorf("the limited endpoint got %d webhooks in %s, faster than 20/s", n, span)
+	}
+	if freeTook > time.Second {
+		t.Errorf("the unlimited endpoint took %s for %d webhooks: held by the other's limit", freeTook, n)
+	}
+	for _, s := range b.EndpointStats() {
+		if s.Name == "limited" && s.Retried != 0 {
+			t.Errorf("rate-limited waits counted as %d retries", s.Retried)
+		}
+	}
+}

@@ -56,6 +56,7 @@ type sink struct {
 
 	lastSuccess, lastFailure atomic.Int64 // Unix nanoseconds, 0 when never
 	lastError                atomic.Pointer[string]
+	lastLimiterLog           atomic.Int64
 }
 
 func newSink(b *Bus, name, url string) *sink {
@@ -229,6 +230,24 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 		OnRetry: r.onRetry,
 	}.Middleware
 	wait := middleware.Retry{Delays: e.RetrySchedule, MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: r.onRetry}.Middleware
+	// One attempt: the rate limit (held events wait in the delay store,
+	// not an attempt), the signer.
+	attempt := []message.HandlerMiddleware{signer}
+	if !e.RateLimit.IsZero() {
+		limiter, err := b.limiter(e.RateLimit)
+		if err != nil {
+			_ = deliver.Close()
+			return nil, fmt.Errorf("rate_limit: %w", err)
+		}
+		attempt = append([]message.HandlerMiddleware{middleware.RateLimit{
+			Limiter: limiter,
+			Key:     e.Name,
+			Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
+				return store.PublishAt(r.retryTopic, due, msg)
+			}),
+			OnLimiterError: r.onLimiterError,
+		}.Middleware}, attempt...)
+	}
 	head := []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
 		r.tag,
@@ -244,9 +263,9 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 		}
 		return compose(all, deliver.Handle)
 	}
-	v.first = chain(head, once, []message.HandlerMiddleware{schedule, signer})
-	v.retry = chain(head, []message.HandlerMiddleware{schedule, signer})
-	v.send = chain(head, once, []message.HandlerMiddleware{wait, signer})
+	v.first = chain(head, once, []message.HandlerMiddleware{schedule}, attempt)
+	v.retry = chain(head, []message.HandlerMiddleware{schedule}, attempt)
+	v.send = chain(head, once, []message.HandlerMiddleware{wait, signer}) // Send: now, no rate limit
 	return v, nil
 }
 
@@ -308,4 +327,25 @@ func (r *route) version() *routeVersion {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.cur
+}
+
+// limiter returns the budget of a rate limit: shared by every router on
+// Redis, this process's elsewhere.
+func (b *Bus) limiter(rl RateLimit) (middleware.Limiter, error) {
+	if rt, ok := b.transport.(*transports.RedisTransport); ok {
+		return rt.Limiter(rl.Events, rl.Per)
+	}
+	return middleware.NewLocalLimiter(rl.Events, rl.Per)
+}
+
+// onLimiterError logs, at most once a second, a rate limit whose budget
+// could not be read (Redis unreachable): the attempt went without it.
+func (s *sink) onLimiterError(msg *message.Message, err error) {
+	now := time.Now().UnixNano()
+	last := s.lastLimiterLog.Load()
+	if now-last < int64(time.Second) || !s.lastLimiterLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.b.log.Warn("memhook: rate limit unavailable, attempting without it",
+		"endpoint", s.displayName(), "id", msg.UUID, "error", err.Error())
 }
