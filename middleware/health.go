@@ -443,6 +443,10 @@ func (b *Breaker) endProbe() {
 //
 // On an operator's Resume, held messages come back at the due time they
 // were given: within Hold plus its jitter.
+//
+// Health belongs only in chains whose messages come from a transport: a
+// held message returns nil, which is no delivery, so a caller that waits
+// for the outcome of one handling (a synchronous send) must not run it.
 type Health struct {
 	// Breaker holds the endpoint's state; required.
 	Breaker *Breaker
