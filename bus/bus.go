@@ -16,15 +16,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	wmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/google/uuid"
 
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/internal/wmlog"
 	"github.com/memhook/memhook/logbuf"
-	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/transports"
 	"github.com/memhook/memhook/verify"
 )
@@ -109,24 +108,31 @@ func (e *UndeliveredError) Unwrap() error { return e.Cause }
 // Bus accepts memory events and delivers them as webhooks, or hands them
 // to the process that does. It is safe for concurrent use.
 type Bus struct {
-	cfg    Config
-	events event.Set
-	log    *slog.Logger
-	url    string // WebhookURL redacted, for logs and status
+	cfg  Config
+	log  *slog.Logger
+	wlog watermill.LoggerAdapter // log for watermill, its chatter below INFO
+	url  string                  // on transport http: the router's ingest URL, redacted
 
-	secrets []verify.Secret // parsed from Config.Secret
-	stats   *stats
+	stats *stats // what Emit saw: accepted, dropped, invalid
+	// forward counts what becomes of events where no endpoint delivers
+	// here: the forwarder of transport http, a bus whose webhooks are off.
+	forward *sink
 	opts    options
 
 	transport transports.Transport
-	pub       message.Publisher   // the transport's, where Emit publishes
-	router    *message.Router     // runs this process's consumers
-	deliver   *handlers.Deliver   // nil unless this process delivers webhooks
-	handle    message.HandlerFunc // the chain and deliver, for Send; nil unless this process delivers
+	pub       message.Publisher // the transport's, where Emit publishes
+	router    *message.Router   // runs this process's consumers
+	runCtx    context.Context   // the router's Run; handlers added later run under it
 	runErr    chan error
 	stopRun   context.CancelFunc // ends the router's Run: a close, not "all handlers stopped"
+
+	reload   sync.Mutex // one SetEndpoints at a time
+	routesMu sync.RWMutex
+	routes   []*route // the endpoints delivered here, the default one first
+	retired  []*sink  // endpoints removed by SetEndpoints: their counters stay in Stats
+
 	// delivers: this process runs the delivery chain (the transport
-	// delivers here and a webhook URL is set). publishes: Emit hands
+	// delivers here and an endpoint is set). publishes: Emit hands
 	// events to the transport; false only where nothing would ever
 	// consume them (the memory transport without a webhook URL), and
 	// events are then only counted.
@@ -182,33 +188,30 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	events, _ := event.ParseSet(cfg.Events) // validated above
-	var secrets []verify.Secret
-	if cfg.Secret != "" {
-		secrets, _ = verify.ParseSecrets(cfg.Secret) // validated above
-	}
 	b := &Bus{
-		cfg:     cfg,
-		events:  events,
-		log:     o.logger,
-		stats:   newStats(),
-		opts:    o,
-		runErr:  make(chan error, 1),
-		url:     handlers.RedactURL(cfg.WebhookURL),
-		secrets: secrets,
-		logOut:  logOut,
+		cfg:    cfg,
+		log:    o.logger,
+		wlog:   wmlog.New(o.logger, slog.LevelDebug),
+		stats:  newStats(),
+		opts:   o,
+		runErr: make(chan error, 1),
+		url:    handlers.RedactURL(cfg.WebhookURL),
+		logOut: logOut,
 	}
+	b.forward = newSink(b, DefaultEndpoint, b.url)
+	b.forward.stats = b.stats
 	t, err := b.openTransport()
 	if err != nil {
 		return nil, err
 	}
 	b.transport, b.pub = t, t.Publisher()
-	b.delivers = t.Delivers() && cfg.WebhookURL != ""
+	b.delivers = t.Delivers() && len(cfg.endpoints()) > 0
 	b.publishes = b.delivers || !t.Delivers()
 	if b.delivers {
 		warnLegacySecret(b.log, cfg)
 	}
 	if !b.publishes {
+		events, _ := event.ParseSet(cfg.Events) // validated above
 		b.log.Info("memhook: webhooks are off; events are counted, not sent", "url_set", false, "events", events.String())
 	}
 	if err := b.start(); err != nil {
@@ -230,6 +233,7 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 		return transports.NewMemoryTransport(cfg.memoryConfig(b.log))
 	case TransportHTTP:
 		b.url = handlers.RedactURL(cfg.routerURL(IngestPath)) // where this bus sends
+		b.forward.url.Store(&b.url)
 		var ingestSecrets []verify.Secret
 		if cfg.IngestSecret != "" {
 			ingestSecrets, _ = verify.ParseSecrets(cfg.IngestSecret) // validated in New
@@ -246,9 +250,9 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 			EventsTopic:   Topic,
 			PoisonTopic:   PoisonTopic,
 			Transport:     b.opts.transport,
-			OnDelivered:   b.onDelivered,
-			OnRetry:       b.onRetry,
-			OnPoisoned:    b.onPoisoned,
+			OnDelivered:   b.forward.onDelivered,
+			OnRetry:       b.forward.onRetry,
+			OnPoisoned:    b.forward.onPoisoned,
 			Logger:        b.log,
 		})
 	case TransportRedis:
@@ -257,7 +261,7 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 		// as filtered: otherwise it would grow until MEMHOOK_REDIS_MAXLEN
 		// refuses applications' events. Without a URL it does not consume:
 		// it would take other routers' events and send none.
-		return transports.NewRedisTransport(cfg.RedisConfig(), b.opts.deliver && cfg.WebhookURL != "", b.log)
+		return transports.NewRedisTransport(cfg.RedisConfig(), b.opts.deliver && len(cfg.endpoints()) > 0, b.log)
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnsupportedTransport, cfg.Transport)
 }
@@ -265,41 +269,24 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 // userAgent is the User-Agent of every request memhook sends.
 const userAgent = "memhook/" + Version
 
-// start builds and runs the router: delivery from the events topic where
-// this process delivers, and consumers of the poison topic and, where it
+// start builds and runs the router: a route per endpoint where this
+// process delivers, and consumers of the poison topic and, where it
 // delivers, of the incoming topic.
 func (b *Bus) start() error {
-	wlog := wmlog.New(b.log, slog.LevelDebug) // the router's own chatter below INFO
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, b.wlog)
 	if err != nil {
 		return err
 	}
 	group := b.cfg.RedisGroup
 	if b.delivers {
-		b.deliver, err = handlers.NewDeliver(handlers.DeliverConfig{
-			URL:          b.cfg.WebhookURL,
-			Timeout:      b.cfg.Timeout,
-			MaxIdleConns: b.cfg.Concurrency,
-			Transport:    b.opts.transport,
-			OnDelivered:  b.onDelivered,
-			Logger:       wlog,
-		})
-		if err != nil {
-			return err
-		}
-		schedule := b.schedule()
-		for _, h := range []struct {
-			name, topic string
-			first       bool
-		}{{"memhook.deliver", Topic, true}, {"memhook.retry", RetryTopic, false}} {
-			sub, err := b.transport.Subscriber(group)
+		for _, e := range b.cfg.endpoints() {
+			r, err := b.newRoute(router, e)
 			if err != nil {
-				return fmt.Errorf("bus: subscribing to %s: %w", h.topic, err)
+				b.closeRoutes()
+				return err
 			}
-			router.AddConsumerHandler(h.name, h.topic, sub, b.deliver.Handle).AddMiddleware(b.chain(h.first, schedule)...)
+			b.routes = append(b.routes, r)
 		}
-		wait := middleware.Retry{Delays: b.cfg.RetryDelays(), MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: b.onRetry}
-		b.handle = compose(b.chain(true, wait.Middleware), b.deliver.Handle)
 	}
 	consumers := []struct {
 		name, topic string
@@ -317,12 +304,14 @@ func (b *Bus) start() error {
 			continue
 		}
 		if err != nil {
+			b.closeRoutes()
 			return fmt.Errorf("bus: subscribing to %s: %w", c.topic, err)
 		}
 		router.AddConsumerHandler(c.name, c.topic, sub, c.h)
 	}
 	for _, f := range b.opts.routerSetup {
 		if err := f(router); err != nil {
+			b.closeRoutes()
 			return err
 		}
 	}
@@ -331,15 +320,29 @@ func (b *Bus) start() error {
 	}
 	b.router = router
 	ctx, stop := context.WithCancel(context.Background())
-	b.stopRun = stop
+	b.runCtx, b.stopRun = ctx, stop
 	go func() { b.runErr <- router.Run(ctx) }()
 	select {
 	case <-router.Running():
 		return nil
 	case err := <-b.runErr:
 		b.router = nil
+		b.closeRoutes()
 		return fmt.Errorf("bus: router did not start: %w", err)
 	}
+}
+
+// closeRoutes closes the delivery handlers of every route.
+func (b *Bus) closeRoutes() []error {
+	b.routesMu.RLock()
+	defer b.routesMu.RUnlock()
+	var errs []error
+	for _, r := range b.routes {
+		if err := r.closeDeliver(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 // poisonHandler is WithPoisonHandler's, or one that only acknowledges
@@ -379,51 +382,6 @@ func compose(chain []message.HandlerMiddleware, h message.NoPublishHandlerFunc) 
 		out = chain[i](out)
 	}
 	return out
-}
-
-// chain returns a delivery chain, outermost first: recoverer, poison
-// queue, then (for an event's first handling) filter and the integrators'
-// middleware, then retry and signer. The events topic's handler runs it
-// whole with the retry schedule; the retry topic's handler without filter
-// and extra, so that they run once per event, not once per attempt; Send
-// with a retry that waits in the calling goroutine.
-func (b *Bus) chain(first bool, retry message.HandlerMiddleware) []message.HandlerMiddleware {
-	legacy := ""
-	if !b.cfg.DisableLegacySecretHeader && len(b.secrets) > 0 {
-		legacy = firstSecret(b.cfg.Secret)
-	}
-	chain := []message.HandlerMiddleware{
-		wmiddleware.Recoverer,
-		middleware.PoisonQueue{Publisher: b.pub, Topic: PoisonTopic, SourceTopic: Topic, OnPoisoned: b.onPoisoned, OnPublishFailed: b.onPoisonPublishFailed}.Middleware,
-	}
-	if first {
-		chain = append(chain, middleware.Filter{Events: b.events, OnFiltered: b.onFiltered}.Middleware)
-		chain = append(chain, b.opts.middleware...)
-	}
-	return append(chain,
-		retry,
-		middleware.Signer{
-			Token:        b.cfg.Token,
-			LegacySecret: legacy,
-			Secrets:      b.secrets,
-			UserAgent:    userAgent,
-		}.Middleware,
-	)
-}
-
-// schedule is the retry middleware of handled events: one attempt per
-// handling, the next one handed to the transport's delay store
-// (transports.Delayer), published on RetryTopic when due.
-func (b *Bus) schedule() message.HandlerMiddleware {
-	d := b.transport.(transports.Delayer) // every transport that delivers has one
-	return middleware.Schedule{
-		Delays:        b.cfg.RetryDelays(),
-		MaxRetryAfter: b.cfg.MaxRetryAfter,
-		Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
-			return d.PublishAt(RetryTopic, due, msg)
-		}),
-		OnRetry: b.onRetry,
-	}.Middleware
 }
 
 // Emit hands e to the delivery queue and returns at once: it never waits
@@ -539,7 +497,8 @@ func outcomeFrom(msg *message.Message) *Outcome {
 	return o
 }
 
-// Send runs e through the delivery chain now, in the calling goroutine,
+// Send runs e through the delivery chain of the default endpoint (or,
+// without one, the first of Config.Endpoints) now, in the calling goroutine,
 // bypassing the queue, and returns what became of it: delivered, filtered or
 // poisoned (then also published to the poison topic), with the receiver's
 // status and the attempts. It waits for every retry; ctx bounds it. The
@@ -563,14 +522,17 @@ func (b *Bus) Send(ctx context.Context, e event.Event) (Outcome, error) {
 	}
 	out := &Outcome{ID: msg.UUID}
 	c.accepted.Add(1)
-	if !b.delivers {
-		c.filtered.Add(1)
+	r := b.first()
+	if r == nil {
+		b.forward.stats.of(string(e.Type)).filtered.Add(1)
 		out.Filtered = true
 		return *out, nil
 	}
 	start := time.Now()
 	msg.SetContext(context.WithValue(ctx, outcomeKey{}, out))
-	_, err = b.handle(msg)
+	v := r.acquire()
+	_, err = v.send(msg)
+	v.inflight.Done()
 	out.Took = time.Since(start)
 	if err != nil && out.Error == "" {
 		out.Error = err.Error()
@@ -624,13 +586,24 @@ func (b *Bus) close(ctx context.Context) error {
 	}
 	if drainErr != nil || len(left) > 0 {
 		ue := &UndeliveredError{Cause: drainErr}
-		for _, topic := range []string{Topic, RetryTopic, PoisonTopic, IncomingTopic} {
+		delivery := map[string]*sink{Topic: b.forward, RetryTopic: b.forward}
+		if r := b.first(); r != nil {
+			delivery[Topic] = r.sink // which endpoints an event was left for is not known
+		}
+		topics := []string{Topic, RetryTopic}
+		for _, r := range b.routes {
+			if r.retryTopic != RetryTopic {
+				topics = append(topics, r.retryTopic)
+			}
+			delivery[r.retryTopic] = r.sink
+		}
+		for _, topic := range append(topics, PoisonTopic, IncomingTopic) {
 			for _, msg := range left[topic] {
 				ue.Events = append(ue.Events, Undelivered{
 					ID: msg.UUID, Type: event.Type(msg.Metadata.Get(event.MetaType)), Topic: topic, Payload: msg.Payload,
 				})
-				if topic == Topic || topic == RetryTopic {
-					b.stats.of(msg.Metadata.Get(event.MetaType)).undelivered.Add(1)
+				if k := delivery[topic]; k != nil {
+					k.stats.of(msg.Metadata.Get(event.MetaType)).undelivered.Add(1)
 				}
 			}
 		}
@@ -658,28 +631,56 @@ func (b *Bus) stopRouter() []error {
 		}
 		b.router = nil
 	}
-	if b.deliver != nil {
-		if err := b.deliver.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errs
+	return append(errs, b.closeRoutes()...)
 }
 
 // Config returns the effective configuration, defaults applied. It holds
 // the token and secret: never print it.
 func (b *Bus) Config() Config { return b.cfg }
 
-// WebhookURL returns the webhook URL with credentials and query redacted
-// (on transport http: the router's ingest URL, where this bus sends).
-func (b *Bus) WebhookURL() string { return b.url }
+// WebhookURL returns the URL of the default endpoint (or, without one,
+// of the first endpoint) with credentials and query redacted (on
+// transport http: the router's ingest URL, where this bus sends).
+func (b *Bus) WebhookURL() string {
+	if r := b.first(); r != nil {
+		return *r.url.Load()
+	}
+	return b.url
+}
 
 // Enabled reports whether this bus sends webhooks itself: the transport
-// delivers here, the URL is set and some event is selected.
-func (b *Bus) Enabled() bool { return b.delivers && b.events != event.NoTypes }
+// delivers here and some endpoint selects some event.
+func (b *Bus) Enabled() bool {
+	b.routesMu.RLock()
+	defer b.routesMu.RUnlock()
+	for _, r := range b.routes {
+		if r.version().events != event.NoTypes {
+			return true
+		}
+	}
+	return false
+}
 
-// Events returns the events selected for delivery (MEM0_WEBHOOK_EVENTS).
-func (b *Bus) Events() event.Set { return b.events }
+// Events returns the events selected for delivery by the default
+// endpoint (MEM0_WEBHOOK_EVENTS), or by the first endpoint without one.
+func (b *Bus) Events() event.Set {
+	if r := b.first(); r != nil {
+		return r.version().events
+	}
+	events, _ := event.ParseSet(b.cfg.Events) // validated in New
+	return events
+}
+
+// first is the default endpoint's route, or the first route; nil when
+// this process delivers to none.
+func (b *Bus) first() *route {
+	b.routesMu.RLock()
+	defer b.routesMu.RUnlock()
+	if len(b.routes) == 0 {
+		return nil
+	}
+	return b.routes[0]
+}
 
 // ErrNotReady is returned by Ready while the transport is not connected.
 var ErrNotReady = errors.New("bus: not ready")

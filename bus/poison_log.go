@@ -11,8 +11,8 @@ import (
 // failed (a full or unreachable Redis): the event is not sent again; its
 // poisoned copy is tried again after retryIn, or, when retryIn is 0, the
 // event stays queued (nacked) and its next handling tries the copy again.
-func (b *Bus) onPoisonPublishFailed(poisoned *message.Message, failures int, retryIn time.Duration, err error) {
-	attrs := b.logAttrs(slog.LevelWarn, poisoned)
+func (k *sink) onPoisonPublishFailed(poisoned *message.Message, failures int, retryIn time.Duration, err error) {
+	attrs := k.logAttrs(slog.LevelWarn, poisoned)
 	if attrs == nil {
 		return
 	}
@@ -20,5 +20,5 @@ func (b *Bus) onPoisonPublishFailed(poisoned *message.Message, failures int, ret
 	if retryIn == 0 {
 		msg = "memhook: cannot write to the poison queue; the event stays queued, is not sent again, and is poisoned once the queue takes it"
 	}
-	b.log.Warn(msg, append(attrs, "failures", failures, "retry_in", retryIn, "error", err.Error())...)
+	k.b.log.Warn(msg, append(attrs, "failures", failures, "retry_in", retryIn, "error", err.Error())...)
 }

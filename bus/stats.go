@@ -75,18 +75,46 @@ func (s *stats) of(t string) *counters {
 	return &s.unknown
 }
 
+func (s *stats) add(out *Stats) {
+	for _, c := range s.byType {
+		c.add(out)
+	}
+	s.unknown.add(out)
+	out.Invalid += s.invalid.Load()
+}
+
+// sinks returns every sink counting for this bus: Emit's, each endpoint's,
+// and those of endpoints since removed.
+func (b *Bus) sinks() []*sink {
+	b.routesMu.RLock()
+	defer b.routesMu.RUnlock()
+	out := make([]*sink, 0, 1+len(b.routes)+len(b.retired))
+	out = append(out, b.forward)
+	for _, r := range b.routes {
+		out = append(out, r.sink)
+	}
+	return append(out, b.retired...)
+}
+
 // Stats returns the counters summed over event types, and the queue's
-// current depth and deliveries in flight.
+// current depth and deliveries in flight. Accepted, Dropped and Invalid
+// count events; Delivered, Retried, Filtered, Poisoned and Undelivered
+// count them per endpoint, summed: with one endpoint each accepted event
+// ends once, with three it ends three times, once for each
+// (EndpointStats has them apart).
 func (b *Bus) Stats() Stats {
 	var s Stats
-	for _, c := range b.stats.byType {
-		c.add(&s)
+	for _, k := range b.sinks() {
+		k.stats.add(&s)
 	}
-	b.stats.unknown.add(&s)
-	s.Invalid = b.stats.invalid.Load()
 	if d, ok := b.transport.(transports.Depth); ok {
-		s.Queued = d.Queued(Topic) + d.Queued(RetryTopic)
-		s.InFlight = max(d.Outstanding(Topic)+d.Outstanding(RetryTopic)-s.Queued, 0)
+		topics := b.topics()
+		out := 0
+		for _, t := range topics {
+			s.Queued += d.Queued(t)
+			out += d.Outstanding(t)
+		}
+		s.InFlight = max(out-s.Queued, 0)
 	}
 	if d, ok := b.transport.(transports.Delayer); ok && b.delivers {
 		s.RetriesWaiting, s.OldestRetryDue = d.Waiting()
@@ -94,35 +122,59 @@ func (b *Bus) Stats() Stats {
 	return s
 }
 
-// StatsByType returns the counters of each event type (Queued and InFlight
-// are left zero), for metrics labelled by type.
+// topics are the topics this process delivers from: the events topic and
+// each endpoint's retry topic.
+func (b *Bus) topics() []string {
+	b.routesMu.RLock()
+	defer b.routesMu.RUnlock()
+	out := []string{Topic}
+	for _, r := range b.routes {
+		out = append(out, r.retryTopic)
+	}
+	if len(b.routes) == 0 {
+		out = append(out, RetryTopic)
+	}
+	return out
+}
+
+// StatsByType returns the counters of each event type, summed over
+// endpoints as Stats does (Queued and InFlight are left zero), for
+// metrics labelled by type.
 func (b *Bus) StatsByType() map[event.Type]Stats {
 	out := make(map[event.Type]Stats, len(b.stats.byType))
-	for t, c := range b.stats.byType {
-		var s Stats
-		c.add(&s)
-		out[event.Type(t)] = s
+	for _, k := range b.sinks() {
+		for t, c := range k.stats.byType {
+			s := out[event.Type(t)]
+			c.add(&s)
+			out[event.Type(t)] = s
+		}
 	}
 	return out
 }
 
 // logAttrs returns the attributes every delivery log line has, or nil when
-// level is off (so the hot path builds nothing).
-func (b *Bus) logAttrs(level slog.Level, msg *message.Message) []any {
-	if !b.log.Enabled(context.Background(), level) {
+// level is off (so the hot path builds nothing). The default endpoint's
+// lines name no endpoint, as before endpoints existed.
+func (k *sink) logAttrs(level slog.Level, msg *message.Message) []any {
+	if !k.b.log.Enabled(context.Background(), level) {
 		return nil
 	}
-	return []any{
+	attrs := []any{
 		"event", msg.Metadata.Get(event.MetaType),
 		"id", msg.UUID,
 		"user_id", msg.Metadata.Get(event.MetaUserID),
-		"url", b.WebhookURL(),
 	}
+	if k.name != "" {
+		attrs = append(attrs, "endpoint", k.name)
+	}
+	return append(attrs, "url", *k.url.Load())
 }
 
-func (b *Bus) onDelivered(msg *message.Message, status, attempt int, took time.Duration) {
+func (k *sink) onDelivered(msg *message.Message, status, attempt int, took time.Duration) {
+	b := k.b
 	t := msg.Metadata.Get(event.MetaType)
-	b.stats.of(t).delivered.Add(1)
+	k.stats.of(t).delivered.Add(1)
+	k.lastSuccess.Store(time.Now().UnixNano())
 	if o := outcomeFrom(msg); o != nil {
 		o.Delivered, o.Status, o.Attempts = true, status, attempt
 	}
@@ -132,45 +184,66 @@ func (b *Bus) onDelivered(msg *message.Message, status, attempt int, took time.D
 	// The one line per event on the hot path: Attrs built in place, no
 	// []any to convert, nothing at all when INFO is off.
 	if ctx := context.Background(); b.log.Enabled(ctx, slog.LevelInfo) {
+		if k.name != "" {
+			b.log.LogAttrs(ctx, slog.LevelInfo, "memhook: webhook delivered",
+				slog.String("event", t),
+				slog.String("id", msg.UUID),
+				slog.String("user_id", msg.Metadata.Get(event.MetaUserID)),
+				slog.String("endpoint", k.name),
+				slog.String("url", *k.url.Load()),
+				slog.Int("status", status),
+				slog.Int("attempt", attempt),
+				slog.Duration("duration", took))
+			return
+		}
 		b.log.LogAttrs(ctx, slog.LevelInfo, "memhook: webhook delivered",
 			slog.String("event", t),
 			slog.String("id", msg.UUID),
 			slog.String("user_id", msg.Metadata.Get(event.MetaUserID)),
-			slog.String("url", b.url),
+			slog.String("url", *k.url.Load()),
 			slog.Int("status", status),
 			slog.Int("attempt", attempt),
 			slog.Duration("duration", took))
 	}
 }
 
-func (b *Bus) onRetry(msg *message.Message, attempt int, delay time.Duration, err error) {
-	b.stats.of(msg.Metadata.Get(event.MetaType)).retried.Add(1)
-	if attrs := b.logAttrs(slog.LevelWarn, msg); attrs != nil {
-		b.log.Warn("memhook: webhook failed, retrying", append(attrs,
+func (k *sink) onRetry(msg *message.Message, attempt int, delay time.Duration, err error) {
+	k.stats.of(msg.Metadata.Get(event.MetaType)).retried.Add(1)
+	k.failed(err)
+	if attrs := k.logAttrs(slog.LevelWarn, msg); attrs != nil {
+		k.b.log.Warn("memhook: webhook failed, retrying", append(attrs,
 			"status", statusOf(err), "attempt", attempt, "retry_in", delay, "error", err.Error())...)
 	}
 }
 
-func (b *Bus) onPoisoned(poisoned *message.Message, err error) {
-	b.stats.of(poisoned.Metadata.Get(event.MetaType)).poisoned.Add(1)
+// failed notes err as the endpoint's last failure.
+func (k *sink) failed(err error) {
+	k.lastFailure.Store(time.Now().UnixNano())
+	e := err.Error()
+	k.lastError.Store(&e)
+}
+
+func (k *sink) onPoisoned(poisoned *message.Message, err error) {
+	k.stats.of(poisoned.Metadata.Get(event.MetaType)).poisoned.Add(1)
+	k.failed(err)
 	if o := outcomeFrom(poisoned); o != nil {
 		o.Poisoned, o.Status, o.Error = true, statusOf(err), err.Error()
 		o.Attempts, _ = strconv.Atoi(poisoned.Metadata.Get(middleware.PoisonAttemptsKey))
 	}
-	if attrs := b.logAttrs(slog.LevelError, poisoned); attrs != nil {
-		b.log.Error("memhook: webhook failed for good, sent to poison queue", append(attrs,
+	if attrs := k.logAttrs(slog.LevelError, poisoned); attrs != nil {
+		k.b.log.Error("memhook: webhook failed for good, sent to poison queue", append(attrs,
 			"status", statusOf(err),
 			"attempts", poisoned.Metadata.Get(middleware.PoisonAttemptsKey),
 			"error", err.Error())...)
 	}
 }
 
-func (b *Bus) onFiltered(msg *message.Message) {
-	b.stats.of(msg.Metadata.Get(event.MetaType)).filtered.Add(1)
+func (k *sink) onFiltered(msg *message.Message) {
+	k.stats.of(msg.Metadata.Get(event.MetaType)).filtered.Add(1)
 	if o := outcomeFrom(msg); o != nil {
 		o.Filtered = true
 	}
-	b.log.Debug("memhook: event filtered out", "event", msg.Metadata.Get(event.MetaType), "id", msg.UUID)
+	k.b.log.Debug("memhook: event filtered out", "event", msg.Metadata.Get(event.MetaType), "id", msg.UUID)
 }
 
 func statusOf(err error) int {

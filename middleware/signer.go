@@ -40,6 +40,9 @@ type Signer struct {
 	UserAgent string
 	// Now is the clock for webhook-timestamp; nil means time.Now.
 	Now func() time.Time
+	// Headers are added to every attempt (an endpoint's custom headers);
+	// they never replace the ones above. Keys in canonical form.
+	Headers http.Header
 }
 
 // Middleware implements message.HandlerMiddleware.
@@ -64,7 +67,10 @@ func (s Signer) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	}
 	return func(msg *message.Message) ([]*message.Message, error) {
 		ts := now()
-		hd := make(http.Header, 7)
+		hd := make(http.Header, 7+len(s.Headers))
+		for k, v := range s.Headers {
+			hd[k] = v
+		}
 		hd["Content-Type"] = contentType
 		hd["User-Agent"] = userAgent
 		hd[canonicalWebhookID] = []string{msg.UUID}

@@ -244,6 +244,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		Test:            func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
 		Ready:           b.Ready,
 		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Endpoints:       func() any { return b.EndpointStats() },
 		AdminToken:      sc.AdminToken,
 		IncomingToken:   sc.IncomingToken,
 		IngestToken:     cfg.IngestToken,
@@ -477,6 +478,12 @@ func snapshot(b *bus.Bus) handlers.Snapshot {
 		ByType: map[event.Type]handlers.Counts{}, Queued: s.Queued, InFlight: s.InFlight,
 		RetriesWaiting: s.RetriesWaiting, OldestRetryDue: s.OldestRetryDue,
 	}
+	for _, e := range b.EndpointStats() {
+		out.Endpoints = append(out.Endpoints, handlers.EndpointCounts{
+			Name: e.Name, State: e.State, Delivered: e.Delivered, Retried: e.Retried, Filtered: e.Filtered,
+			Poisoned: e.Poisoned, Undelivered: e.Undelivered, Shed: e.Shed, Retrying: e.Retrying, Backlog: e.Backlog,
+		})
+	}
 	for t, c := range b.StatsByType() {
 		out.ByType[t] = handlers.Counts{
 			Accepted: c.Accepted, Delivered: c.Delivered, Retried: c.Retried, Filtered: c.Filtered,
@@ -507,6 +514,7 @@ func status(b *bus.Bus, transport string) handlers.Status {
 		},
 		Transport: transport,
 		Counters:  b.Stats(),
+		Endpoints: b.EndpointStats(),
 	}
 }
 

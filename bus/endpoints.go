@@ -1,0 +1,207 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+)
+
+// EndpointStats is what became of the events of one endpoint.
+type EndpointStats struct {
+	Name string `json:"name"`
+	// URL is redacted: no credentials, no query.
+	URL         string `json:"url"`
+	State       string `json:"state"` // active, paused or disabled
+	Events      string `json:"events"`
+	Delivered   uint64 `json:"delivered"`
+	Retried     uint64 `json:"retried"` // retry attempts scheduled
+	Filtered    uint64 `json:"filtered"`
+	Poisoned    uint64 `json:"poisoned"`
+	Undelivered uint64 `json:"undelivered"`
+	// Shed counts its events moved to its dead-letter queue because its
+	// backlog passed its bound.
+	Shed        uint64    `json:"shed"`
+	Retrying    int       `json:"retrying"` // its events whose next attempt waits
+	Backlog     int       `json:"backlog"`  // its events not yet handled here
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastFailure time.Time `json:"last_failure,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// EndpointStats returns the endpoints this process delivers to, the
+// default one first, in the order of Config.Endpoints.
+func (b *Bus) EndpointStats() []EndpointStats {
+	b.routesMu.RLock()
+	routes := append([]*route(nil), b.routes...)
+	b.routesMu.RUnlock()
+	out := make([]EndpointStats, 0, len(routes))
+	for _, r := range routes {
+		var s Stats
+		r.stats.add(&s)
+		v := r.version()
+		es := EndpointStats{
+			Name:        r.displayName(),
+			URL:         *r.url.Load(),
+			State:       "active",
+			Events:      v.events.String(),
+			Delivered:   s.Delivered,
+			Retried:     s.Retried,
+			Filtered:    s.Filtered,
+			Poisoned:    s.Poisoned,
+			Undelivered: s.Undelivered,
+			LastSuccess: unixNano(r.lastSuccess.Load()),
+			LastFailure: unixNano(r.lastFailure.Load()),
+		}
+		if e := r.lastError.Load(); e != nil {
+			es.LastError = *e
+		}
+		es.Retrying, es.Backlog = b.depthOf(r)
+		out = append(out, es)
+	}
+	return out
+}
+
+func unixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// depthOf returns how many of r's events wait for a retry, and how many
+// wait to be handled, as far as the transport knows.
+func (b *Bus) depthOf(r *route) (retrying, backlog int) {
+	type waitingOf interface {
+		WaitingOf(topic string) (int, time.Time)
+	}
+	if w, ok := b.transport.(waitingOf); ok {
+		retrying, _ = w.WaitingOf(r.retryTopic)
+	}
+	type queuedOf interface {
+		QueuedOf(topic, group string) int
+	}
+	if q, ok := b.transport.(queuedOf); ok {
+		backlog = q.QueuedOf(Topic, r.group) + q.QueuedOf(r.retryTopic, r.group)
+	}
+	return retrying, backlog
+}
+
+// ErrNoRouter is returned by SetEndpoints on a bus that runs no delivery
+// here.
+var ErrNoRouter = errors.New("bus: no endpoint is delivered in this process")
+
+// SetEndpoints makes eps the endpoints beside the default one (which the
+// seed's variables define and which stays as it is), without losing an
+// event: an added endpoint gets the events emitted from then on; a
+// removed one stops after the attempts it has in flight (on memory, the
+// events still queued for it are left to Close's *UndeliveredError; on
+// Redis its consumer group is removed); a changed one applies its new
+// settings (URL, secret, token, filter, schedule …) from its next
+// attempt. `memhook serve` calls it on SIGHUP. It returns every problem
+// of eps at once and changes nothing then; ctx bounds the wait for a
+// removed endpoint's attempts. It returns ErrNoRouter where this process
+// does not deliver (transport http, Redis without WithDelivery) or where
+// it was started with no endpoint at all.
+func (b *Bus) SetEndpoints(ctx context.Context, eps []Endpoint) error {
+	if err := validateEndpoints(eps); err != nil {
+		return err
+	}
+	b.mu.RLock()
+	closed := b.closed
+	b.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	if !b.delivers || b.router == nil {
+		return ErrNoRouter
+	}
+	b.reload.Lock()
+	defer b.reload.Unlock()
+	want := map[string]Endpoint{}
+	for _, e := range eps {
+		want[e.Name] = b.cfg.resolve(e)
+	}
+	b.routesMu.RLock()
+	current := append([]*route(nil), b.routes...)
+	b.routesMu.RUnlock()
+	var errs []error
+	kept := make([]*route, 0, len(eps)+1)
+	have := map[string]bool{}
+	for _, r := range current {
+		name := r.displayName()
+		have[name] = true
+		if name == DefaultEndpoint {
+			kept = append(kept, r)
+			continue
+		}
+		e, ok := want[name]
+		switch {
+		case !ok:
+			if err := r.stop(ctx); err != nil {
+				errs = append(errs, err)
+			}
+			b.removeGroup(r)
+			b.log.Info("memhook: endpoint removed", "endpoint", name)
+			b.routesMu.Lock()
+			b.retired = append(b.retired, r.sink)
+			b.routesMu.Unlock()
+			continue
+		case !reflect.DeepEqual(r.version().ep, e):
+			if err := r.update(e); err != nil {
+				errs = append(errs, fmt.Errorf("bus: endpoint %s: %w", name, err))
+			} else {
+				b.log.Info("memhook: endpoint changed", "endpoint", name, "url", *r.url.Load())
+			}
+		}
+		kept = append(kept, r)
+	}
+	var added []*route
+	for _, e := range eps {
+		if have[e.Name] {
+			continue
+		}
+		r, err := b.newRoute(b.router, want[e.Name])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		added = append(added, r)
+	}
+	// The order of Config.Endpoints, the default endpoint first.
+	order := map[string]int{DefaultEndpoint: -1}
+	for i, e := range eps {
+		order[e.Name] = i
+	}
+	routes := append(kept, added...)
+	for i := 1; i < len(routes); i++ {
+		for j := i; j > 0 && order[routes[j].displayName()] < order[routes[j-1].displayName()]; j-- {
+			routes[j], routes[j-1] = routes[j-1], routes[j]
+		}
+	}
+	b.routesMu.Lock()
+	b.routes = routes
+	b.routesMu.Unlock()
+	if len(added) > 0 {
+		if err := b.router.RunHandlers(b.runCtx); err != nil {
+			errs = append(errs, fmt.Errorf("bus: starting added endpoints: %w", err))
+		}
+		for _, r := range added {
+			b.log.Info("memhook: endpoint added", "endpoint", r.displayName(), "url", *r.url.Load())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeGroup lets the transport forget the consumer group of a removed
+// endpoint, where it can.
+func (b *Bus) removeGroup(r *route) {
+	type groupRemover interface {
+		RemoveGroup(topic, group string)
+	}
+	if g, ok := b.transport.(groupRemover); ok {
+		g.RemoveGroup(Topic, r.group)
+		g.RemoveGroup(r.retryTopic, r.group)
+	}
+}

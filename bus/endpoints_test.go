@@ -1,0 +1,243 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/memhook/memhook/bus"
+	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/internal/receiver"
+	"github.com/memhook/memhook/verify"
+)
+
+// deadURL is a loopback URL where nothing listens: connections are
+// refused.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String() + "/hook"
+	_ = ln.Close()
+	return url
+}
+
+func startReceiver(t *testing.T, respond receiver.Respond) *receiver.Receiver {
+	t.Helper()
+	rcv, err := receiver.Start(respond, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rcv.Close() })
+	return rcv
+}
+
+func newBus(t *testing.T, cfg bus.Config, opts ...bus.Option) (*bus.Bus, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	opts = append([]bus.Option{bus.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
+	b, err := bus.New(cfg, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Close(ctx)
+	})
+	return b, logs
+}
+
+// Each endpoint gets the events its filter selects, signed with its own
+// secret only, with its own token and headers; the default endpoint keeps
+// the seed's legacy header, a file endpoint does not.
+func TestEndpointsFilterAndSignEach(t *testing.T) {
+	all := startReceiver(t, nil)
+	errorsOnly := startReceiver(t, nil)
+	const secretA, secretB = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="
+	b, logs := newBus(t, bus.Config{
+		WebhookURL: all.URL + "/hook",
+		Secret:     secretA,
+		Token:      "tok-default",
+		Endpoints: []bus.Endpoint{{
+			Name:    "alerts",
+			URL:     errorsOnly.URL + "/hook",
+			Events:  "memory_error",
+			Secret:  secretB,
+			Token:   "tok-alerts",
+			Headers: map[string]string{"X-Tenant": "acme"},
+		}},
+	})
+	ctx := context.Background()
+	for i := range 10 {
+		var e event.Event
+		if i%5 == 0 {
+			e = event.NewMemoryError("u", "search", errors.New("boom"), 1)
+		} else {
+			e = event.NewPreferenceStored("u", "tea", "drinks")
+		}
+		if err := b.Emit(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := all.WaitFor(10, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := errorsOnly.WaitFor(2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	va, _ := verify.New(secretA)
+	vb, _ := verify.New(secretB)
+	for _, r := range all.Requests() {
+		if err := va.Verify(r.Header, r.Body); err != nil {
+			t.Errorf("default endpoint: %v", err)
+		}
+		if vb.Verify(r.Header, r.Body) == nil {
+			t.Error("a default endpoint's webhook verifies with the alerts endpoint's secret")
+		}
+		if r.Header.Get("Authorization") != "Bearer tok-default" || r.Header.Get("X-Webhook-Secret") == "" || r.Header.Get("X-Tenant") != "" {
+			t.Errorf("default endpoint headers: %v", r.Header)
+		}
+	}
+	eventually(t, "alerts endpoint's filtered count", func() bool {
+		for _, s := range b.EndpointStats() {
+			if s.Name == "alerts" {
+				return s.Filtered == 8 && s.Delivered == 2
+			}
+		}
+		return false
+	})
+	for _, r := range errorsOnly.Requests() {
+		var env struct{ Event string }
+		_ = json.Unmarshal(r.Body, &env)
+		if env.Event != "memory_error" {
+			t.Errorf("alerts endpoint got %q", env.Event)
+		}
+		if err := vb.Verify(r.Header, r.Body); err != nil {
+			t.Errorf("alerts endpoint: %v", err)
+		}
+		if va.Verify(r.Header, r.Body) == nil {
+			t.Error("an alerts webhook verifies with the default endpoint's secret")
+		}
+		if r.Header.Get("Authorization") != "Bearer tok-alerts" || r.Header.Get("X-Webhook-Secret") != "" || r.Header.Get("X-Tenant") != "acme" {
+			t.Errorf("alerts endpoint headers: %v", r.Header)
+		}
+	}
+	if n := len(errorsOnly.Requests()); n != 2 {
+		t.Errorf("alerts endpoint got %d webhooks, want the 2 memory_error", n)
+	}
+	if strings.Contains(logs.String(), "tok-alerts") {
+		t.Error("a token appears in the logs")
+	}
+	eventually(t, "10 accepted, 12 deliveries (10+2), 8 filtered", func() bool {
+		s := b.Stats()
+		return s.Accepted == 10 && s.Delivered == 12 && s.Filtered == 8
+	})
+}
+
+// A dead endpoint and a slow one do not hold back a healthy one: it gets
+// every event while the dead one's retries wait, and the slow one gets
+// everything too.
+func TestEndpointsIsolated(t *testing.T) {
+	healthy := startReceiver(t, nil)
+	slow := startReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) int {
+		time.Sleep(100 * time.Millisecond)
+		return http.StatusOK
+	})
+	const n = 200
+	b, _ := newBus(t, bus.Config{
+		WebhookURL:    healthy.URL + "/hook",
+		RetrySchedule: []time.Duration{time.Hour},
+		Endpoints: []bus.Endpoint{
+			{Name: "dead", URL: deadURL(t)},
+			{Name: "slow", URL: slow.URL + "/hook"},
+		},
+	})
+	ctx := context.Background()
+	for range n {
+		if err := b.Emit(ctx, event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := healthy.WaitFor(n, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.WaitFor(n, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "every dead-endpoint event waiting for its retry", func() bool {
+		for _, s := range b.EndpointStats() {
+			if s.Name == "dead" {
+				return s.Retried == n
+			}
+		}
+		return false
+	})
+	if w := b.Stats().RetriesWaiting; w != n {
+		t.Errorf("%d retries waiting, want the dead endpoint's %d", w, n)
+	}
+}
+
+// SetEndpoints adds, changes and removes endpoints on a running bus.
+func TestSetEndpoints(t *testing.T) {
+	a := startReceiver(t, nil)
+	c := startReceiver(t, nil)
+	c2 := startReceiver(t, nil)
+	b, _ := newBus(t, bus.Config{WebhookURL: a.URL + "/hook"})
+	ctx := context.Background()
+	emit := func(k int) {
+		t.Helper()
+		for range k {
+			if err := b.Emit(ctx, event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	emit(5)
+	if err := a.WaitFor(5, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetEndpoints(ctx, []bus.Endpoint{{Name: "crm", URL: c.URL + "/hook"}}); err != nil {
+		t.Fatal(err)
+	}
+	emit(5)
+	if err := c.WaitFor(5, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(c.Requests()); got != 5 {
+		t.Errorf("an added endpoint got %d events, want the 5 emitted after it was added", got)
+	}
+	if err := b.SetEndpoints(ctx, []bus.Endpoint{{Name: "crm", URL: c2.URL + "/hook"}}); err != nil {
+		t.Fatal(err)
+	}
+	emit(3)
+	if err := c2.WaitFor(3, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetEndpoints(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	emit(4)
+	if err := a.WaitFor(17, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(c.Requests()) + len(c2.Requests()); got != 8 {
+		t.Errorf("crm got %d events in all, want 8", got)
+	}
+	if names := b.EndpointStats(); len(names) != 1 || names[0].Name != bus.DefaultEndpoint {
+		t.Errorf("endpoints after removal: %+v", names)
+	}
+	eventually(t, "25 delivered (a removed endpoint's deliveries stay counted)", func() bool { return b.Stats().Delivered == 17+8 })
+	err := b.SetEndpoints(ctx, []bus.Endpoint{{Name: "default", URL: c.URL}, {Name: "Bad Name", URL: "ftp://x"}})
+	if err == nil || !strings.Contains(err.Error(), "endpoint default: name") || !strings.Contains(err.Error(), "url") {
+		t.Errorf("bad endpoints: %v", err)
+	}
+}

@@ -1,0 +1,311 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
+	"github.com/memhook/memhook/verify"
+)
+
+// route is one endpoint at run time: its two subscriptions (the events
+// topic, as its own consumer group, and its own retry topic), its
+// counters, and the chain of its current settings. SetEndpoints swaps the
+// settings whole (a changed URL or secret applies to the next attempt);
+// the subscriptions stay.
+type route struct {
+	*sink
+	group, retryTopic string
+
+	mu  sync.RWMutex // guards cur; a handling holds it shared while it takes cur
+	cur *routeVersion
+
+	handlers []*message.Handler // the router's, for a removal
+}
+
+// routeVersion is one version of a route's settings and the chains built
+// from them.
+type routeVersion struct {
+	ep      Endpoint // resolved: Timeout and RetrySchedule set
+	events  event.Set
+	deliver *handlers.Deliver
+	// first handles an event from the events topic, retry one from the
+	// retry topic, send one given to Send.
+	first, retry, send message.HandlerFunc
+	inflight           sync.WaitGroup
+}
+
+// sink is where what becomes of an event is counted and logged: one per
+// endpoint, and one for the forwarder of transport http.
+type sink struct {
+	b     *Bus
+	name  string // "" for the default endpoint: its log lines stay the seed's
+	url   atomic.Pointer[string]
+	stats *stats
+
+	lastSuccess, lastFailure atomic.Int64 // Unix nanoseconds, 0 when never
+	lastError                atomic.Pointer[string]
+}
+
+func newSink(b *Bus, name, url string) *sink {
+	s := &sink{b: b, stats: newStats()}
+	if name != DefaultEndpoint {
+		s.name = name
+	}
+	s.url.Store(&url)
+	return s
+}
+
+// resolve fills e's defaults from cfg.
+func (cfg Config) resolve(e Endpoint) Endpoint {
+	if e.Timeout == 0 {
+		e.Timeout = cfg.Timeout
+	}
+	if len(e.RetrySchedule) == 0 {
+		e.RetrySchedule = cfg.RetryDelays()
+	}
+	if e.Events == "" {
+		e.Events = "all"
+	}
+	return e
+}
+
+// defaultEndpoint is the endpoint the seed's variables define; ok false
+// when WebhookURL is empty.
+func (cfg Config) defaultEndpoint() (Endpoint, bool) {
+	if cfg.WebhookURL == "" {
+		return Endpoint{}, false
+	}
+	return Endpoint{
+		Name:               DefaultEndpoint,
+		URL:                cfg.WebhookURL,
+		Events:             cfg.Events,
+		Token:              cfg.Token,
+		Secret:             cfg.Secret,
+		LegacySecretHeader: !cfg.DisableLegacySecretHeader,
+		Timeout:            cfg.Timeout,
+		RetrySchedule:      cfg.RetryDelays(),
+	}, true
+}
+
+// endpoints returns every endpoint cfg defines, the default one first.
+func (cfg Config) endpoints() []Endpoint {
+	var out []Endpoint
+	if d, ok := cfg.defaultEndpoint(); ok {
+		out = append(out, d)
+	}
+	for _, e := range cfg.Endpoints {
+		out = append(out, cfg.resolve(e))
+	}
+	return out
+}
+
+// newRoute builds the route of e, subscribed on router; it starts with
+// the router (or at once, with run, on a running one).
+func (b *Bus) newRoute(router *message.Router, e Endpoint) (*route, error) {
+	r := &route{
+		sink:       newSink(b, e.Name, handlers.RedactURL(e.URL)),
+		group:      transports.EndpointGroup(b.cfg.RedisGroup, e.Name),
+		retryTopic: transports.EndpointRetryTopic(e.Name),
+	}
+	v, err := r.build(e)
+	if err != nil {
+		return nil, err
+	}
+	r.cur = v
+	for _, h := range []struct {
+		name, topic string
+		handle      func(v *routeVersion) message.HandlerFunc
+	}{
+		{"memhook.deliver", Topic, func(v *routeVersion) message.HandlerFunc { return v.first }},
+		{"memhook.retry", r.retryTopic, func(v *routeVersion) message.HandlerFunc { return v.retry }},
+	} {
+		sub, err := b.transport.Subscriber(r.group)
+		if err != nil {
+			v.deliver.Close()
+			return nil, fmt.Errorf("bus: endpoint %s: subscribing to %s: %w", e.Name, h.topic, err)
+		}
+		name := h.name
+		if e.Name != DefaultEndpoint {
+			name += "." + e.Name
+		}
+		handle := h.handle
+		r.handlers = append(r.handlers, router.AddConsumerHandler(name, h.topic, sub, func(msg *message.Message) error {
+			v := r.acquire()
+			defer v.inflight.Done()
+			_, err := handle(v)(msg)
+			return err
+		}))
+	}
+	return r, nil
+}
+
+// acquire returns the current version, counted in flight until Done.
+func (r *route) acquire() *routeVersion {
+	r.mu.RLock()
+	v := r.cur
+	v.inflight.Add(1)
+	r.mu.RUnlock()
+	return v
+}
+
+// update makes e the route's settings for every handling from now on;
+// the handlings running finish on the old ones, whose delivery handler
+// is closed after them.
+func (r *route) update(e Endpoint) error {
+	v, err := r.build(e)
+	if err != nil {
+		return err
+	}
+	url := handlers.RedactURL(e.URL)
+	r.mu.Lock()
+	old := r.cur
+	r.cur = v
+	r.url.Store(&url)
+	r.mu.Unlock()
+	go func() {
+		old.inflight.Wait()
+		_ = old.deliver.Close()
+	}()
+	return nil
+}
+
+// build makes the chains of e.
+func (r *route) build(e Endpoint) (*routeVersion, error) {
+	b := r.b
+	events, _ := event.ParseSet(e.Events) // validated
+	var secrets []verify.Secret
+	if e.Secret != "" {
+		secrets, _ = verify.ParseSecrets(e.Secret) // validated
+	}
+	deliver, err := handlers.NewDeliver(handlers.DeliverConfig{
+		URL:          e.URL,
+		Timeout:      e.Timeout,
+		MaxIdleConns: b.cfg.Concurrency,
+		Transport:    b.opts.transport,
+		OnDelivered:  r.onDelivered,
+		Logger:       b.wlog,
+	})
+	if err != nil {
+		return nil, err
+	}
+	v := &routeVersion{ep: e, events: events, deliver: deliver}
+	legacy := ""
+	if e.LegacySecretHeader && len(secrets) > 0 {
+		legacy = firstSecret(e.Secret)
+	}
+	var extra http.Header
+	if len(e.Headers) > 0 {
+		extra = make(http.Header, len(e.Headers))
+		for k, val := range e.Headers {
+			extra[http.CanonicalHeaderKey(k)] = []string{val}
+		}
+	}
+	signer := middleware.Signer{
+		Token:        e.Token,
+		LegacySecret: legacy,
+		Secrets:      secrets,
+		UserAgent:    userAgent,
+		Headers:      extra,
+	}.Middleware
+	store := b.transport.(transports.Delayer) // every transport that delivers has one
+	schedule := middleware.Schedule{
+		Delays:        e.RetrySchedule,
+		MaxRetryAfter: b.cfg.MaxRetryAfter,
+		Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
+			return store.PublishAt(r.retryTopic, due, msg)
+		}),
+		OnRetry: r.onRetry,
+	}.Middleware
+	wait := middleware.Retry{Delays: e.RetrySchedule, MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: r.onRetry}.Middleware
+	head := []message.HandlerMiddleware{
+		wmiddleware.Recoverer,
+		r.tag,
+		middleware.PoisonQueue{Publisher: b.pub, Topic: PoisonTopic, SourceTopic: Topic,
+			OnPoisoned: r.onPoisoned, OnPublishFailed: r.onPoisonPublishFailed}.Middleware,
+	}
+	once := append([]message.HandlerMiddleware{middleware.Filter{Events: events, OnFiltered: r.onFiltered}.Middleware},
+		b.opts.middleware...)
+	chain := func(parts ...[]message.HandlerMiddleware) message.HandlerFunc {
+		var all []message.HandlerMiddleware
+		for _, p := range parts {
+			all = append(all, p...)
+		}
+		return compose(all, deliver.Handle)
+	}
+	v.first = chain(head, once, []message.HandlerMiddleware{schedule, signer})
+	v.retry = chain(head, []message.HandlerMiddleware{schedule, signer})
+	v.send = chain(head, once, []message.HandlerMiddleware{wait, signer})
+	return v, nil
+}
+
+// tag names the endpoint on the message, so that the copies leaving its
+// subscription (a retry, a poisoned event) say whose they are. The
+// default endpoint's copies carry no name, as before endpoints existed.
+func (r *route) tag(h message.HandlerFunc) message.HandlerFunc {
+	if r.name == "" {
+		return h
+	}
+	return func(msg *message.Message) ([]*message.Message, error) {
+		msg.Metadata[middleware.EndpointKey] = r.name
+		return h(msg)
+	}
+}
+
+// stop stops the route's handlers, waits for the handlings running, and
+// closes its delivery handler.
+func (r *route) stop(ctx context.Context) error {
+	for _, h := range r.handlers {
+		h.Stop()
+	}
+	for _, h := range r.handlers {
+		select {
+		case <-h.Stopped():
+		case <-ctx.Done():
+			return fmt.Errorf("bus: endpoint %s: stopping: %w", r.displayName(), ctx.Err())
+		}
+	}
+	r.mu.RLock()
+	v := r.cur
+	r.mu.RUnlock()
+	v.inflight.Wait()
+	return v.deliver.Close()
+}
+
+func (s *sink) displayName() string {
+	if s.name == "" {
+		return DefaultEndpoint
+	}
+	return s.name
+}
+
+// closeDeliver closes the current delivery handler (the router has
+// stopped).
+func (r *route) closeDeliver() error {
+	r.mu.RLock()
+	v := r.cur
+	r.mu.RUnlock()
+	v.inflight.Wait()
+	if err := v.deliver.Close(); err != nil && !errors.Is(err, handlers.ErrDeliverClosed) {
+		return err
+	}
+	return nil
+}
+
+// version returns the current settings.
+func (r *route) version() *routeVersion {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.cur
+}
