@@ -327,8 +327,11 @@ const (
 	outcomeFailed
 )
 
-func classify(ctx context.Context, err error) outcome {
+func classify(ctx context.Context, msg *message.Message, err error) outcome {
 	if err == nil {
+		if RateLimited(msg) {
+			return outcomeNone // delayed by RateLimit below: not attempted
+		}
 		return outcomeAlive
 	}
 	if ctx.Err() != nil {
@@ -416,13 +419,15 @@ func (b *Breaker) endProbe() {
 // timeout, a connection error or any other error; a success resets the
 // count; a permanent answer other than 410 (a 400 for one bad event)
 // proves the endpoint up and resets it too; the message context's own
-// end (shutdown) and a *NotScheduledError from below count for nothing.
-// A 410 Gone disables the endpoint, and is returned as is (poisoned: it
-// is permanent).
+// end (shutdown), a *NotScheduledError from below and a message
+// RateLimit (inside Health) delayed instead of attempting (RateLimited)
+// count for nothing. A 410 Gone disables the endpoint, and is returned as
+// is (poisoned: it is permanent).
 //
 // Not active, a message is not attempted: a copy of it — same UUID, same
-// payload, metadata unchanged, its attempt number (AttemptKey) included,
-// so that no attempt is spent — is handed to Store and Health returns nil
+// payload, metadata unchanged but for RateLimit's slot (RateSlotKey), its
+// attempt number (AttemptKey) included, so that no attempt is spent — is
+// handed to Store and Health returns nil
 // (the message is acknowledged; no worker waits). Paused by the breaker,
 // it comes back at the next probe time; disabled or paused by an
 // operator, after Hold. Each due time is spread at random over Jitter of
@@ -500,7 +505,7 @@ func (hl Health) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		}
 		out, err := h(msg)
 		recorded = true
-		if held, w := b.record(classify(ctx, err), probe, err, hold); held {
+		if held, w := b.record(classify(ctx, msg, err), probe, err, hold); held {
 			return nil, hl.hold(msg, w, jitter, err)
 		}
 		return out, err
@@ -518,6 +523,10 @@ func (hl Health) hold(msg *message.Message, w wait, jitter float64, cause error)
 	for k, v := range msg.Metadata {
 		c.Metadata.Set(k, v)
 	}
+	// A rate slot is good for one moment: a copy held past it would go
+	// at once when it comes back, above the limit.
+	delete(c.Metadata, RateSlotKey)
+	delete(c.Metadata, RateLimitedKey)
 	if err := hl.Store.Delay(c, due); err != nil {
 		return &NotScheduledError{Attempt: AttemptOf(msg), Err: errors.Join(err, cause)}
 	}

@@ -923,6 +923,54 @@ func TestHealthOperatorPauseOnARouter(t *testing.T) {
 	}
 }
 
+// limiterFunc is a Limiter made of a function.
+type limiterFunc func() time.Duration
+
+func (f limiterFunc) Reserve(context.Context, string) (time.Duration, error) { return f(), nil }
+func (limiterFunc) Release(context.Context, string) error                    { return nil }
+
+// A message RateLimit delays is no success: a paused endpoint stays
+// paused and its probe slot is freed. A held copy carries no rate slot.
+func TestHealthOverRateLimit(t *testing.T) {
+	r := newHealthRig(t, middleware.BreakerConfig{Threshold: 1}, middleware.Health{})
+	r.pause(t, 1)
+	rateStore := &store{}
+	var limited bool
+	h := middleware.Health{Breaker: r.breaker, Store: r.store}.Middleware(
+		middleware.RateLimit{Key: "crm", Limiter: limiterFunc(func() time.Duration {
+			if limited {
+				return time.Second
+			}
+			return 0
+		}), Store: rateStore}.Middleware(func(*message.Message) ([]*message.Message, error) { return nil, nil }))
+	r.clock.Advance(middleware.DefaultMinProbe)
+	limited = true
+	if _, err := h(newMessage()); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.breaker.Snapshot(); s.State != middleware.StatePaused || s.Probing {
+		t.Fatalf("after a probe RateLimit delayed: %+v, want paused with the probe slot free", s)
+	}
+	slotted := newMessage()
+	slotted.Metadata.Set(middleware.RateSlotKey, "1:1")
+	r.clock.Set(r.breaker.Snapshot().NextProbe.Add(-time.Second))
+	if _, err := h(slotted); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _ := held(r.store)
+	if got := msgs[len(msgs)-1]; got.UUID != slotted.UUID || got.Metadata.Get(middleware.RateSlotKey) != "" {
+		t.Errorf("held %s with slot %q, want %s without one", got.UUID, got.Metadata.Get(middleware.RateSlotKey), slotted.UUID)
+	}
+	limited = false
+	r.clock.Advance(time.Second)
+	if _, err := h(newMessage()); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.breaker.State(); s != middleware.StateActive {
+		t.Errorf("after a probe RateLimit let through: %s, want active", s)
+	}
+}
+
 // ExampleHealth shows an endpoint paused after two failed attempts: the
 // failure that reaches the threshold and the events after it are held
 // until the probe time, not attempted; the probe's success resumes.
