@@ -324,6 +324,9 @@ func (b *Bus) start() error {
 	go func() { b.runErr <- router.Run(ctx) }()
 	select {
 	case <-router.Running():
+		if s, ok := b.transport.(pauseStore); ok && b.delivers {
+			go b.followPauses(ctx, s, time.Second)
+		}
 		return nil
 	case err := <-b.runErr:
 		b.router = nil

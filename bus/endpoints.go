@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"reflect"
 	"time"
+
+	"github.com/memhook/memhook/middleware"
 )
 
 // EndpointStats is what became of the events of one endpoint.
@@ -44,7 +46,7 @@ func (b *Bus) EndpointStats() []EndpointStats {
 		es := EndpointStats{
 			Name:        r.displayName(),
 			URL:         *r.url.Load(),
-			State:       "active",
+			State:       string(r.breaker.State()),
 			Events:      v.events.String(),
 			Delivered:   s.Delivered,
 			Retried:     s.Retried,
@@ -203,5 +205,93 @@ func (b *Bus) removeGroup(r *route) {
 	if g, ok := b.transport.(groupRemover); ok {
 		g.RemoveGroup(Topic, r.group)
 		g.RemoveGroup(r.retryTopic, r.group)
+	}
+}
+
+// PauseEndpoint pauses endpoint name as an operator would: its events
+// wait (none is poisoned, no attempt is spent), no probe goes out, until
+// ResumeEndpoint. On Redis every router follows within a second or so
+// (the state is kept in Redis). It returns an error wrapping
+// ErrUnknownEndpoint for a name this process does not deliver to.
+func (b *Bus) PauseEndpoint(ctx context.Context, name string) error {
+	return b.setPaused(ctx, name, true)
+}
+
+// ResumeEndpoint ends a pause (an operator's, the breaker's, or a 410
+// Gone's): attempts go out again. Events that waited come back within
+// the hold of a paused endpoint (30 s, plus up to a fifth), not at once.
+func (b *Bus) ResumeEndpoint(ctx context.Context, name string) error {
+	return b.setPaused(ctx, name, false)
+}
+
+// ErrUnknownEndpoint is returned by PauseEndpoint and ResumeEndpoint for
+// a name this process does not deliver to.
+var ErrUnknownEndpoint = errors.New("bus: no such endpoint")
+
+func (b *Bus) setPaused(ctx context.Context, name string, pause bool) error {
+	r := b.route(name)
+	if r == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownEndpoint, name)
+	}
+	if s, ok := b.transport.(pauseStore); ok {
+		if err := s.SetPaused(ctx, name, pause); err != nil {
+			return fmt.Errorf("bus: endpoint %s: keeping its state: %w", name, err)
+		}
+	}
+	if pause {
+		r.breaker.Pause("paused by an operator")
+	} else {
+		r.breaker.Resume()
+	}
+	return nil
+}
+
+// route returns the route of endpoint name, nil if none.
+func (b *Bus) route(name string) *route {
+	b.routesMu.RLock()
+	defer b.routesMu.RUnlock()
+	for _, r := range b.routes {
+		if r.displayName() == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// pauseStore is a transport that keeps operators' pauses for every
+// process on it (Redis).
+type pauseStore interface {
+	SetPaused(ctx context.Context, endpoint string, paused bool) error
+	Paused(ctx context.Context) (map[string]bool, error)
+}
+
+// followPauses applies the pauses the transport keeps, every interval,
+// until ctx ends: an operator's pause given to another router reaches
+// this one.
+func (b *Bus) followPauses(ctx context.Context, s pauseStore, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		paused, err := s.Paused(ctx)
+		if err != nil {
+			continue // Redis down: the transport logs it; keep the states as they are
+		}
+		b.routesMu.RLock()
+		routes := append([]*route(nil), b.routes...)
+		b.routesMu.RUnlock()
+		for _, r := range routes {
+			snap := r.breaker.Snapshot()
+			switch want := paused[r.displayName()]; {
+			case want && !(snap.State == middleware.StatePaused && snap.Manual):
+				r.breaker.Pause("paused by an operator")
+			case !want && snap.Manual:
+				r.breaker.Resume()
+			}
+		}
 	}
 }

@@ -173,16 +173,20 @@ func TestEndpointsIsolated(t *testing.T) {
 	if err := slow.WaitFor(n, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "every dead-endpoint event waiting for its retry", func() bool {
+	// The dead endpoint: paused by its health after 10 failures, every
+	// one of its events waiting in the delay store, none poisoned.
+	eventually(t, "the dead endpoint paused, all its events waiting", func() bool {
 		for _, s := range b.EndpointStats() {
 			if s.Name == "dead" {
-				return s.Retried == n
+				return s.State == "paused" && b.Stats().RetriesWaiting == n
 			}
 		}
 		return false
 	})
-	if w := b.Stats().RetriesWaiting; w != n {
-		t.Errorf("%d retries waiting, want the dead endpoint's %d", w, n)
+	for _, s := range b.EndpointStats() {
+		if s.Poisoned != 0 {
+			t.Errorf("endpoint %s: %d poisoned", s.Name, s.Poisoned)
+		}
 	}
 }
 

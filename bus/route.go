@@ -27,6 +27,7 @@ import (
 type route struct {
 	*sink
 	group, retryTopic string
+	breaker           *middleware.Breaker // the endpoint's health, kept across changes of its settings
 
 	mu  sync.RWMutex // guards cur; a handling holds it shared while it takes cur
 	cur *routeVersion
@@ -120,6 +121,14 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint) (*route, error) {
 		group:      transports.EndpointGroup(b.cfg.RedisGroup, e.Name),
 		retryTopic: transports.EndpointRetryTopic(e.Name),
 	}
+	breaker, err := middleware.NewBreaker(middleware.BreakerConfig{
+		Threshold: b.cfg.PauseAfter,
+		OnChange:  r.onStateChange,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.breaker = breaker
 	v, err := r.build(e)
 	if err != nil {
 		return nil, err
@@ -230,23 +239,25 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 		OnRetry: r.onRetry,
 	}.Middleware
 	wait := middleware.Retry{Delays: e.RetrySchedule, MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: r.onRetry}.Middleware
-	// One attempt: the rate limit (held events wait in the delay store,
-	// not an attempt), the signer.
-	attempt := []message.HandlerMiddleware{signer}
+	hold := middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
+		return store.PublishAt(r.retryTopic, due, msg)
+	})
+	// One attempt: the endpoint's health (while it is paused its events
+	// wait in the delay store, and no attempt is spent), its rate limit
+	// (the same), the signer.
+	attempt := []message.HandlerMiddleware{middleware.Health{Breaker: r.breaker, Store: hold}.Middleware, signer}
 	if !e.RateLimit.IsZero() {
 		limiter, err := b.limiter(e.RateLimit)
 		if err != nil {
 			_ = deliver.Close()
 			return nil, fmt.Errorf("rate_limit: %w", err)
 		}
-		attempt = append([]message.HandlerMiddleware{middleware.RateLimit{
-			Limiter: limiter,
-			Key:     e.Name,
-			Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
-				return store.PublishAt(r.retryTopic, due, msg)
-			}),
+		attempt = []message.HandlerMiddleware{attempt[0], middleware.RateLimit{
+			Limiter:        limiter,
+			Key:            e.Name,
+			Store:          hold,
 			OnLimiterError: r.onLimiterError,
-		}.Middleware}, attempt...)
+		}.Middleware, signer}
 	}
 	head := []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
@@ -348,4 +359,10 @@ func (s *sink) onLimiterError(msg *message.Message, err error) {
 	}
 	s.b.log.Warn("memhook: rate limit unavailable, attempting without it",
 		"endpoint", s.displayName(), "id", msg.UUID, "error", err.Error())
+}
+
+// onStateChange logs a change of the endpoint's health at WARN.
+func (r *route) onStateChange(from, to middleware.State, reason string) {
+	r.b.log.Warn("memhook: endpoint "+string(to), "endpoint", r.displayName(), "from", string(from), "to", string(to),
+		"reason", reason, "url", *r.url.Load())
 }
