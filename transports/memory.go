@@ -51,11 +51,12 @@ type MemoryConfig struct {
 	// OnShed, when set, isolates the consumer groups of a topic from each
 	// other: a message published to a topic with several groups is
 	// refused (ErrQueueFull) only when every group's queue is full; a
-	// full group gives up its oldest queued message to make room and
-	// OnShed gets a copy of it, with the topic and the group, to keep it
-	// somewhere (the bus publishes it to its poison topic). A full group
-	// with nothing queued to give up (its waiting retries fill it) sheds
-	// the new message instead. OnShed is called on the publishing
+	// full group gives up its oldest queued messages until it has room
+	// (its queue and its waiting retries within Capacity, see PublishAt)
+	// and OnShed gets a copy of each, with the topic and the group, to
+	// keep it somewhere (the bus publishes it to its poison topic). A
+	// full group with nothing queued to give up (its waiting retries fill
+	// it) sheds the new message instead. OnShed is called on the publishing
 	// goroutine once the Memory's lock is released, so it may publish to
 	// the Memory; Drain waits for it to return. nil means no shedding: a
 	// message is refused when any group's queue is full, so that no group
@@ -381,15 +382,16 @@ func (m *Memory) publishLocked(topic string, messages []*message.Message, countD
 		if full == len(g.order) || full > 0 && m.cfg.OnShed == nil {
 			break
 		}
+	queues:
 		for _, q := range g.order {
-			if room(q) <= 0 {
+			for room(q) <= 0 { // only workers take meanwhile: room only grows
 				select {
-				case old := <-q.ch: // only workers take meanwhile: there is room after
+				case old := <-q.ch:
 					q.outstanding--
 					shed = append(shed, shedMsg{topic: topic, group: q.name, msg: old})
 				default: // nothing queued to give up: its waiting messages fill it
 					shed = append(shed, shedMsg{topic: topic, group: q.name, msg: msg})
-					continue
+					continue queues
 				}
 			}
 			q.ch <- msg // handOut sends copies; the original stays here

@@ -318,6 +318,39 @@ func TestMemoryWaitingCountsPerGroup(t *testing.T) {
 	}
 }
 
+// A group whose waiting retries grew while events were queued sheds as
+// many of its oldest as it takes to hold, queued and waiting, Capacity.
+func TestMemoryShedsUntilWithinCapacity(t *testing.T) {
+	var shed sheds
+	m := newMemory(t, transports.MemoryConfig{Capacity: 4, Workers: 1, OnShed: shed.onShed})
+	defer m.Close()
+	live := liveGroup(t, m, "events", "live")
+	deadGroup(t, m, "events", "x")
+	deadGroup(t, m, "retry.x", "x")
+	publish := func(id string) {
+		t.Helper()
+		if err := m.Publish("events", message.NewMessage(id, nil)); err != nil {
+			t.Fatalf("publish %s: %v", id, err)
+		}
+		take(t, live).Ack()
+	}
+	for _, id := range []string{"e0", "e1", "e2"} {
+		publish(id)
+	}
+	for i := range 3 { // PublishAt looks at waiting retries only
+		if err := m.PublishAt("retry.x", time.Now().Add(time.Hour), message.NewMessage("r"+strconv.Itoa(i), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("e3")
+	if got, want := shed.list(), []string{"events/x/e0", "events/x/e1", "events/x/e2"}; !slices.Equal(got, want) {
+		t.Errorf("shed %v, want %v", got, want)
+	}
+	if n := m.QueuedOf("events", "x"); n != 1 {
+		t.Errorf("x holds %d queued with 3 retries waiting, want 1 (Capacity 4)", n)
+	}
+}
+
 // A due retry stops counting against its group once published: the
 // group's room comes back.
 func TestMemoryDueRetryFreesRoom(t *testing.T) {
