@@ -228,7 +228,7 @@ func (m *Memory) group(topic, group string) *queue {
 // group's room is Capacity less its queue and the messages PublishAt
 // holds for it. When a group has no room, the message is refused for
 // every group, or, with MemoryConfig.OnShed and another group with room,
-// the full group sheds its oldest (see OnShed). A refusal returns an
+// a full group sheds its oldest queued messages (see OnShed). A refusal returns an
 // error wrapping ErrQueueFull that says how many of the messages were
 // accepted (those before the first refused one); after Shutdown Publish
 // returns ErrClosed.
