@@ -244,13 +244,13 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	}
 
 	api := &handlers.API{
-		Incoming:        busy(b.Incoming),
-		Ingest:          busy(b.Ingest),
-		Status:          func() handlers.Status { return status(b, transport) },
-		Test:            func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
-		Ready:           b.Ready,
-		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Endpoints:       func() any { return b.EndpointStats() },
+		Incoming:  busy(b.Incoming),
+		Ingest:    busy(b.Ingest),
+		Status:    func() handlers.Status { return status(b, transport) },
+		Test:      func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
+		Ready:     b.Ready,
+		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Endpoints: func() any { return b.EndpointStats() },
 		SetEndpointState: func(ctx context.Context, name string, pause bool) error {
 			var err error
 			if pause {
