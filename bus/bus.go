@@ -230,7 +230,7 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 	case TransportPubSub:
 		return transports.NewPubSub(b.opts.pubsub.pub, b.opts.pubsub.subscribe)
 	case TransportMemory:
-		return transports.NewMemoryTransport(cfg.memoryConfig(b.log))
+		return transports.NewMemoryTransport(cfg.memoryConfig(b.log, b.onShed))
 	case TransportHTTP:
 		b.url = handlers.RedactURL(cfg.routerURL(IngestPath)) // where this bus sends
 		b.forward.url.Store(&b.url)
@@ -246,7 +246,7 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 			Timeout:       cfg.Timeout,
 			RetryDelay:    cfg.RetryDelay,
 			MaxRetryAfter: cfg.MaxRetryAfter,
-			Memory:        cfg.memoryConfig(b.log),
+			Memory:        cfg.memoryConfig(b.log, nil),
 			EventsTopic:   Topic,
 			PoisonTopic:   PoisonTopic,
 			Transport:     b.opts.transport,

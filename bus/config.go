@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/internal/wmlog"
@@ -471,12 +473,14 @@ func ParseSeconds(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// memoryConfig is the in-process queue c configures.
-func (c Config) memoryConfig(log *slog.Logger) transports.MemoryConfig {
+// memoryConfig is the in-process queue c configures; onShed, when set,
+// takes the events an endpoint's full queue gives up (several endpoints).
+func (c Config) memoryConfig(log *slog.Logger, onShed func(topic, group string, msg *message.Message)) transports.MemoryConfig {
 	return transports.MemoryConfig{
 		Capacity: c.QueueCapacity,
 		Workers:  c.Concurrency,
 		Logger:   wmlog.New(log, slog.LevelDebug),
+		OnShed:   onShed,
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/memhook/memhook/middleware"
 )
 
@@ -22,8 +24,8 @@ type EndpointStats struct {
 	Filtered    uint64 `json:"filtered"`
 	Poisoned    uint64 `json:"poisoned"`
 	Undelivered uint64 `json:"undelivered"`
-	// Shed counts its events moved to its dead-letter queue because its
-	// backlog passed its bound.
+	// Shed counts, of those Poisoned, its events moved to its dead-letter
+	// queue because its backlog passed its bound.
 	Shed        uint64    `json:"shed"`
 	Retrying    int       `json:"retrying"` // its events whose next attempt waits
 	Backlog     int       `json:"backlog"`  // its events not yet handled here
@@ -53,6 +55,7 @@ func (b *Bus) EndpointStats() []EndpointStats {
 			Filtered:    s.Filtered,
 			Poisoned:    s.Poisoned,
 			Undelivered: s.Undelivered,
+			Shed:        r.shed.Load(),
 			LastSuccess: unixNano(r.lastSuccess.Load()),
 			LastFailure: unixNano(r.lastFailure.Load()),
 		}
@@ -199,12 +202,15 @@ func (b *Bus) SetEndpoints(ctx context.Context, eps []Endpoint) error {
 // removeGroup lets the transport forget the consumer group of a removed
 // endpoint, where it can.
 func (b *Bus) removeGroup(r *route) {
-	type groupRemover interface {
-		RemoveGroup(topic, group string)
+	type queueRemover interface { // memory: what still waited for the endpoint
+		RemoveGroup(topic, group string) []*message.Message
 	}
-	if g, ok := b.transport.(groupRemover); ok {
-		g.RemoveGroup(Topic, r.group)
-		g.RemoveGroup(r.retryTopic, r.group)
+	if g, ok := b.transport.(queueRemover); ok {
+		for _, topic := range []string{Topic, r.retryTopic} {
+			for _, msg := range g.RemoveGroup(topic, r.group) {
+				r.toPoison(msg, topic, ErrEndpointRemoved)
+			}
+		}
 	}
 }
 

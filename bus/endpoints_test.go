@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/receiver"
+	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -284,5 +287,58 @@ func TestEndpointRateLimit(t *testing.T) {
 		if s.Name == "limited" && s.Retried != 0 {
 			t.Errorf("rate-limited waits counted as %d retries", s.Retried)
 		}
+	}
+}
+
+// On memory an endpoint whose backlog (queued and waiting) passes
+// MEMHOOK_QUEUE_CAPACITY gives up its oldest events to the poison queue,
+// tagged with it; Emit never fails and the other endpoint gets all.
+func TestEndpointBacklogShedsToPoison(t *testing.T) {
+	healthy := startReceiver(t, nil)
+	poisoned := make(chan *message.Message, 1000)
+	b, logs := newBus(t, bus.Config{
+		WebhookURL:    healthy.URL + "/hook",
+		QueueCapacity: 50,
+		RetrySchedule: []time.Duration{time.Hour},
+		Endpoints:     []bus.Endpoint{{Name: "dead", URL: deadURL(t)}},
+	}, bus.WithPoisonHandler(func(m *message.Message) error { poisoned <- m; return nil }))
+	const n = 200
+	for i := range n {
+		if err := b.Emit(context.Background(), event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+			t.Fatalf("emit %d: %v", i, err)
+		}
+		if i%40 == 39 {
+			if err := healthy.WaitFor(i+1, 5*time.Second); err != nil { // the healthy one keeps up; the dead one fills
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := healthy.WaitFor(n, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var dead bus.EndpointStats
+	eventually(t, "the dead endpoint's backlog within its bound, the rest shed", func() bool {
+		for _, s := range b.EndpointStats() {
+			if s.Name == "dead" {
+				dead = s
+			}
+		}
+		return dead.Shed > 0 && int(dead.Shed)+b.Stats().RetriesWaiting == n
+	})
+	if dead.Poisoned != dead.Shed {
+		t.Errorf("dead endpoint: %d poisoned, %d shed: a shed event is a poisoned one", dead.Poisoned, dead.Shed)
+	}
+	for range dead.Shed {
+		select {
+		case m := <-poisoned:
+			if m.Metadata.Get(middleware.EndpointKey) != "dead" || !strings.Contains(m.Metadata.Get(middleware.PoisonReasonKey), "backlog") {
+				t.Fatalf("poisoned entry metadata %v", m.Metadata)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a shed event never reached the poison handler")
+		}
+	}
+	if !strings.Contains(logs.String(), "endpoint backlog over its bound") {
+		t.Error("no WARN line for the shed events")
 	}
 }

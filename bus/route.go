@@ -58,6 +58,8 @@ type sink struct {
 	lastSuccess, lastFailure atomic.Int64 // Unix nanoseconds, 0 when never
 	lastError                atomic.Pointer[string]
 	lastLimiterLog           atomic.Int64
+	shed                     atomic.Uint64 // of those poisoned: moved out of a backlog past its bound
+	lastShedLog              atomic.Int64
 }
 
 func newSink(b *Bus, name, url string) *sink {
@@ -229,19 +231,14 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 		UserAgent:    userAgent,
 		Headers:      extra,
 	}.Middleware
-	store := b.transport.(transports.Delayer) // every transport that delivers has one
+	hold := middleware.DelayFunc(r.delay)
 	schedule := middleware.Schedule{
 		Delays:        e.RetrySchedule,
 		MaxRetryAfter: b.cfg.MaxRetryAfter,
-		Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
-			return store.PublishAt(r.retryTopic, due, msg)
-		}),
-		OnRetry: r.onRetry,
+		Store:         hold,
+		OnRetry:       r.onRetry,
 	}.Middleware
 	wait := middleware.Retry{Delays: e.RetrySchedule, MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: r.onRetry}.Middleware
-	hold := middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
-		return store.PublishAt(r.retryTopic, due, msg)
-	})
 	// One attempt: the endpoint's health (while it is paused its events
 	// wait in the delay store, and no attempt is spent), its rate limit
 	// (the same), the signer.
@@ -365,4 +362,19 @@ func (s *sink) onLimiterError(msg *message.Message, err error) {
 func (r *route) onStateChange(from, to middleware.State, reason string) {
 	r.b.log.Warn("memhook: endpoint "+string(to), "endpoint", r.displayName(), "from", string(from), "to", string(to),
 		"reason", reason, "url", *r.url.Load())
+}
+
+// delay hands msg to the transport's delay store, due on the endpoint's
+// retry topic. When the store is full for this endpoint and other
+// endpoints share the transport, the endpoint's backlog has passed its
+// bound: msg goes to the poison queue (onShed) instead of coming back
+// again and again. With one endpoint the refusal stands: the message is
+// nacked and comes back, as before endpoints existed.
+func (r *route) delay(msg *message.Message, due time.Time) error {
+	err := r.b.transport.(transports.Delayer).PublishAt(r.retryTopic, due, msg) // every transport that delivers has one
+	if errors.Is(err, transports.ErrQueueFull) && r.b.fannedOut() {
+		r.b.onShed(r.retryTopic, r.group, msg)
+		return nil
+	}
+	return err
 }
