@@ -347,9 +347,8 @@ func (d *DLQ) Purge(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// PurgeFor deletes the entries of endpoint alone (see ListFor) that the
-// poison stream held when it was called, and returns how many; "" purges
-// every endpoint's, as Purge.
+// PurgeFor deletes the entries of endpoint alone (see ListFor) and
+// returns how many; "" purges every endpoint's, as Purge.
 func (d *DLQ) PurgeFor(ctx context.Context, endpoint string) (int64, error) {
 	if endpoint == "" {
 		return d.Purge(ctx)
