@@ -261,7 +261,9 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 		// as filtered: otherwise it would grow until MEMHOOK_REDIS_MAXLEN
 		// refuses applications' events. Without a URL it does not consume:
 		// it would take other routers' events and send none.
-		return transports.NewRedisTransport(cfg.RedisConfig(), b.opts.deliver && len(cfg.endpoints()) > 0, b.log)
+		rc := cfg.RedisConfig()
+		rc.OnShed = b.onRedisShed
+		return transports.NewRedisTransport(rc, b.opts.deliver && len(cfg.endpoints()) > 0, b.log)
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnsupportedTransport, cfg.Transport)
 }
@@ -280,7 +282,7 @@ func (b *Bus) start() error {
 	group := b.cfg.RedisGroup
 	if b.delivers {
 		for _, e := range b.cfg.endpoints() {
-			r, err := b.newRoute(router, e)
+			r, err := b.newRoute(router, e, false)
 			if err != nil {
 				b.closeRoutes()
 				return err

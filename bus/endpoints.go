@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 )
 
 // EndpointStats is what became of the events of one endpoint.
@@ -90,6 +91,10 @@ func (b *Bus) depthOf(r *route) (retrying, backlog int) {
 	if q, ok := b.transport.(queuedOf); ok {
 		backlog = q.QueuedOf(Topic, r.group) + q.QueuedOf(r.retryTopic, r.group)
 	}
+	if rt, ok := b.transport.(*transports.RedisTransport); ok {
+		n, _ := rt.Backlog(r.group) // as of the last trim
+		backlog = int(n)
+	}
 	return retrying, backlog
 }
 
@@ -167,7 +172,7 @@ func (b *Bus) SetEndpoints(ctx context.Context, eps []Endpoint) error {
 		if have[e.Name] {
 			continue
 		}
-		r, err := b.newRoute(b.router, want[e.Name])
+		r, err := b.newRoute(b.router, want[e.Name], true)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -210,6 +215,15 @@ func (b *Bus) removeGroup(r *route) {
 			for _, msg := range g.RemoveGroup(topic, r.group) {
 				r.toPoison(msg, topic, ErrEndpointRemoved)
 			}
+		}
+	}
+	if rt, ok := b.transport.(*transports.RedisTransport); ok {
+		// Its group goes, so that the stream trims; its waiting retries
+		// stay in Redis and resume if it comes back.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rt.RemoveGroup(ctx, r.group); err != nil {
+			b.log.Warn("memhook: removed endpoint's consumer group left in Redis", "endpoint", r.displayName(), "error", err.Error())
 		}
 	}
 }

@@ -32,7 +32,8 @@ type route struct {
 	mu  sync.RWMutex // guards cur; a handling holds it shared while it takes cur
 	cur *routeVersion
 
-	handlers []*message.Handler // the router's, for a removal
+	handlers []*message.Handler   // the router's, for a removal
+	subs     []message.Subscriber // theirs: the router does not close a stopped handler's
 }
 
 // routeVersion is one version of a route's settings and the chains built
@@ -116,8 +117,9 @@ func (cfg Config) endpoints() []Endpoint {
 }
 
 // newRoute builds the route of e, subscribed on router; it starts with
-// the router (or at once, with run, on a running one).
-func (b *Bus) newRoute(router *message.Router, e Endpoint) (*route, error) {
+// the router (or, added to a running one, with RunHandlers). An endpoint
+// added to a running bus gets the events published from then on.
+func (b *Bus) newRoute(router *message.Router, e Endpoint, added bool) (*route, error) {
 	r := &route{
 		sink:       newSink(b, e.Name, handlers.RedactURL(e.URL)),
 		group:      transports.EndpointGroup(b.cfg.RedisGroup, e.Name),
@@ -143,11 +145,13 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint) (*route, error) {
 		{"memhook.deliver", Topic, func(v *routeVersion) message.HandlerFunc { return v.first }},
 		{"memhook.retry", r.retryTopic, func(v *routeVersion) message.HandlerFunc { return v.retry }},
 	} {
-		sub, err := b.transport.Subscriber(r.group)
+		sub, err := b.subscriber(r.group, added && h.topic == Topic)
 		if err != nil {
-			v.deliver.Close()
+			_ = v.deliver.Close()
+			r.closeSubs()
 			return nil, fmt.Errorf("bus: endpoint %s: subscribing to %s: %w", e.Name, h.topic, err)
 		}
+		r.subs = append(r.subs, sub)
 		name := h.name
 		if e.Name != DefaultEndpoint {
 			name += "." + e.Name
@@ -160,7 +164,26 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint) (*route, error) {
 			return err
 		}))
 	}
+	if rt, ok := b.transport.(*transports.RedisTransport); ok {
+		rt.Bound(r.group, e.Name, 0) // half of MEMHOOK_REDIS_MAXLEN
+	}
 	return r, nil
+}
+
+// subscriber returns a subscriber of group; newest: (on Redis) a group
+// made now starts at the stream's end, not its start.
+func (b *Bus) subscriber(group string, newest bool) (message.Subscriber, error) {
+	if rt, ok := b.transport.(*transports.RedisTransport); ok && newest {
+		return rt.SubscriberFrom(group, transports.GroupStartNewest)
+	}
+	return b.transport.Subscriber(group)
+}
+
+// closeSubs closes the route's subscribers.
+func (r *route) closeSubs() {
+	for _, s := range r.subs {
+		_ = s.Close()
+	}
 }
 
 // acquire returns the current version, counted in flight until Done.
@@ -272,7 +295,9 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 		return compose(all, deliver.Handle)
 	}
 	v.first = chain(head, once, []message.HandlerMiddleware{schedule}, attempt)
-	v.retry = chain(head, []message.HandlerMiddleware{schedule}, attempt)
+	// The filter again on the retry topic: a replayed dead letter (one
+	// shed from the backlog was never filtered) or a filter changed since.
+	v.retry = chain(head, once[:1], []message.HandlerMiddleware{schedule}, attempt)
 	v.send = chain(head, once, []message.HandlerMiddleware{wait, signer}) // Send: now, no rate limit
 	return v, nil
 }
@@ -303,6 +328,7 @@ func (r *route) stop(ctx context.Context) error {
 			return fmt.Errorf("bus: endpoint %s: stopping: %w", r.displayName(), ctx.Err())
 		}
 	}
+	r.closeSubs()
 	r.mu.RLock()
 	v := r.cur
 	r.mu.RUnlock()

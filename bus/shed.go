@@ -9,6 +9,7 @@ import (
 
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 )
 
 // ErrBacklogFull is the reason, in the poison queue, of an event moved
@@ -71,4 +72,22 @@ func (b *Bus) fannedOut() bool {
 	b.routesMu.RLock()
 	defer b.routesMu.RUnlock()
 	return len(b.routes) > 1
+}
+
+// onRedisShed counts and logs (at WARN, at most once a second) the events
+// the Redis transport moved out of endpoint's backlog to the poison
+// stream (RedisConfig.OnShed); the poison stream holds them.
+func (b *Bus) onRedisShed(endpoint string, n int) {
+	r := b.route(endpoint)
+	if r == nil {
+		b.log.Warn("memhook: events shed from the backlog of an endpoint this router does not know", "endpoint", endpoint, "shed", n)
+		return
+	}
+	r.shed.Add(uint64(n))
+	r.stats.unknown.poisoned.Add(uint64(n)) // their types are in the poison stream, not here
+	now := time.Now().UnixNano()
+	if last := r.lastShedLog.Load(); now-last >= int64(time.Second) && r.lastShedLog.CompareAndSwap(last, now) {
+		b.log.Warn("memhook: endpoint backlog over its bound: its oldest events go to the poison stream",
+			"endpoint", endpoint, "shed", n, "shed_total", r.shed.Load(), "bound", transports.DefaultBacklogBound(b.cfg.RedisConfig().MaxLen))
+	}
 }
