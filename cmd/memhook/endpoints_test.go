@@ -58,7 +58,9 @@ func TestServeEndpointsFile(t *testing.T) {
 		return ids
 	}
 	ingest(5)
-	for _, r := range []interface{ WaitFor(int, time.Duration) error }{main, crm} {
+	for _, r := range []interface {
+		WaitFor(int, time.Duration) error
+	}{main, crm} {
 		if err := r.WaitFor(5, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
