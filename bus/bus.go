@@ -577,6 +577,8 @@ func (b *Bus) close(ctx context.Context) error {
 	b.mu.Lock()
 	b.closed = true
 	b.mu.Unlock()
+	b.reload.Lock() // a SetEndpoints running finishes first
+	defer b.reload.Unlock()
 	drainErr := b.transport.Drain(ctx)
 	if b.stopRun != nil {
 		// Before the transport ends the subscriptions: Watermill then sees
