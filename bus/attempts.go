@@ -73,7 +73,8 @@ func (r *route) onAttempt(msg *message.Message, res handlers.AttemptResult) {
 // this process's. A bad filter (Status not "", "failed" or "succeeded";
 // Limit outside 0…1 000; a cursor this log did not make) is a
 // *ParamError naming the parameter. With the attempt log Disabled the
-// page is empty. On Redis it returns Redis's error.
+// page is empty. On Redis it returns Redis's error, and fails after Close
+// (its client is closed); the memory ring stays readable after Close.
 func (b *Bus) Attempts(ctx context.Context, f AttemptFilter) (AttemptPage, error) {
 	if err := f.Validate(); err != nil {
 		return AttemptPage{}, err
