@@ -146,6 +146,8 @@ type Bus struct {
 	logOut    *logbuf.Writer // nil unless the bus buffers the default logger
 
 	lastDropLog atomic.Int64
+
+	dead deadLetterStore // the dead-letter queue: a ring here, or the poison stream
 }
 
 // New validates cfg, applies its defaults and starts what the transport
@@ -205,6 +207,7 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		return nil, err
 	}
 	b.transport, b.pub = t, t.Publisher()
+	b.dead = b.newDeadLetterStore()
 	b.delivers = t.Delivers() && len(cfg.endpoints()) > 0
 	b.publishes = b.delivers || !t.Delivers()
 	if b.delivers {
@@ -350,13 +353,21 @@ func (b *Bus) closeRoutes() []error {
 	return errs
 }
 
-// poisonHandler is WithPoisonHandler's, or one that only acknowledges
-// (the chain has logged and counted the event).
+// poisonHandler calls WithPoisonHandler's handler, if any (the chain
+// has logged and counted the event), then keeps the event in the
+// dead-letter queue (see DeadLetters). An error from the handler nacks the
+// event, which is kept only once the handler took it.
 func (b *Bus) poisonHandler() message.NoPublishHandlerFunc {
-	if b.opts.poison != nil {
-		return b.opts.poison
+	h := b.opts.poison
+	return func(msg *message.Message) error {
+		if h != nil {
+			if err := h(msg); err != nil {
+				return err
+			}
+		}
+		b.dead.keep(msg)
+		return nil
 	}
-	return func(*message.Message) error { return nil }
 }
 
 // incomingHandler is WithIncomingHandler's, or one that logs the event.
@@ -378,6 +389,7 @@ func (b *Bus) abandon() {
 	}
 	_, _ = b.transport.Close()
 	_ = b.stopRouter()
+	_ = b.dead.close()
 }
 
 // compose wraps h in chain, outermost first, as the router does.
@@ -589,6 +601,9 @@ func (b *Bus) close(ctx context.Context) error {
 	left, err := b.transport.Close()
 	errs := b.stopRouter()
 	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := b.dead.close(); err != nil {
 		errs = append(errs, err)
 	}
 	if drainErr != nil || len(left) > 0 {

@@ -124,6 +124,13 @@ type Config struct {
 	// probe goes out now and then (5 s, doubling up to 5 min); the first
 	// success resumes it. 0 means 10, Disabled never pauses.
 	PauseAfter int
+	// DeadLetterMax bounds the dead-letter queue this process keeps on
+	// the memory transports (memory, http, a brought pub/sub): the events
+	// its poison consumer took, for DeadLetters, Replay and
+	// RecoverEndpoint (MEMHOOK_DLQ_MAX). Past it the oldest leaves,
+	// counted and logged at WARN. 0 means 10 000, Disabled keeps none. On
+	// Redis the poison stream is the queue, and this does not apply.
+	DeadLetterMax int
 	// Endpoints are the receivers beside the default one (WebhookURL and
 	// the fields above it define the endpoint DefaultEndpoint): every
 	// event goes to each endpoint whose Events select it, each on its own
@@ -159,6 +166,7 @@ const (
 	DefaultConcurrency   = transports.DefaultWorkers
 	DefaultGroup         = transports.DefaultConsumerGroup
 	DefaultPauseAfter    = middleware.DefaultBreakerThreshold
+	DefaultDeadLetterMax = 10_000
 )
 
 func (c *Config) setDefaults() {
@@ -203,6 +211,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PauseAfter == 0 {
 		c.PauseAfter = DefaultPauseAfter
+	}
+	if c.DeadLetterMax == 0 {
+		c.DeadLetterMax = DefaultDeadLetterMax
 	}
 }
 
@@ -259,6 +270,9 @@ func (c Config) Validate() error {
 	if c.PauseAfter < 0 && c.PauseAfter != Disabled {
 		bad("PauseAfter", "MEMHOOK_PAUSE_AFTER", "must not be negative, got %d", c.PauseAfter)
 	}
+	if c.DeadLetterMax < 0 && c.DeadLetterMax != Disabled {
+		bad("DeadLetterMax", "MEMHOOK_DLQ_MAX", "must not be negative, got %d", c.DeadLetterMax)
+	}
 	if c.Concurrency < 0 {
 		bad("Concurrency", "MEMHOOK_CONCURRENCY", "must not be negative, got %d", c.Concurrency)
 	}
@@ -297,7 +311,8 @@ func ConfigFromEnv() (Config, error) {
 // (like _TIMEOUT), _EVENTS and BOT_VERSION, and memhook's MEMHOOK_TRANSPORT,
 // MEMHOOK_QUEUE_CAPACITY, MEMHOOK_CONCURRENCY, MEMHOOK_MAX_RETRY_AFTER,
 // MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL,
-// MEMHOOK_INGEST_TOKEN, MEMHOOK_PAUSE_AFTER, the MEMHOOK_REDIS_* ones, and
+// MEMHOOK_INGEST_TOKEN, MEMHOOK_PAUSE_AFTER, MEMHOOK_DLQ_MAX, the
+// MEMHOOK_REDIS_* ones, and
 // MEMHOOK_ENDPOINTS_FILE (read with LoadEndpoints, ${VAR}s through
 // lookup). Unset or empty variables
 // keep the default. Every bad value is reported at once, naming the
@@ -406,6 +421,7 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	integer("MEMHOOK_QUEUE_CAPACITY", &c.QueueCapacity, 0)
 	integer("MEMHOOK_CONCURRENCY", &c.Concurrency, 0)
 	integer("MEMHOOK_PAUSE_AFTER", &c.PauseAfter, Disabled)
+	integer("MEMHOOK_DLQ_MAX", &c.DeadLetterMax, Disabled)
 	duration("MEMHOOK_MAX_RETRY_AFTER", &c.MaxRetryAfter)
 	c.RouterURL = get("MEMHOOK_ROUTER_URL")
 	if c.RouterURL != "" {

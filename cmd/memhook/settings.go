@@ -40,6 +40,7 @@ func settings() []setting {
 		{"MEM0_WEBHOOK_EVENTS", "", "all", "all, none, or a comma list of event names"},
 		{"MEMHOOK_ENDPOINTS_FILE", "endpoints", "(unset: MEM0_WEBHOOK_URL only)", "YAML file of more endpoints, each with its own URL, filter, secret, schedule; serve reloads it on SIGHUP"},
 		{"MEMHOOK_PAUSE_AFTER", "pause-after", strconv.Itoa(bus.DefaultPauseAfter), "failed attempts in a row that pause an endpoint (its events wait, probes go out); 0 = never"},
+		{"MEMHOOK_DLQ_MAX", "dlq-max", strconv.Itoa(bus.DefaultDeadLetterMax), "transports memory, http, pub/sub: poisoned events kept for listing and replay, the oldest leaving first; 0 = none (redis: its poison stream)"},
 		{"BOT_VERSION", "", bus.DefaultBotVersion, "the envelope's bot_version"},
 		{"MEMHOOK_TRANSPORT", "transport", bus.TransportMemory, "memory | http | redis"},
 		{"MEMHOOK_REDIS_URL", "", transports.DefaultRedisURL, "transport redis: Redis to use (may hold a password: env only)"},
