@@ -535,3 +535,40 @@ func TestDeadLettersOnRedisTwoRouters(t *testing.T) {
 		t.Error("evictions counted on Redis")
 	}
 }
+
+// On transport http the events the router refused for good are kept in
+// the application's queue, and a replay hands them to the router again.
+func TestDeadLettersOnHTTPTransport(t *testing.T) {
+	failing := &atomic.Bool{}
+	failing.Store(true)
+	router := startReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) int {
+		switch {
+		case r.URL.Path == bus.IngestBatchPath:
+			return http.StatusNotFound // an older router: one event per request
+		case failing.Load():
+			return http.StatusBadRequest
+		}
+		return http.StatusOK
+	})
+	app, _ := newBus(t, bus.Config{Transport: bus.TransportHTTP, RouterURL: router.URL})
+	emit(t, app, 1)
+	dls := waitDeadLetters(t, app, bus.DefaultEndpoint, 1)
+	if dls[0].Status != http.StatusBadRequest || dls[0].EventID == "" {
+		t.Errorf("dead letter %+v: want status 400 and the event id", dls[0])
+	}
+	failing.Store(false)
+	if n, err := app.Replay(context.Background(), []string{dls[0].ID}); n != 1 || err != nil {
+		t.Fatalf("Replay = %d, %v; want 1", n, err)
+	}
+	eventually(t, "the router took the event", func() bool {
+		for _, r := range router.Requests() {
+			if r.Path == bus.IngestPath && r.Status == http.StatusOK && bytes.Equal(r.Body, dls[0].Payload) {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := app.RecoverEndpoint(context.Background(), "crm", time.Time{}); !errors.Is(err, bus.ErrUnknownEndpoint) {
+		t.Errorf("RecoverEndpoint of crm on transport http: %v, want ErrUnknownEndpoint", err)
+	}
+}
