@@ -84,6 +84,7 @@ func TestServeRedisAdminRecover(t *testing.T) {
 	var failing atomic.Bool
 	rcv := startReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) int {
 		if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable) // before the body (the receiver's own WriteHeader is then ignored)
 			_, _ = io.WriteString(w, "maintenance window")
 			return http.StatusServiceUnavailable
 		}
