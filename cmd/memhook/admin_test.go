@@ -345,3 +345,38 @@ func TestServeRedisAdminRecover(t *testing.T) {
 		t.Error("the endpoints' URLs are not in the answers: the secrets check saw too little")
 	}
 }
+
+// The commands that ask a serve refuse bad flags before asking, naming
+// the flag; one that cannot reach the serve fails with exit 1.
+func TestAdminCommandsUsage(t *testing.T) {
+	dead := "http://127.0.0.1:1"
+	for _, c := range []struct {
+		name string
+		e    env
+		args []string
+		code int
+		want string
+	}{
+		{"attempts failed and succeeded", env{}, []string{"attempts", "--failed", "--succeeded"}, 2, "not both"},
+		{"attempts bad since", env{}, []string{"attempts", "--since", "yesterday"}, 2, "--since"},
+		{"attempts bad limit", env{}, []string{"attempts", "--limit", "0"}, 2, "--limit"},
+		{"attempts argument", env{}, []string{"attempts", "crm"}, 2, "unexpected argument"},
+		{"events without show", env{}, []string{"events"}, 2, "Usage: memhook events show ID"},
+		{"events show without id", env{}, []string{"events", "show"}, 2, "give one event id"},
+		{"recover without since", env{}, []string{"endpoints", "recover", "crm"}, 2, "--since: required"},
+		{"recover without name", env{}, []string{"endpoints", "recover", "--since", "2h"}, 2, "give one endpoint name"},
+		{"dlq since without router", env{}, []string{"dlq", "list", "--since", "2h"}, 2, "--router-url"},
+		{"dlq since on purge", env{}, []string{"dlq", "purge", "--since", "2h"}, 2, "--since"},
+		{"bad router url", env{"MEMHOOK_ROUTER_URL": "ftp://x"}, []string{"attempts"}, 2, "MEMHOOK_ROUTER_URL"},
+		{"router url flag named", env{}, []string{"events", "show", "x", "--router-url", "ftp://x"}, 2, "--router-url"},
+		{"no serve there", env{"MEMHOOK_ROUTER_URL": dead}, []string{"attempts"}, 1, "memhook attempts:"},
+		{"dlq through a serve not there", env{"MEMHOOK_ROUTER_URL": dead}, []string{"dlq", "list"}, 1, "memhook dlq list:"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := run(t, c.e, 30*time.Second, c.args...)
+			if code != c.code || !strings.Contains(stderr, c.want) {
+				t.Errorf("memhook %s: exit %d, stderr %q; want exit %d naming %q", strings.Join(c.args, " "), code, stderr, c.code, c.want)
+			}
+		})
+	}
+}
