@@ -267,7 +267,7 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor; goroutines calling Emit and deliveries in flight of memhook")
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
 	which := fs.String("transports", "floor,memory,memory-logs,memory-slog,half-fail,http,redis1,redis2",
-		"comma list of: floor, memory (logs discarded), memory-logs (INFO logs through serve's buffered writer to a file), "+
+		"comma list of: floor, memory (logs discarded), memory-noattemptlog (memory without the attempt log), memory-logs (INFO logs through serve's buffered writer to a file), "+
 			"memory-slog (INFO logs through an untouched slog.Default() to a file), half-fail (half of the events answered 503 three times: the other half's rate against a run where none fails), http, redis1, redis2 (1 or 2 router processes), outage")
 	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
@@ -361,6 +361,8 @@ Flags:`)
 			one = func() benchResult { return benchFloor(rcv, e, *n, *workers, *rate) }
 		case "memory":
 			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate, logsOff) }
+		case "memory-noattemptlog":
+			one = func() benchResult { return benchMemoryWith(rcv, e, *n, *workers, *rate, logsOff, bus.Disabled) }
 		case "memory-logs":
 			one = func() benchResult { return benchMemory(rcv, e, *n, *workers, *rate, logsBuffered) }
 		case "memory-slog":
@@ -544,7 +546,16 @@ const (
 // go to a temporary file, removed after; the run fails unless the file
 // holds a "webhook delivered" line for every event received.
 func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int, logs benchLogs) benchResult {
+	return benchMemoryWith(rcv, e, n, w, rate, logs, 0)
+}
+
+// benchMemoryWith is benchMemory with Config.AttemptLogMax attemptLog
+// (0: the default ring; bus.Disabled: no attempt log).
+func benchMemoryWith(rcv *benchReceiver, e event.Event, n, w, rate int, logs benchLogs, attemptLog int) benchResult {
 	name := [...]string{logsOff: "memory (embedded, signed)", logsBuffered: "memory (logs on, buffered)", logsDefault: "memory (logs on, slog.Default)"}[logs]
+	if attemptLog == bus.Disabled {
+		name += " no attempt log"
+	}
 	rcv.reset(n)
 	opts := []bus.Option{bus.WithLogger(slog.New(slog.DiscardHandler))}
 	var logFile *os.File
@@ -573,7 +584,7 @@ func benchMemory(rcv *benchReceiver, e event.Event, n, w, rate int, logs benchLo
 	}
 	b, err := bus.New(bus.Config{
 		WebhookURL: rcv.url, Token: "bench-token", Secret: "bench-secret",
-		Concurrency: w, QueueCapacity: n,
+		Concurrency: w, QueueCapacity: n, AttemptLogMax: attemptLog,
 	}, opts...)
 	if err != nil {
 		return benchResult{Name: name, Error: err.Error()}
