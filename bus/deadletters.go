@@ -82,9 +82,11 @@ func (b *Bus) Replay(ctx context.Context, ids []string) (int, error) {
 	if b.closed {
 		return 0, ErrClosed
 	}
-	var once []string
+	once := make([]string, 0, len(ids))
+	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		if !slices.Contains(once, id) {
+		if !seen[id] {
+			seen[id] = true
 			once = append(once, id)
 		}
 	}
@@ -137,9 +139,9 @@ func (b *Bus) PurgeDeadLetters(ctx context.Context, endpoint string) (int, error
 }
 
 // Event returns what is known of the event id: its envelope, from the
-// newest of its dead letters (nil when the queue holds none), and its
-// attempts. The attempt log does not feed it yet: Attempts is empty.
-// ErrUnknownEvent when nothing is known of it.
+// newest of its dead letters, and its attempts. The attempt log does not
+// feed it yet: Attempts is empty, and an event no dead letter holds is
+// ErrUnknownEvent.
 func (b *Bus) Event(ctx context.Context, id string) (EventRecord, error) {
 	dls, err := b.dead.list(ctx, deadLetterQuery{eventID: id})
 	if err != nil {
