@@ -380,3 +380,73 @@ func TestAdminCommandsUsage(t *testing.T) {
 		})
 	}
 }
+
+// `memhook dlq` with --router-url works on a serve on transport memory,
+// which has no Redis to read: list, replay by id (same webhook-id),
+// replay --all, purge.
+func TestDLQThroughTheAPIOnMemory(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	rcv := startReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) int {
+		if failing.Load() {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	s := startServe(t, serveEnv(rcv, "MEMHOOK_RETRY_SCHEDULE", "50ms", "MEMHOOK_PAUSE_AFTER", "0", "MEMHOOK_ADMIN_TOKEN", adminToken))
+	var log adminLog
+	var ids []string
+	for range 3 {
+		id := uuid.NewString()
+		if code, body := s.postJSON(t, "/ingest", envelope(id, "u1"), "webhook-id", id); code != http.StatusOK && code != http.StatusAccepted {
+			t.Fatalf("ingest: %d %s", code, body)
+		}
+		ids = append(ids, id)
+	}
+	list := func() []dlqLine {
+		t.Helper()
+		var out []dlqLine
+		for _, l := range strings.Split(strings.TrimSpace(log.cli(t, s, "dlq", "list", "--json", "--router-url", s.URL)), "\n") {
+			if l == "" {
+				continue
+			}
+			var d dlqLine
+			if err := json.Unmarshal([]byte(l), &d); err != nil {
+				t.Fatalf("dlq list --json line %q: %v", l, err)
+			}
+			out = append(out, d)
+		}
+		return out
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var dls []dlqLine
+	for dls = list(); len(dls) < 3; dls = list() {
+		if time.Now().After(deadline) {
+			t.Fatalf("memhook dlq list: %+v after 15s, want the 3 events", dls)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a process: nothing to wait on
+	}
+	if table := log.cli(t, s, "dlq", "list", "--router-url", s.URL); !strings.Contains(table, ids[0]) || !strings.Contains(table, "default") {
+		t.Errorf("memhook dlq list:\n%s", table)
+	}
+	failing.Store(false)
+	if out := log.cli(t, s, "dlq", "replay", "--router-url", s.URL, "--id", dls[0].EntryID); out != "replayed 1\n" {
+		t.Errorf("memhook dlq replay --id: %q", out)
+	}
+	waitDelivery(t, rcv, 15*time.Second, func(r receiver.Request) bool { return withID(dls[0].ID)(r) && r.Status == http.StatusOK })
+	if out := log.cli(t, s, "dlq", "replay", "--router-url", s.URL, "--all"); out != "replayed 2\n" {
+		t.Errorf("memhook dlq replay --all: %q", out)
+	}
+	if err := rcv.WaitDistinct(3, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if left := list(); len(left) != 0 {
+		t.Errorf("dead letters left after replaying all: %+v", left)
+	}
+	if out := log.cli(t, s, "dlq", "purge", "--router-url", s.URL); out != "purged 0\n" {
+		t.Errorf("memhook dlq purge: %q", out)
+	}
+	if strings.Contains(log.String(), adminToken) {
+		t.Error("an answer or an output holds the admin token")
+	}
+}

@@ -36,10 +36,11 @@ or a duration ago, 2h) is known there only, and replay --all without
 poison stream memory.events.poison directly (MEMHOOK_REDIS_URL), no serve
 needed.
 
-A replayed event goes to the endpoint it failed for and to no other: due
-now on that endpoint's retry stream (memory.events.retry, or
-memory.events.retry.NAME), its attempts counted afresh and its id
-unchanged, so the receiver sees the same webhook-id.`
+A replayed event goes to the endpoint it failed for and to no other, its
+attempts counted afresh and its id unchanged, so the receiver sees the same
+webhook-id; on Redis it is due now on that endpoint's retry stream
+(memory.events.retry, or memory.events.retry.NAME), which any router
+delivering to it takes.`
 
 // dlq lists, replays and purges dead letters: a running serve's through
 // its admin API when MEMHOOK_ROUTER_URL is given, else the Redis poison
