@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/memhook/memhook/admin"
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
@@ -244,25 +245,12 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	}
 
 	api := &handlers.API{
-		Incoming:  busy(b.Incoming),
-		Ingest:    busy(b.Ingest),
-		Status:    func() handlers.Status { return status(b, transport) },
-		Test:      func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
-		Ready:     b.Ready,
-		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Endpoints: func() any { return b.EndpointStats() },
-		SetEndpointState: func(ctx context.Context, name string, pause bool) error {
-			var err error
-			if pause {
-				err = b.PauseEndpoint(ctx, name)
-			} else {
-				err = b.ResumeEndpoint(ctx, name)
-			}
-			if errors.Is(err, bus.ErrUnknownEndpoint) {
-				return fmt.Errorf("%w: %w", handlers.ErrUnknownEndpoint, err)
-			}
-			return err
-		},
+		Incoming:        busy(b.Incoming),
+		Ingest:          busy(b.Ingest),
+		Status:          func() handlers.Status { return status(b, transport) },
+		Test:            func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
+		Ready:           b.Ready,
+		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		AdminToken:      sc.AdminToken,
 		IncomingToken:   sc.IncomingToken,
 		IngestToken:     cfg.IngestToken,
@@ -278,6 +266,14 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
 		return exitFailed
 	}
+	adminH, err := admin.NewHandler(admin.Config{Bus: b, Token: sc.AdminToken, Logger: logger})
+	if err != nil {
+		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
+		return exitFailed
+	}
+	mux := http.NewServeMux()
+	mux.Handle(admin.PathPrefix, adminH) // the admin API: everything under /api/
+	mux.Handle("/", h)
 	ln, err := net.Listen("tcp", sc.Addr)
 	if err != nil {
 		_ = b.Close(context.Background())
@@ -285,7 +281,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		return exitFailed
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
