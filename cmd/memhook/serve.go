@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/memhook/memhook/admin"
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
@@ -278,6 +279,12 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
 		return exitFailed
 	}
+	h, dashboard, err := withDashboard(h, b, sc.AdminToken, logger)
+	if err != nil {
+		_ = b.Close(context.Background())
+		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
+		return exitFailed
+	}
 	ln, err := net.Listen("tcp", sc.Addr)
 	if err != nil {
 		_ = b.Close(context.Background())
@@ -328,6 +335,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"incoming_secret", setOrUnset(len(sc.IncomingSecrets) > 0),
 		"ingest_secret", setOrUnset(len(sc.IngestSecrets) > 0),
 		"duplicate_guard", guard,
+		"dashboard", dashboard,
 		"version", bus.Version,
 	)
 
@@ -604,4 +612,24 @@ func endpointNames(b *bus.Bus) string {
 		names = append(names, e.Name)
 	}
 	return strings.Join(names, ",")
+}
+
+// withDashboard puts the dashboard (admin.NewUI) at admin.UIPath in front
+// of api. Without an admin token the dashboard is off: its path answers
+// 503 saying what to set. It returns where the dashboard is, or "off".
+func withDashboard(api http.Handler, b *bus.Bus, adminToken string, logger *slog.Logger) (http.Handler, string, error) {
+	top := http.NewServeMux()
+	top.Handle("/", api)
+	ui, err := admin.NewUI(b, adminToken, logger)
+	switch {
+	case errors.Is(err, admin.ErrNoAdminToken):
+		top.HandleFunc(admin.UIPath, func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "The dashboard is off: set MEMHOOK_ADMIN_TOKEN and restart memhook serve.", http.StatusServiceUnavailable)
+		})
+		return top, "off", nil
+	case err != nil:
+		return nil, "", err
+	}
+	top.Handle(admin.UIPath, ui)
+	return top, admin.UIPath, nil
 }
