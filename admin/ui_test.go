@@ -21,30 +21,30 @@ import (
 	"github.com/memhook/memhook/internal/receiver"
 )
 
-// The secrets of the fixture: none may appear on any page.
+// The uiSecrets of the uiFixture: none may appear on any page.
 const (
-	adminToken    = "adm1n-t0ken-Xq7PzL2"
-	webhookToken  = "hook-bearer-Kd82mQw"
-	webhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	crmToken      = "crm-bearer-Zp4nV6s"
-	crmSecret     = "whsec_bmV3IHNlY3JldCBvZiB0aGUgY3Jt"
-	urlKey        = "url-query-key-77Hq"
+	uiAdminToken    = "adm1n-t0ken-Xq7PzL2"
+	uiWebhookToken  = "hook-bearer-Kd82mQw"
+	uiWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	uiCRMToken      = "crm-bearer-Zp4nV6s"
+	uiCRMSecret     = "whsec_bmV3IHNlY3JldCBvZiB0aGUgY3Jt"
+	uiURLKey        = "url-query-key-77Hq"
 )
 
-var secrets = []string{adminToken, webhookToken, webhookSecret, strings.TrimPrefix(webhookSecret, "whsec_"), crmToken, crmSecret, urlKey}
+var uiSecrets = []string{uiAdminToken, uiWebhookToken, uiWebhookSecret, strings.TrimPrefix(uiWebhookSecret, "whsec_"), uiCRMToken, uiCRMSecret, uiURLKey}
 
-// fixture is a real bus on memory delivering to a receiver on loopback
+// uiFixture is a real bus on memory delivering to a receiver on loopback
 // that fails (503, echoing the request's headers in its body, as a
 // careless receiver does) until up is set, with the dashboard in front.
-type fixture struct {
+type uiFixture struct {
 	b    *bus.Bus
 	rcv  *receiver.Receiver
 	up   *atomic.Bool
 	srv  *httptest.Server
-	logs *syncBuffer
+	logs *uiLogs
 }
 
-func newFixture(t *testing.T) *fixture {
+func newUIFixture(t *testing.T) *uiFixture {
 	t.Helper()
 	up := &atomic.Bool{}
 	rcv, err := receiver.Start(func(w http.ResponseWriter, r *http.Request, _ int) int {
@@ -59,12 +59,12 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { _ = rcv.Close() })
 	cfg := bus.Config{
-		WebhookURL: rcv.URL + "/hook?key=" + urlKey,
-		Token:      webhookToken,
-		Secret:     webhookSecret,
+		WebhookURL: rcv.URL + "/hook?key=" + uiURLKey,
+		Token:      uiWebhookToken,
+		Secret:     uiWebhookSecret,
 		RetryCount: bus.Disabled,
 		PauseAfter: bus.Disabled,
-		Endpoints:  []bus.Endpoint{{Name: "crm", URL: rcv.URL + "/crm", Token: crmToken, Secret: crmSecret, LegacySecretHeader: true}},
+		Endpoints:  []bus.Endpoint{{Name: "crm", URL: rcv.URL + "/crm", Token: uiCRMToken, Secret: uiCRMSecret, LegacySecretHeader: true}},
 	}
 	b, err := bus.New(cfg, bus.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -75,47 +75,47 @@ func newFixture(t *testing.T) *fixture {
 		defer cancel()
 		_ = b.Close(ctx)
 	})
-	logs := &syncBuffer{}
-	h, err := admin.NewUI(b, adminToken, slog.New(slog.NewTextHandler(logs, nil)))
+	logs := &uiLogs{}
+	h, err := admin.NewUI(b, uiAdminToken, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{b: b, rcv: rcv, up: up, srv: srv, logs: logs}
+	return &uiFixture{b: b, rcv: rcv, up: up, srv: srv, logs: logs}
 }
 
-// syncBuffer is a log written by the dashboard's goroutines.
-type syncBuffer struct {
+// uiLogs is a log written by the dashboard's goroutines.
+type uiLogs struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *uiLogs) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *uiLogs) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
-// client never follows redirects: the tests look at them.
-var client = &http.Client{
+// uiClient never follows redirects: the tests look at them.
+var uiClient = &http.Client{
 	Timeout:       10 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
-type answer struct {
+type uiAnswer struct {
 	status int
 	header http.Header
 	body   string
 }
 
-func (f *fixture) do(t *testing.T, method, path string, form url.Values, session string, hdr map[string]string) answer {
+func (f *uiFixture) do(t *testing.T, method, path string, form url.Values, session string, hdr map[string]string) uiAnswer {
 	t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -134,7 +134,7 @@ func (f *fixture) do(t *testing.T, method, path string, form url.Values, session
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := client.Do(req)
+	resp, err := uiClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,14 +143,14 @@ func (f *fixture) do(t *testing.T, method, path string, form url.Values, session
 	if err != nil {
 		t.Fatal(err)
 	}
-	return answer{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	return uiAnswer{status: resp.StatusCode, header: resp.Header, body: string(b)}
 }
 
 // login posts the admin token through the form, as a browser does, and
 // returns the session cookie's value.
-func (f *fixture) login(t *testing.T) string {
+func (f *uiFixture) login(t *testing.T) string {
 	t.Helper()
-	a := f.do(t, "POST", "/ui/login", url.Values{"token": {adminToken}, "next": {"/ui/"}}, "", map[string]string{"Origin": f.srv.URL})
+	a := f.do(t, "POST", "/ui/login", url.Values{"token": {uiAdminToken}, "next": {"/ui/"}}, "", map[string]string{"Origin": f.srv.URL})
 	if a.status != http.StatusSeeOther {
 		t.Fatalf("login: %d, want 303: %s", a.status, a.body)
 	}
@@ -163,12 +163,12 @@ func (f *fixture) login(t *testing.T) string {
 	return ""
 }
 
-var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+var uiCSRFField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
-func (f *fixture) csrf(t *testing.T, session string) string {
+func (f *uiFixture) csrf(t *testing.T, session string) string {
 	t.Helper()
 	a := f.do(t, "GET", "/ui/", nil, session, nil)
-	m := csrfField.FindStringSubmatch(a.body)
+	m := uiCSRFField.FindStringSubmatch(a.body)
 	if a.status != http.StatusOK || m == nil {
 		t.Fatalf("endpoints page: %d, no CSRF field: %s", a.status, a.body)
 	}
@@ -176,11 +176,11 @@ func (f *fixture) csrf(t *testing.T, session string) string {
 }
 
 func TestUILoginRequired(t *testing.T) {
-	f := newFixture(t)
-	other := newFixture(t) // same admin token, another process key
+	f := newUIFixture(t)
+	other := newUIFixture(t) // same admin token, another process key
 	forged := other.login(t)
 	for _, path := range []string{"/ui/", "/ui/attempts", "/ui/attempts?status=all", "/ui/dlq", "/ui/events/some-id", "/ui/nothing"} {
-		for name, session := range map[string]string{"no cookie": "", "garbage": "abc.def", "another process's": forged, "the token itself": adminToken} {
+		for name, session := range map[string]string{"no cookie": "", "garbage": "abc.def", "another process's": forged, "the token itself": uiAdminToken} {
 			t.Run(path+" "+name, func(t *testing.T) {
 				a := f.do(t, "GET", path, nil, session, nil)
 				if a.status != http.StatusSeeOther {
@@ -201,7 +201,7 @@ func TestUILoginRequired(t *testing.T) {
 	})
 	t.Run("next kept on the dashboard", func(t *testing.T) {
 		for next, want := range map[string]string{"/ui/dlq": "/ui/dlq", "https://evil.example/": "/ui/", "//evil.example/ui/": "/ui/", "/api/endpoints": "/ui/"} {
-			a := f.do(t, "POST", "/ui/login", url.Values{"token": {adminToken}, "next": {next}}, "", nil)
+			a := f.do(t, "POST", "/ui/login", url.Values{"token": {uiAdminToken}, "next": {next}}, "", nil)
 			if got := a.header.Get("Location"); a.status != http.StatusSeeOther || got != want {
 				t.Errorf("next %q: %d to %q, want 303 to %q", next, a.status, got, want)
 			}
@@ -210,8 +210,8 @@ func TestUILoginRequired(t *testing.T) {
 }
 
 func TestUILogin(t *testing.T) {
-	f := newFixture(t)
-	for name, token := range map[string]string{"wrong": "wrong-token", "empty": "", "prefix": adminToken[:5], "longer": adminToken + "x"} {
+	f := newUIFixture(t)
+	for name, token := range map[string]string{"wrong": "wrong-token", "empty": "", "prefix": uiAdminToken[:5], "longer": uiAdminToken + "x"} {
 		t.Run(name+" token refused", func(t *testing.T) {
 			a := f.do(t, "POST", "/ui/login", url.Values{"token": {token}}, "", nil)
 			if a.status != http.StatusUnauthorized {
@@ -226,13 +226,13 @@ func TestUILogin(t *testing.T) {
 		})
 	}
 	t.Run("from another site refused", func(t *testing.T) {
-		a := f.do(t, "POST", "/ui/login", url.Values{"token": {adminToken}}, "", map[string]string{"Origin": "https://evil.example"})
+		a := f.do(t, "POST", "/ui/login", url.Values{"token": {uiAdminToken}}, "", map[string]string{"Origin": "https://evil.example"})
 		if a.status != http.StatusForbidden || len(a.header.Values("Set-Cookie")) != 0 {
 			t.Fatalf("status %d, cookies %v; want 403 and none", a.status, a.header.Values("Set-Cookie"))
 		}
 	})
 	t.Run("right token", func(t *testing.T) {
-		a := f.do(t, "POST", "/ui/login", url.Values{"token": {adminToken}}, "", map[string]string{"Origin": f.srv.URL})
+		a := f.do(t, "POST", "/ui/login", url.Values{"token": {uiAdminToken}}, "", map[string]string{"Origin": f.srv.URL})
 		cs := (&http.Response{Header: a.header}).Cookies()
 		if a.status != http.StatusSeeOther || len(cs) != 1 {
 			t.Fatalf("status %d, cookies %v", a.status, a.header.Values("Set-Cookie"))
@@ -241,7 +241,7 @@ func TestUILogin(t *testing.T) {
 		if c.Name != admin.SessionCookie || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != admin.UIPath {
 			t.Fatalf("cookie %+v: want %s, HttpOnly, SameSite=Strict, Path %s", c, admin.SessionCookie, admin.UIPath)
 		}
-		if strings.Contains(c.Value, adminToken) {
+		if strings.Contains(c.Value, uiAdminToken) {
 			t.Fatal("the cookie holds the token")
 		}
 		if p := f.do(t, "GET", "/ui/", nil, c.Value, nil); p.status != http.StatusOK {
@@ -260,12 +260,12 @@ func TestUILogin(t *testing.T) {
 			t.Fatalf("logout: %d, %v", a.status, a.header.Values("Set-Cookie"))
 		}
 	})
-	if strings.Contains(f.logs.String(), adminToken) || !strings.Contains(f.logs.String(), "login refused") {
+	if strings.Contains(f.logs.String(), uiAdminToken) || !strings.Contains(f.logs.String(), "login refused") {
 		t.Fatalf("logs: want the refusals, never the token:\n%s", f.logs.String())
 	}
 }
 
-func stateOf(b *bus.Bus, name string) string {
+func uiStateOf(b *bus.Bus, name string) string {
 	for _, e := range b.EndpointStats() {
 		if e.Name == name {
 			return e.State
@@ -275,7 +275,7 @@ func stateOf(b *bus.Bus, name string) string {
 }
 
 func TestUICSRF(t *testing.T) {
-	f := newFixture(t)
+	f := newUIFixture(t)
 	s := f.login(t)
 	csrf := f.csrf(t, s)
 	otherCSRF := f.csrf(t, f.login(t))
@@ -306,14 +306,14 @@ func TestUICSRF(t *testing.T) {
 			if a.status != http.StatusForbidden {
 				t.Fatalf("status %d, want 403: %s", a.status, a.body)
 			}
-			if st := stateOf(f.b, "crm"); st != "active" {
+			if st := uiStateOf(f.b, "crm"); st != "active" {
 				t.Fatalf("refused form acted: crm is %s", st)
 			}
 		})
 	}
 	t.Run("GET does not act", func(t *testing.T) {
 		f.do(t, "GET", "/ui/endpoints/crm/pause?csrf="+url.QueryEscape(csrf), nil, s, nil)
-		if st := stateOf(f.b, "crm"); st != "active" {
+		if st := uiStateOf(f.b, "crm"); st != "active" {
 			t.Fatalf("a GET paused crm: %s", st)
 		}
 	})
@@ -324,17 +324,17 @@ func TestUICSRF(t *testing.T) {
 	} {
 		t.Run("valid form, "+name, func(t *testing.T) {
 			a := f.do(t, "POST", "/ui/endpoints/crm/pause", url.Values{"csrf": {csrf}}, s, hdr)
-			if a.status != http.StatusSeeOther || stateOf(f.b, "crm") != "paused" {
-				t.Fatalf("pause: %d, crm %s", a.status, stateOf(f.b, "crm"))
+			if a.status != http.StatusSeeOther || uiStateOf(f.b, "crm") != "paused" {
+				t.Fatalf("pause: %d, crm %s", a.status, uiStateOf(f.b, "crm"))
 			}
 			// The result shows on the next page, once.
-			p := f.do(t, "GET", "/ui/", nil, s, map[string]string{"Cookie": cookieHeader(s, a)})
+			p := f.do(t, "GET", "/ui/", nil, s, map[string]string{"Cookie": uiCookieHeader(s, a)})
 			if !strings.Contains(p.body, "Endpoint crm paused.") {
 				t.Fatalf("no flash on the page after pausing:\n%s", p.body)
 			}
 			a = f.do(t, "POST", "/ui/endpoints/crm/resume", url.Values{"csrf": {csrf}}, s, hdr)
-			if a.status != http.StatusSeeOther || stateOf(f.b, "crm") != "active" {
-				t.Fatalf("resume: %d, crm %s", a.status, stateOf(f.b, "crm"))
+			if a.status != http.StatusSeeOther || uiStateOf(f.b, "crm") != "active" {
+				t.Fatalf("resume: %d, crm %s", a.status, uiStateOf(f.b, "crm"))
 			}
 		})
 	}
@@ -346,9 +346,9 @@ func TestUICSRF(t *testing.T) {
 	})
 }
 
-// cookieHeader is the Cookie header of a browser holding session and the
+// uiCookieHeader is the Cookie header of a browser holding session and the
 // cookies a set.
-func cookieHeader(session string, a answer) string {
+func uiCookieHeader(session string, a uiAnswer) string {
 	parts := []string{admin.SessionCookie + "=" + session}
 	for _, c := range (&http.Response{Header: a.header}).Cookies() {
 		if c.Name != admin.SessionCookie && c.MaxAge >= 0 {
@@ -358,8 +358,8 @@ func cookieHeader(session string, a answer) string {
 	return strings.Join(parts, "; ")
 }
 
-// waitFor polls cond every 10 ms for up to 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// uiWaitFor polls cond every 10 ms for up to 5 s.
+func uiWaitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -371,13 +371,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestUIPagesShowNoSecret(t *testing.T) {
-	f := newFixture(t)
+	f := newUIFixture(t)
 	ctx := context.Background()
 	if err := f.b.Emit(ctx, event.Event{Type: event.MemoryAdded, UserID: "u1", Data: map[string]any{"content": "hello"}}); err != nil {
 		t.Fatal(err)
 	}
 	var letters []bus.DeadLetter
-	waitFor(t, "both endpoints' dead letters", func() bool {
+	uiWaitFor(t, "both endpoints' dead letters", func() bool {
 		var err error
 		letters, err = f.b.DeadLetters(ctx, bus.DeadLetterFilter{})
 		return err == nil && len(letters) == 2
@@ -399,7 +399,7 @@ func TestUIPagesShowNoSecret(t *testing.T) {
 			if a.status != http.StatusOK {
 				t.Fatalf("status %d: %s", a.status, a.body)
 			}
-			for _, sec := range secrets {
+			for _, sec := range uiSecrets {
 				if strings.Contains(a.body, sec) {
 					t.Errorf("page shows secret %q", sec)
 				}
@@ -412,7 +412,7 @@ func TestUIPagesShowNoSecret(t *testing.T) {
 			}
 		})
 	}
-	// The pages do show what happened: the receiver's 503 and its answer
+	// The pages do show what happened: the receiver's 503 and its uiAnswer
 	// (scrubbed), the dead letters, the event.
 	failed := f.do(t, "GET", "/ui/attempts", nil, s, nil).body
 	for _, want := range []string{"503", "down for maintenance", "REDACTED", letters[0].EventID, "crm", "default"} {
@@ -429,13 +429,13 @@ func TestUIPagesShowNoSecret(t *testing.T) {
 }
 
 func TestUIReplay(t *testing.T) {
-	f := newFixture(t)
+	f := newUIFixture(t)
 	ctx := context.Background()
 	if err := f.b.Emit(ctx, event.Event{Type: event.MemoryAdded, UserID: "u1", Data: map[string]any{"content": "hello"}}); err != nil {
 		t.Fatal(err)
 	}
 	var letters []bus.DeadLetter
-	waitFor(t, "crm's dead letter", func() bool {
+	uiWaitFor(t, "crm's dead letter", func() bool {
 		var err error
 		letters, err = f.b.DeadLetters(ctx, bus.DeadLetterFilter{Endpoint: "crm"})
 		return err == nil && len(letters) == 1
@@ -455,17 +455,17 @@ func TestUIReplay(t *testing.T) {
 	if last := reqs[len(reqs)-1]; last.Path != "/crm" || last.Status != http.StatusOK {
 		t.Fatalf("last request %s answered %d, want /crm 200", last.Path, last.Status)
 	}
-	waitFor(t, "the event page to show the delivery", func() bool {
+	uiWaitFor(t, "the event page to show the delivery", func() bool {
 		p := f.do(t, "GET", "/ui/events/"+url.PathEscape(letters[0].EventID), nil, s, nil)
 		return p.status == http.StatusOK && regexp.MustCompile(`id="delivered">[^<]*crm`).MatchString(p.body)
 	})
-	p := f.do(t, "GET", "/ui/dlq?endpoint=crm", nil, s, map[string]string{"Cookie": cookieHeader(s, a)})
+	p := f.do(t, "GET", "/ui/dlq?endpoint=crm", nil, s, map[string]string{"Cookie": uiCookieHeader(s, a)})
 	if !strings.Contains(p.body, "Replayed 1 of 1 dead letters.") {
 		t.Fatalf("no result on the dead-letter page:\n%s", p.body)
 	}
 	t.Run("nothing selected", func(t *testing.T) {
 		a := f.do(t, "POST", "/ui/dlq/replay", url.Values{"csrf": {csrf}}, s, nil)
-		p := f.do(t, "GET", "/ui/dlq", nil, s, map[string]string{"Cookie": cookieHeader(s, a)})
+		p := f.do(t, "GET", "/ui/dlq", nil, s, map[string]string{"Cookie": uiCookieHeader(s, a)})
 		if a.status != http.StatusSeeOther || !strings.Contains(p.body, "Nothing selected") {
 			t.Fatalf("%d: %s", a.status, p.body)
 		}
