@@ -41,6 +41,11 @@ type DeliverConfig struct {
 	// OnDelivered, if set, is called after a 2xx answer with the status,
 	// the attempt number and the attempt's duration.
 	OnDelivered func(msg *message.Message, status, attempt int, took time.Duration)
+	// OnAttempt, if set, is called after every attempt, success or
+	// failure, on the attempt's goroutine before Handle returns: the
+	// attempt log. It must not block. Unset, response bodies are not
+	// kept at all.
+	OnAttempt func(msg *message.Message, r AttemptResult)
 	// Logger for watermill-http's publisher; nil means none.
 	Logger watermill.LoggerAdapter
 }
@@ -89,7 +94,8 @@ func (c DeliverConfig) Validate() error {
 //
 // Handle returns nil on 2xx (ack), the *middleware.StatusError of another
 // answer, or the transport error (timeout, connection refused) with the URL
-// redacted.
+// redacted. A valid traceparent in the message's metadata (TraceparentKey)
+// is sent in the traceparent header.
 type Deliver struct {
 	cfg      DeliverConfig
 	redacted string
@@ -183,28 +189,55 @@ var ErrDeliverClosed = errors.New("deliver: closed")
 // attempt is one delivery attempt, on a worker goroutine.
 func (d *Deliver) attempt(msg *message.Message) error {
 	rec := &record{}
+	var buf *[MaxAttemptResponse]byte
+	if d.cfg.OnAttempt != nil {
+		buf = responsePool.Get().(*[MaxAttemptResponse]byte)
+		rec.body = buf[:0]
+		defer responsePool.Put(buf)
+	}
 	ctx := msg.Context()
 	actx, cancel := context.WithTimeout(context.WithValue(ctx, recordKey{}, rec), d.cfg.Timeout)
 	defer cancel()
 	msg.SetContext(actx)
 	defer msg.SetContext(ctx)
 	start := time.Now()
-	err := d.pub.Publish(d.cfg.URL, msg)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			ue.URL = d.redacted
-		}
-		var se *middleware.StatusError
-		if errors.As(err, &se) {
-			return se // the publisher's wrapping adds nothing but the message id
-		}
-		return fmt.Errorf("delivering %s: %w", msg.UUID, unwrapPublisher(err))
+	err := d.result(msg, d.pub.Publish(d.cfg.URL, msg))
+	took := time.Since(start)
+	if err == nil && d.cfg.OnDelivered != nil {
+		d.cfg.OnDelivered(msg, rec.status, middleware.AttemptFromContext(ctx), took)
 	}
-	if d.cfg.OnDelivered != nil {
-		d.cfg.OnDelivered(msg, rec.status, middleware.AttemptFromContext(ctx), time.Since(start))
+	if d.cfg.OnAttempt != nil {
+		d.cfg.OnAttempt(msg, AttemptResult{
+			Attempt:  middleware.AttemptFromContext(ctx),
+			Start:    start,
+			Duration: took,
+			Status:   rec.status,
+			Err:      err,
+			Class:    ClassifyError(err),
+			Response: rec.body,
+		})
 	}
-	return nil
+	return err
+}
+
+// responsePool holds the buffers of the response excerpts OnAttempt sees.
+var responsePool = sync.Pool{New: func() any { return new([MaxAttemptResponse]byte) }}
+
+// result is what Handle returns for the publisher's err: nil, the
+// *middleware.StatusError, or the transport error with the URL redacted.
+func (d *Deliver) result(msg *message.Message, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = d.redacted
+	}
+	var se *middleware.StatusError
+	if errors.As(err, &se) {
+		return se // the publisher's wrapping adds nothing but the message id
+	}
+	return fmt.Errorf("delivering %s: %w", msg.UUID, unwrapPublisher(err))
 }
 
 // unwrapPublisher drops watermill-http's "publishing message X failed"
@@ -230,8 +263,20 @@ func (d *Deliver) Close() error {
 
 type recordKey struct{}
 
-// record carries the status code of a 2xx answer out of the RoundTripper.
-type record struct{ status int }
+// record carries the status code of the answer and, when body has room
+// (OnAttempt is set), the start of the response body out of the
+// RoundTripper.
+type record struct {
+	status int
+	body   []byte // len: kept so far; cap: at most MaxAttemptResponse
+}
+
+// keep appends what fits of p to the body excerpt.
+func (r *record) keep(p []byte) {
+	if n := min(len(p), cap(r.body)-len(r.body)); n > 0 {
+		r.body = append(r.body, p[:n]...)
+	}
+}
 
 func marshalRequest(target string, msg *message.Message) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(msg.Context(), http.MethodPost, target, bytes.NewReader(msg.Payload))
@@ -241,6 +286,9 @@ func marshalRequest(target string, msg *message.Message) (*http.Request, error) 
 	for k, v := range middleware.HeadersFromContext(msg.Context()) {
 		req.Header[k] = v
 	}
+	if tp := msg.Metadata.Get(TraceparentKey); tp != "" && ValidTraceparent(tp) {
+		req.Header[TraceparentKey] = []string{tp} // lower case, as W3C writes it; http.Header.Get finds it
+	}
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -248,7 +296,8 @@ func marshalRequest(target string, msg *message.Message) (*http.Request, error) 
 }
 
 // statusTransport turns non-2xx answers into *middleware.StatusError and
-// makes sure every body is drained (capped) and closed.
+// makes sure every body is drained (capped) and closed, keeping its start
+// in the attempt's record when that has room for it.
 type statusTransport struct {
 	base  http.RoundTripper
 	limit int64
@@ -259,14 +308,21 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	rec, _ := req.Context().Value(recordKey{}).(*record)
+	if rec != nil {
+		rec.status = resp.StatusCode
+	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		if rec, ok := req.Context().Value(recordKey{}).(*record); ok {
-			rec.status = resp.StatusCode
-		}
-		resp.Body = &drainBody{rc: resp.Body, limit: t.limit}
+		resp.Body = &drainBody{rc: resp.Body, limit: t.limit, rec: rec}
 		return resp, nil
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, t.limit))
+	limit := t.limit
+	if rec != nil && cap(rec.body) > 0 {
+		n, _ := io.ReadFull(resp.Body, rec.body[:min(int64(cap(rec.body)), limit)])
+		rec.body = rec.body[:n]
+		limit -= int64(n)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, limit))
 	_ = resp.Body.Close()
 	return nil, &middleware.StatusError{
 		Code:       resp.StatusCode,
@@ -275,15 +331,29 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // drainBody reads what is left (up to limit) before closing, so the
-// connection goes back to the pool.
+// connection goes back to the pool; what is read goes to rec's excerpt
+// while it has room.
 type drainBody struct {
 	rc    io.ReadCloser
 	limit int64
+	rec   *record // nil, or without room, when nothing is kept
 }
 
-func (b *drainBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
+func (b *drainBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if b.rec != nil {
+		b.rec.keep(p[:n])
+	}
+	return n, err
+}
 
 func (b *drainBody) Close() error {
-	_, _ = io.Copy(io.Discard, io.LimitReader(b.rc, b.limit))
+	limit := b.limit
+	if r := b.rec; r != nil && len(r.body) < cap(r.body) {
+		n, _ := io.ReadFull(b.rc, r.body[len(r.body):min(int64(cap(r.body)), int64(len(r.body))+limit)])
+		r.body = r.body[:len(r.body)+n]
+		limit -= int64(n)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(b.rc, limit))
 	return b.rc.Close()
 }

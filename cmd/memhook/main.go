@@ -59,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer, lookup func(string) (string, b
 		return retries(args[1:], stdout, stderr, lookup)
 	case "endpoints":
 		return endpoints(args[1:], stdout, stderr, lookup)
+	case "attempts":
+		return attempts(args[1:], stdout, stderr, lookup)
+	case "events":
+		return events(args[1:], stdout, stderr, lookup)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "memhook %s (%s %s/%s)\n", bus.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -80,9 +84,11 @@ Usage:
   memhook emit   --event TYPE --user ID [--data JSON] [--request-id ID]
   memhook demo             the whole flow on loopback, nothing to set up
   memhook bench  [flags]   measure throughput and latency against bare net/http
-  memhook dlq    list | replay (--id ID | --all) | purge    the Redis poison stream
+  memhook dlq    list | replay (--id ID | --all) | purge    dead letters: a serve's (--router-url) or Redis's
   memhook retries list [--json] [--limit N]    the retries waiting in Redis
-  memhook endpoints [list [--json] | pause NAME | resume NAME]    a running serve's endpoints
+  memhook endpoints [list | pause NAME | resume NAME | recover NAME --since T]    a running serve's endpoints
+  memhook attempts [--endpoint N] [--event ID] [--failed] [--since T]    a running serve's attempt log
+  memhook events show ID   one event of a running serve, with its attempts
   memhook version
 
 'memhook <command> --help' lists the command's flags.

@@ -245,25 +245,12 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	}
 
 	api := &handlers.API{
-		Incoming:  busy(b.Incoming),
-		Ingest:    busy(b.Ingest),
-		Status:    func() handlers.Status { return status(b, transport) },
-		Test:      func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
-		Ready:     b.Ready,
-		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Endpoints: func() any { return b.EndpointStats() },
-		SetEndpointState: func(ctx context.Context, name string, pause bool) error {
-			var err error
-			if pause {
-				err = b.PauseEndpoint(ctx, name)
-			} else {
-				err = b.ResumeEndpoint(ctx, name)
-			}
-			if errors.Is(err, bus.ErrUnknownEndpoint) {
-				return fmt.Errorf("%w: %w", handlers.ErrUnknownEndpoint, err)
-			}
-			return err
-		},
+		Incoming:        busy(b.Incoming),
+		Ingest:          busy(b.Ingest),
+		Status:          func() handlers.Status { return status(b, transport) },
+		Test:            func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
+		Ready:           b.Ready,
+		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		AdminToken:      sc.AdminToken,
 		IncomingToken:   sc.IncomingToken,
 		IngestToken:     cfg.IngestToken,
@@ -279,9 +266,16 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
 		return exitFailed
 	}
-	h, dashboard, err := withDashboard(h, b, sc.AdminToken, logger)
+	adminH, err := admin.NewHandler(admin.Config{Bus: b, Token: sc.AdminToken, Logger: logger})
 	if err != nil {
-		_ = b.Close(context.Background())
+		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
+		return exitFailed
+	}
+	mux := http.NewServeMux()
+	mux.Handle(admin.PathPrefix, adminH) // the admin API: everything under /api/
+	mux.Handle("/", h)
+	dashboard, err := mountDashboard(mux, b, sc.AdminToken, logger)
+	if err != nil {
 		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
 		return exitFailed
 	}
@@ -292,7 +286,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		return exitFailed
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -614,22 +608,20 @@ func endpointNames(b *bus.Bus) string {
 	return strings.Join(names, ",")
 }
 
-// withDashboard puts the dashboard (admin.NewUI) at admin.UIPath in front
-// of api. Without an admin token the dashboard is off: its path answers
-// 503 saying what to set. It returns where the dashboard is, or "off".
-func withDashboard(api http.Handler, b *bus.Bus, adminToken string, logger *slog.Logger) (http.Handler, string, error) {
-	top := http.NewServeMux()
-	top.Handle("/", api)
+// mountDashboard puts the dashboard (admin.NewUI) on mux at admin.UIPath.
+// Without an admin token the dashboard is off: its path answers 503
+// saying what to set. It returns where the dashboard is, or "off".
+func mountDashboard(mux *http.ServeMux, b *bus.Bus, adminToken string, logger *slog.Logger) (string, error) {
 	ui, err := admin.NewUI(b, adminToken, logger)
 	switch {
 	case errors.Is(err, admin.ErrNoAdminToken):
-		top.HandleFunc(admin.UIPath, func(w http.ResponseWriter, _ *http.Request) {
+		mux.HandleFunc(admin.UIPath, func(w http.ResponseWriter, _ *http.Request) {
 			http.Error(w, "The dashboard is off: set MEMHOOK_ADMIN_TOKEN and restart memhook serve.", http.StatusServiceUnavailable)
 		})
-		return top, "off", nil
+		return "off", nil
 	case err != nil:
-		return nil, "", err
+		return "", err
 	}
-	top.Handle(admin.UIPath, ui)
-	return top, admin.UIPath, nil
+	mux.Handle(admin.UIPath, ui)
+	return admin.UIPath, nil
 }
