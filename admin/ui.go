@@ -134,7 +134,7 @@ func parsePages() (map[string]*template.Template, error) {
 		"ms":   func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + " ms" },
 		"path": url.PathEscape,
 	}
-	base, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
+	base, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/attempt_table.html")
 	if err != nil {
 		return nil, err
 	}
