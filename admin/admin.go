@@ -74,6 +74,10 @@ type Bus interface {
 	// EventAttempts returns the attempts of one event on every endpoint,
 	// newest first.
 	EventAttempts(ctx context.Context, id string) ([]bus.Attempt, error)
+	// Event returns what is known of one event, its envelope while a
+	// store holds it; an error wrapping bus.ErrUnknownEvent when none
+	// does. The API takes the attempts from EventAttempts.
+	Event(ctx context.Context, id string) (bus.EventRecord, error)
 	// DeadLetters lists dead letters, oldest first.
 	DeadLetters(ctx context.Context, f bus.DeadLetterFilter) ([]bus.DeadLetter, error)
 	// Replay sends the dead letters with these ids again, each to the
@@ -276,30 +280,26 @@ func (a *api) event(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	rec := bus.EventRecord{ID: id, Attempts: attempts}
-	if e, ok := a.Bus.(eventer); ok {
-		full, err := e.Event(r.Context(), id)
-		switch {
-		case err == nil:
-			rec = full
-		case !errors.Is(err, bus.ErrUnknownEvent):
-			a.fail(w, r, err)
-			return
-		}
+	rec, err := a.Bus.Event(r.Context(), id)
+	switch {
+	case errors.Is(err, bus.ErrUnknownEvent):
+		rec = bus.EventRecord{}
+	case err != nil:
+		a.fail(w, r, err)
+		return
+	}
+	rec.ID = id
+	if len(attempts) > 0 || rec.Attempts == nil {
+		rec.Attempts = attempts
 	}
 	if rec.Attempts == nil {
 		rec.Attempts = []bus.Attempt{}
 	}
 	if len(rec.Attempts) == 0 && rec.Envelope == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no event with id %q in the attempt log or a store", id))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no event with id %q in the attempt log or the dead-letter queue", id))
 		return
 	}
 	writeJSON(w, http.StatusOK, rec)
-}
-
-// eventer is a Bus that also finds an event's envelope.
-type eventer interface {
-	Event(ctx context.Context, id string) (bus.EventRecord, error)
 }
 
 func (a *api) attempts(w http.ResponseWriter, r *http.Request) {
@@ -387,11 +387,19 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		n, err := a.Bus.Replay(r.Context(), req.IDs)
+		if unknown := onlyUnknown(err); unknown != nil {
+			if n == 0 {
+				writeError(w, http.StatusNotFound, "ids: no dead letter with id "+strings.Join(unknown.IDs, ", "))
+				return
+			}
+			writeJSON(w, http.StatusOK, ReplayAnswer{Replayed: n, Unknown: unknown.IDs})
+			return
+		}
 		if err != nil {
 			a.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]int{"replayed": n})
+		writeJSON(w, http.StatusOK, ReplayAnswer{Replayed: n})
 	case req.Endpoint != "":
 		since, err := parseTime("since", req.Since)
 		if err != nil {
@@ -407,7 +415,7 @@ func (a *api) replay(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]int{"replayed": n})
+		writeJSON(w, http.StatusOK, ReplayAnswer{Replayed: n})
 	default:
 		writeError(w, http.StatusBadRequest, `endpoint: give {"ids": [...]} or {"endpoint": "...", "since": "..."}`)
 	}
@@ -428,6 +436,31 @@ func (a *api) purge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"purged": n})
+}
+
+// ReplayAnswer is the body of a 200 of POST /api/dlq/replay.
+type ReplayAnswer struct {
+	Replayed int `json:"replayed"`
+	// Unknown lists the ids given that the queue does not hold (replayed
+	// or purged already, or never there); the others were replayed.
+	Unknown []string `json:"unknown,omitempty"`
+}
+
+// onlyUnknown returns the *bus.UnknownDeadLettersError of Replay's err
+// when it is the only error in it (errors.Join'd or not).
+func onlyUnknown(err error) *bus.UnknownDeadLettersError {
+	var unknown *bus.UnknownDeadLettersError
+	if !errors.As(err, &unknown) {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if e != nil && !errors.As(e, new(*bus.UnknownDeadLettersError)) {
+				return nil
+			}
+		}
+	}
+	return unknown
 }
 
 // fail answers an error of the bus: 404 for an unknown endpoint or event,
