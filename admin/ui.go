@@ -2,7 +2,6 @@ package admin
 
 import (
 	"bytes"
-	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -49,16 +48,10 @@ var templateFS embed.FS
 //go:embed static/*.css
 var staticFS embed.FS
 
-// source is what the dashboard reads and does: *bus.Bus.
+// source is what the dashboard reads and does: the API's Bus, and the
+// configuration whose secrets it keeps off its pages. *bus.Bus is one.
 type source interface {
-	EndpointStats() []bus.EndpointStats
-	PauseEndpoint(ctx context.Context, name string) error
-	ResumeEndpoint(ctx context.Context, name string) error
-	Attempts(ctx context.Context, f bus.AttemptFilter) (bus.AttemptPage, error)
-	EventAttempts(ctx context.Context, id string) ([]bus.Attempt, error)
-	DeadLetters(ctx context.Context, f bus.DeadLetterFilter) ([]bus.DeadLetter, error)
-	Replay(ctx context.Context, ids []string) (int, error)
-	RecoverEndpoint(ctx context.Context, endpoint string, since time.Time) (int, error)
+	Bus
 	Config() bus.Config
 }
 
@@ -513,21 +506,28 @@ type eventData struct {
 	User        string
 	DeliveredTo []string
 	Attempts    []attemptRow
+	Envelope    string // while a store holds it
 }
 
 func (u *ui) event(w http.ResponseWriter, r *http.Request, p *page) {
 	id := r.PathValue("id")
 	as, err := u.b.EventAttempts(r.Context(), id)
-	if errors.Is(err, bus.ErrUnknownEvent) || (err == nil && len(as) == 0) {
+	if err != nil && !errors.Is(err, bus.ErrUnknownEvent) {
+		u.failed(w, p, "reading the attempt log", err)
+		return
+	}
+	d := eventData{ID: id, Attempts: u.rows(as)}
+	if rec, err := u.b.Event(r.Context(), id); err == nil && len(rec.Envelope) > 0 {
+		d.Envelope = u.scrub.Replace(string(rec.Envelope))
+	}
+	if len(as) == 0 && d.Envelope == "" {
 		p.Title, p.Error = "Not found", fmt.Sprintf("Nothing is known of event %q (the attempt log keeps the newest attempts only).", id)
 		u.render(w, http.StatusNotFound, "message", p)
 		return
 	}
-	if err != nil {
-		u.failed(w, p, "reading the attempt log", err)
-		return
+	if len(as) > 0 {
+		d.Type, d.User = as[0].EventType, as[0].UserID
 	}
-	d := eventData{ID: id, Attempts: u.rows(as), Type: as[0].EventType, User: as[0].UserID}
 	seen := map[string]bool{}
 	for _, a := range as {
 		if a.Succeeded && !seen[a.Endpoint] {
@@ -594,12 +594,15 @@ func (u *ui) replay(w http.ResponseWriter, r *http.Request, p *page) {
 		return
 	}
 	n, err := u.b.Replay(r.Context(), ids)
-	if err != nil {
+	msg := fmt.Sprintf("Replayed %d of %d dead letters.", n, len(ids))
+	if unknown := onlyUnknown(err); unknown != nil {
+		msg += fmt.Sprintf(" Not in the queue (replayed or purged already): %s.", strings.Join(unknown.IDs, ", "))
+	} else if err != nil {
 		u.failed(w, p, "replaying", err)
 		return
 	}
 	u.log.Info("memhook: dashboard: dead letters replayed", "asked", len(ids), "replayed", n)
-	u.done(w, r, back, fmt.Sprintf("Replayed %d of %d dead letters.", n, len(ids)))
+	u.done(w, r, back, msg)
 }
 
 // parseSince reads the recover form's time: RFC 3339, a UTC time without
