@@ -477,3 +477,44 @@ func TestUIReplay(t *testing.T) {
 		}
 	})
 }
+
+// FuzzUISession: a cookie the dashboard did not issue never opens a page.
+func FuzzUISession(f *testing.F) {
+	f.Add("abc.def")
+	f.Add("")
+	f.Add("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Add(uiAdminToken)
+	f.Fuzz(func(t *testing.T, value string) {
+		fx := newUIFixtureOnce(t)
+		req := httptest.NewRequest("GET", "/ui/", nil)
+		req.AddCookie(&http.Cookie{Name: admin.SessionCookie, Value: value})
+		w := httptest.NewRecorder()
+		fx.ServeHTTP(w, req)
+		if w.Code != http.StatusSeeOther {
+			t.Fatalf("cookie %q: status %d, want 303 to the login form", value, w.Code)
+		}
+	})
+}
+
+var (
+	onceMu sync.Mutex
+	onceUI http.Handler
+)
+
+// newUIFixtureOnce is one dashboard for every fuzz input (a bus each
+// would be slow); it lives as long as the test binary.
+func newUIFixtureOnce(t *testing.T) http.Handler {
+	onceMu.Lock()
+	defer onceMu.Unlock()
+	if onceUI == nil {
+		b, err := bus.New(bus.Config{WebhookURL: "http://127.0.0.1:1/hook"}, bus.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		onceUI, err = admin.NewUI(b, uiAdminToken, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return onceUI
+}
