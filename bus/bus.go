@@ -20,6 +20,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
+	"github.com/memhook/memhook/attemptlog"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/internal/wmlog"
@@ -131,6 +132,8 @@ type Bus struct {
 	routes   []*route // the endpoints delivered here, the default one first
 	retired  []*sink  // endpoints removed by SetEndpoints: their counters stay in Stats
 
+	attempts attemptlog.Log // every attempt of every route; nil when Disabled
+
 	// delivers: this process runs the delivery chain (the transport
 	// delivers here and an endpoint is set). publishes: Emit hands
 	// events to the transport; false only where nothing would ever
@@ -205,6 +208,10 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		return nil, err
 	}
 	b.transport, b.pub = t, t.Publisher()
+	if err := b.openAttempts(); err != nil {
+		_, _ = t.Close()
+		return nil, err
+	}
 	b.delivers = t.Delivers() && len(cfg.endpoints()) > 0
 	b.publishes = b.delivers || !t.Delivers()
 	if b.delivers {
@@ -378,6 +385,7 @@ func (b *Bus) abandon() {
 	}
 	_, _ = b.transport.Close()
 	_ = b.stopRouter()
+	_ = b.closeAttempts()
 }
 
 // compose wraps h in chain, outermost first, as the router does.
@@ -393,7 +401,9 @@ func compose(chain []message.HandlerMiddleware, h message.NoPublishHandlerFunc) 
 // for a webhook. It returns a *event.FieldError (errors.Is ErrInvalid) for
 // an invalid event, ErrQueueFull when the queue is full, ErrClosed after
 // Close, or ctx's error if ctx is already done. A failed webhook is never
-// reported here: it ends in the poison queue, logged and counted.
+// reported here: it ends in the poison queue, logged and counted. A trace
+// context in ctx (WithTraceparent) travels with the event to the
+// receiver.
 func (b *Bus) Emit(ctx context.Context, e event.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -402,6 +412,7 @@ func (b *Bus) Emit(ctx context.Context, e event.Event) error {
 	if err != nil {
 		return err
 	}
+	trace(ctx, msg)
 	c := b.stats.of(string(e.Type))
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -519,6 +530,7 @@ func (b *Bus) Send(ctx context.Context, e event.Event) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
+	trace(ctx, msg)
 	c := b.stats.of(string(e.Type))
 	b.mu.RLock()
 	defer b.mu.RUnlock()
@@ -588,6 +600,9 @@ func (b *Bus) close(ctx context.Context) error {
 	errs := b.stopRouter()
 	if err != nil {
 		errs = append(errs, err)
+	}
+	if err := b.closeAttempts(); err != nil { // after the router: every attempt recorded
+		errs = append(errs, fmt.Errorf("bus: attempt log: %w", err))
 	}
 	if drainErr != nil || len(left) > 0 {
 		ue := &UndeliveredError{Cause: drainErr}

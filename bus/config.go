@@ -12,6 +12,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/memhook/memhook/attemptlog"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/internal/wmlog"
@@ -124,6 +125,13 @@ type Config struct {
 	// probe goes out now and then (5 s, doubling up to 5 min); the first
 	// success resumes it. 0 means 10, Disabled never pauses.
 	PauseAfter int
+	// AttemptLogMax is how many delivery attempts the attempt log keeps
+	// (MEMHOOK_ATTEMPT_LOG_MAX; Bus.Attempts lists them): on transport
+	// redis in the stream memory.events:attempts every router shares,
+	// trimmed to about this many, elsewhere in a ring in this process.
+	// 0 means DefaultAttemptLogMax (10 000), on redis
+	// DefaultRedisAttemptLogMax (100 000); Disabled keeps none.
+	AttemptLogMax int
 	// Endpoints are the receivers beside the default one (WebhookURL and
 	// the fields above it define the endpoint DefaultEndpoint): every
 	// event goes to each endpoint whose Events select it, each on its own
@@ -159,6 +167,10 @@ const (
 	DefaultConcurrency   = transports.DefaultWorkers
 	DefaultGroup         = transports.DefaultConsumerGroup
 	DefaultPauseAfter    = middleware.DefaultBreakerThreshold
+	// DefaultAttemptLogMax is AttemptLogMax's default but on redis.
+	DefaultAttemptLogMax = attemptlog.DefaultRingSize
+	// DefaultRedisAttemptLogMax is AttemptLogMax's default on redis.
+	DefaultRedisAttemptLogMax = attemptlog.DefaultRedisMaxLen
 )
 
 func (c *Config) setDefaults() {
@@ -203,6 +215,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.PauseAfter == 0 {
 		c.PauseAfter = DefaultPauseAfter
+	}
+	if c.AttemptLogMax == 0 {
+		c.AttemptLogMax = DefaultAttemptLogMax
+		if c.Transport == TransportRedis {
+			c.AttemptLogMax = DefaultRedisAttemptLogMax
+		}
 	}
 }
 
@@ -259,6 +277,9 @@ func (c Config) Validate() error {
 	if c.PauseAfter < 0 && c.PauseAfter != Disabled {
 		bad("PauseAfter", "MEMHOOK_PAUSE_AFTER", "must not be negative, got %d", c.PauseAfter)
 	}
+	if c.AttemptLogMax < 0 && c.AttemptLogMax != Disabled {
+		bad("AttemptLogMax", "MEMHOOK_ATTEMPT_LOG_MAX", "must not be negative, got %d", c.AttemptLogMax)
+	}
 	if c.Concurrency < 0 {
 		bad("Concurrency", "MEMHOOK_CONCURRENCY", "must not be negative, got %d", c.Concurrency)
 	}
@@ -297,7 +318,8 @@ func ConfigFromEnv() (Config, error) {
 // (like _TIMEOUT), _EVENTS and BOT_VERSION, and memhook's MEMHOOK_TRANSPORT,
 // MEMHOOK_QUEUE_CAPACITY, MEMHOOK_CONCURRENCY, MEMHOOK_MAX_RETRY_AFTER,
 // MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL,
-// MEMHOOK_INGEST_TOKEN, MEMHOOK_PAUSE_AFTER, the MEMHOOK_REDIS_* ones, and
+// MEMHOOK_INGEST_TOKEN, MEMHOOK_PAUSE_AFTER, MEMHOOK_ATTEMPT_LOG_MAX (0:
+// none kept), the MEMHOOK_REDIS_* ones, and
 // MEMHOOK_ENDPOINTS_FILE (read with LoadEndpoints, ${VAR}s through
 // lookup). Unset or empty variables
 // keep the default. Every bad value is reported at once, naming the
@@ -406,6 +428,7 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	integer("MEMHOOK_QUEUE_CAPACITY", &c.QueueCapacity, 0)
 	integer("MEMHOOK_CONCURRENCY", &c.Concurrency, 0)
 	integer("MEMHOOK_PAUSE_AFTER", &c.PauseAfter, Disabled)
+	integer("MEMHOOK_ATTEMPT_LOG_MAX", &c.AttemptLogMax, Disabled)
 	duration("MEMHOOK_MAX_RETRY_AFTER", &c.MaxRetryAfter)
 	c.RouterURL = get("MEMHOOK_ROUTER_URL")
 	if c.RouterURL != "" {

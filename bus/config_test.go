@@ -54,6 +54,7 @@ func seedConfig() bus.Config {
 		RedisGroup:    "memhook",
 		RedisConsumer: defaultConsumer(),
 		PauseAfter:    bus.DefaultPauseAfter,
+		AttemptLogMax: bus.DefaultAttemptLogMax,
 	}
 }
 
@@ -121,7 +122,9 @@ func TestConfigFromLookupGoodValues(t *testing.T) {
 		{name: "http URL", env: "MEM0_WEBHOOK_URL", value: "http://127.0.0.1:3000/memory-notifications", change: func(c *bus.Config) { c.WebhookURL = "http://127.0.0.1:3000/memory-notifications" }},
 		{name: "no token", env: "MEM0_WEBHOOK_TOKEN", value: "", change: func(c *bus.Config) { c.Token = "" }},
 		{name: "source", env: "MEMHOOK_SOURCE", value: "my-bot", change: func(c *bus.Config) { c.Source = "my-bot" }},
-		{name: "redis transport", env: "MEMHOOK_TRANSPORT", value: "redis", change: func(c *bus.Config) { c.Transport = "redis" }},
+		{name: "redis transport", env: "MEMHOOK_TRANSPORT", value: "redis", change: func(c *bus.Config) {
+			c.Transport, c.AttemptLogMax = "redis", bus.DefaultRedisAttemptLogMax
+		}},
 		{name: "transport in capitals", env: "MEMHOOK_TRANSPORT", value: "HTTP", change: func(c *bus.Config) { c.Transport = "http" }},
 		{name: "queue capacity", env: "MEMHOOK_QUEUE_CAPACITY", value: "100", change: func(c *bus.Config) { c.QueueCapacity = 100 }},
 		{name: "queue capacity 0 is the default", env: "MEMHOOK_QUEUE_CAPACITY", value: "0", change: func(*bus.Config) {}},
@@ -146,6 +149,8 @@ func TestConfigFromLookupGoodValues(t *testing.T) {
 		{name: "blank retry schedule is the seed's", env: "MEMHOOK_RETRY_SCHEDULE", value: "  ", change: func(*bus.Config) {}},
 		{name: "pause after", env: "MEMHOOK_PAUSE_AFTER", value: "3", change: func(c *bus.Config) { c.PauseAfter = 3 }},
 		{name: "pause after 0 is never", env: "MEMHOOK_PAUSE_AFTER", value: "0", change: func(c *bus.Config) { c.PauseAfter = bus.Disabled }},
+		{name: "attempt log max", env: "MEMHOOK_ATTEMPT_LOG_MAX", value: "500", change: func(c *bus.Config) { c.AttemptLogMax = 500 }},
+		{name: "attempt log max 0 is off", env: "MEMHOOK_ATTEMPT_LOG_MAX", value: "0", change: func(c *bus.Config) { c.AttemptLogMax = bus.Disabled }},
 		{name: "endpoints file", env: "MEMHOOK_ENDPOINTS_FILE", value: "testdata/config-endpoints.yaml", change: func(c *bus.Config) {
 			c.Endpoints = []bus.Endpoint{{Name: "crm", URL: "https://crm.example.com/hooks", Events: "memory_error"}}
 		}},
@@ -194,6 +199,8 @@ func TestConfigFromLookupBadValues(t *testing.T) {
 		{name: "negative queue capacity", env: "MEMHOOK_QUEUE_CAPACITY", value: "-5"},
 		{name: "queue capacity not a number", env: "MEMHOOK_QUEUE_CAPACITY", value: "lots"},
 		{name: "negative concurrency", env: "MEMHOOK_CONCURRENCY", value: "-1"},
+		{name: "negative attempt log max", env: "MEMHOOK_ATTEMPT_LOG_MAX", value: "-3"},
+		{name: "attempt log max not a number", env: "MEMHOOK_ATTEMPT_LOG_MAX", value: "many"},
 		{name: "negative max Retry-After", env: "MEMHOOK_MAX_RETRY_AFTER", value: "-1"},
 		{name: "legacy header maybe", env: "MEMHOOK_LEGACY_SECRET_HEADER", value: "maybe"},
 		{name: "ftp router URL", env: "MEMHOOK_ROUTER_URL", value: "ftp://router"},

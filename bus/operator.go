@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/memhook/memhook/attemptlog"
+	"github.com/memhook/memhook/handlers"
 )
 
 // What an operator reads and does (issue #13): the attempt log, the
@@ -12,63 +15,31 @@ import (
 // embedder calls the Bus methods that return them.
 
 // Attempt is one delivery attempt, as the attempt log keeps it. It never
-// holds a request header.
-type Attempt struct {
-	Endpoint  string        `json:"endpoint"`
-	EventID   string        `json:"event_id"`
-	EventType string        `json:"event_type"`
-	UserID    string        `json:"user_id"`
-	Number    int           `json:"attempt"` // 1 for the first
-	Start     time.Time     `json:"start"`
-	Duration  time.Duration `json:"duration_ns"`
-	Succeeded bool          `json:"succeeded"`
-	// Status is the receiver's answer, 0 when it gave none.
-	Status int `json:"status,omitempty"`
-	// ErrorClass says why an attempt failed: one of the AttemptError…
-	// constants; empty when it succeeded.
-	ErrorClass string `json:"error_class,omitempty"`
-	// Error is the failure, URL redacted; empty when it succeeded.
-	Error string `json:"error,omitempty"`
-	// Response is the first MaxAttemptResponse bytes of the response body.
-	Response string `json:"response,omitempty"`
-	// TraceID is the W3C trace id the event carried, if any.
-	TraceID string `json:"trace_id,omitempty"`
-}
+// holds a request header. See attemptlog.Attempt.
+type Attempt = attemptlog.Attempt
 
 // MaxAttemptResponse is how much of a response body the attempt log keeps.
-const MaxAttemptResponse = 1 << 10
+const MaxAttemptResponse = handlers.MaxAttemptResponse
 
-// The error classes of a failed attempt.
+// The error classes of a failed attempt (Attempt.ErrorClass).
 const (
-	AttemptErrorStatus  = "status" // the receiver answered, not 2xx (see Status)
-	AttemptErrorTimeout = "timeout"
-	AttemptErrorRefused = "connection_refused"
-	AttemptErrorReset   = "connection_reset"
-	AttemptErrorDNS     = "dns"
-	AttemptErrorTLS     = "tls"
-	AttemptErrorOther   = "other"
+	AttemptErrorStatus  = handlers.ErrorClassStatus // the receiver answered, not 2xx (see Status)
+	AttemptErrorTimeout = handlers.ErrorClassTimeout
+	AttemptErrorRefused = handlers.ErrorClassRefused
+	AttemptErrorReset   = handlers.ErrorClassReset
+	AttemptErrorDNS     = handlers.ErrorClassDNS
+	AttemptErrorTLS     = handlers.ErrorClassTLS
+	AttemptErrorOther   = handlers.ErrorClassOther
 )
 
-// AttemptFilter selects attempts, newest first.
-type AttemptFilter struct {
-	Endpoint string // "" for every endpoint
-	EventID  string // "" for every event
-	// Status is "failed", "succeeded" or "" for both.
-	Status string
-	Since  time.Time // zero for no bound
-	// Limit is at most how many to return; 0 means 100, at most 1 000.
-	Limit int
-	// Cursor continues a listing where AttemptPage.Next left it; "" for
-	// the newest.
-	Cursor string
-}
+// AttemptFilter selects attempts, newest first: Status is "failed",
+// "succeeded" or "" for both; Limit 0 means 100, at most 1 000; Cursor
+// continues where AttemptPage.Next left it. See attemptlog.Filter.
+type AttemptFilter = attemptlog.Filter
 
 // AttemptPage is one page of attempts, newest first; Next, when not
-// empty, is the cursor of the next (older) page.
-type AttemptPage struct {
-	Attempts []Attempt `json:"attempts"`
-	Next     string    `json:"next,omitempty"`
-}
+// empty, is the cursor of the next (older) page. See attemptlog.Page.
+type AttemptPage = attemptlog.Page
 
 // DeadLetter is one event that ended poisoned for one endpoint, as its
 // dead-letter queue keeps it.

@@ -224,12 +224,17 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 	if e.Secret != "" {
 		secrets, _ = verify.ParseSecrets(e.Secret) // validated
 	}
+	var onAttempt func(*message.Message, handlers.AttemptResult)
+	if b.attempts != nil {
+		onAttempt = r.onAttempt // every attempt, in the attempt log
+	}
 	deliver, err := handlers.NewDeliver(handlers.DeliverConfig{
 		URL:          e.URL,
 		Timeout:      e.Timeout,
 		MaxIdleConns: b.cfg.Concurrency,
 		Transport:    b.opts.transport,
 		OnDelivered:  r.onDelivered,
+		OnAttempt:    onAttempt,
 		Logger:       b.wlog,
 	})
 	if err != nil {
