@@ -149,6 +149,8 @@ type Bus struct {
 	logOut    *logbuf.Writer // nil unless the bus buffers the default logger
 
 	lastDropLog atomic.Int64
+
+	dead deadLetterStore // the dead-letter queue: a ring here, or the poison stream
 }
 
 // New validates cfg, applies its defaults and starts what the transport
@@ -212,6 +214,7 @@ func New(cfg Config, opts ...Option) (*Bus, error) {
 		_, _ = t.Close()
 		return nil, err
 	}
+	b.dead = b.newDeadLetterStore()
 	b.delivers = t.Delivers() && len(cfg.endpoints()) > 0
 	b.publishes = b.delivers || !t.Delivers()
 	if b.delivers {
@@ -357,13 +360,21 @@ func (b *Bus) closeRoutes() []error {
 	return errs
 }
 
-// poisonHandler is WithPoisonHandler's, or one that only acknowledges
-// (the chain has logged and counted the event).
+// poisonHandler calls WithPoisonHandler's handler, if any (the chain
+// has logged and counted the event), then keeps the event in the
+// dead-letter queue (see DeadLetters). An error from the handler nacks the
+// event, which is kept only once the handler took it.
 func (b *Bus) poisonHandler() message.NoPublishHandlerFunc {
-	if b.opts.poison != nil {
-		return b.opts.poison
+	h := b.opts.poison
+	return func(msg *message.Message) error {
+		if h != nil {
+			if err := h(msg); err != nil {
+				return err
+			}
+		}
+		b.dead.keep(msg)
+		return nil
 	}
-	return func(*message.Message) error { return nil }
 }
 
 // incomingHandler is WithIncomingHandler's, or one that logs the event.
@@ -386,6 +397,7 @@ func (b *Bus) abandon() {
 	_, _ = b.transport.Close()
 	_ = b.stopRouter()
 	_ = b.closeAttempts()
+	_ = b.dead.close()
 }
 
 // compose wraps h in chain, outermost first, as the router does.
@@ -589,6 +601,8 @@ func (b *Bus) close(ctx context.Context) error {
 	b.mu.Lock()
 	b.closed = true
 	b.mu.Unlock()
+	b.reload.Lock() // a SetEndpoints running finishes first
+	defer b.reload.Unlock()
 	drainErr := b.transport.Drain(ctx)
 	if b.stopRun != nil {
 		// Before the transport ends the subscriptions: Watermill then sees
@@ -603,6 +617,9 @@ func (b *Bus) close(ctx context.Context) error {
 	}
 	if err := b.closeAttempts(); err != nil { // after the router: every attempt recorded
 		errs = append(errs, fmt.Errorf("bus: attempt log: %w", err))
+	}
+	if err := b.dead.close(); err != nil {
+		errs = append(errs, err)
 	}
 	if drainErr != nil || len(left) > 0 {
 		ue := &UndeliveredError{Cause: drainErr}

@@ -132,6 +132,13 @@ type Config struct {
 	// 0 means DefaultAttemptLogMax (10 000), on redis
 	// DefaultRedisAttemptLogMax (100 000); Disabled keeps none.
 	AttemptLogMax int
+	// DeadLetterMax bounds the dead-letter queue this process keeps on
+	// the memory transports (memory, http, a brought pub/sub): the events
+	// its poison consumer took, for DeadLetters, Replay and
+	// RecoverEndpoint (MEMHOOK_DLQ_MAX). Past it the oldest leaves,
+	// counted and logged at WARN. 0 means 10 000, Disabled keeps none. On
+	// Redis the poison stream is the queue, and this does not apply.
+	DeadLetterMax int
 	// Endpoints are the receivers beside the default one (WebhookURL and
 	// the fields above it define the endpoint DefaultEndpoint): every
 	// event goes to each endpoint whose Events select it, each on its own
@@ -171,6 +178,7 @@ const (
 	DefaultAttemptLogMax = attemptlog.DefaultRingSize
 	// DefaultRedisAttemptLogMax is AttemptLogMax's default on redis.
 	DefaultRedisAttemptLogMax = attemptlog.DefaultRedisMaxLen
+	DefaultDeadLetterMax      = 10_000
 )
 
 func (c *Config) setDefaults() {
@@ -221,6 +229,9 @@ func (c *Config) setDefaults() {
 		if c.Transport == TransportRedis {
 			c.AttemptLogMax = DefaultRedisAttemptLogMax
 		}
+	}
+	if c.DeadLetterMax == 0 {
+		c.DeadLetterMax = DefaultDeadLetterMax
 	}
 }
 
@@ -280,6 +291,9 @@ func (c Config) Validate() error {
 	if c.AttemptLogMax < 0 && c.AttemptLogMax != Disabled {
 		bad("AttemptLogMax", "MEMHOOK_ATTEMPT_LOG_MAX", "must not be negative, got %d", c.AttemptLogMax)
 	}
+	if c.DeadLetterMax < 0 && c.DeadLetterMax != Disabled {
+		bad("DeadLetterMax", "MEMHOOK_DLQ_MAX", "must not be negative, got %d", c.DeadLetterMax)
+	}
 	if c.Concurrency < 0 {
 		bad("Concurrency", "MEMHOOK_CONCURRENCY", "must not be negative, got %d", c.Concurrency)
 	}
@@ -319,7 +333,7 @@ func ConfigFromEnv() (Config, error) {
 // MEMHOOK_QUEUE_CAPACITY, MEMHOOK_CONCURRENCY, MEMHOOK_MAX_RETRY_AFTER,
 // MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL,
 // MEMHOOK_INGEST_TOKEN, MEMHOOK_PAUSE_AFTER, MEMHOOK_ATTEMPT_LOG_MAX (0:
-// none kept), the MEMHOOK_REDIS_* ones, and
+// none kept), MEMHOOK_DLQ_MAX, the MEMHOOK_REDIS_* ones, and
 // MEMHOOK_ENDPOINTS_FILE (read with LoadEndpoints, ${VAR}s through
 // lookup). Unset or empty variables
 // keep the default. Every bad value is reported at once, naming the
@@ -429,6 +443,7 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	integer("MEMHOOK_CONCURRENCY", &c.Concurrency, 0)
 	integer("MEMHOOK_PAUSE_AFTER", &c.PauseAfter, Disabled)
 	integer("MEMHOOK_ATTEMPT_LOG_MAX", &c.AttemptLogMax, Disabled)
+	integer("MEMHOOK_DLQ_MAX", &c.DeadLetterMax, Disabled)
 	duration("MEMHOOK_MAX_RETRY_AFTER", &c.MaxRetryAfter)
 	c.RouterURL = get("MEMHOOK_ROUTER_URL")
 	if c.RouterURL != "" {

@@ -55,6 +55,7 @@ func seedConfig() bus.Config {
 		RedisConsumer: defaultConsumer(),
 		PauseAfter:    bus.DefaultPauseAfter,
 		AttemptLogMax: bus.DefaultAttemptLogMax,
+		DeadLetterMax: bus.DefaultDeadLetterMax,
 	}
 }
 
@@ -151,6 +152,8 @@ func TestConfigFromLookupGoodValues(t *testing.T) {
 		{name: "pause after 0 is never", env: "MEMHOOK_PAUSE_AFTER", value: "0", change: func(c *bus.Config) { c.PauseAfter = bus.Disabled }},
 		{name: "attempt log max", env: "MEMHOOK_ATTEMPT_LOG_MAX", value: "500", change: func(c *bus.Config) { c.AttemptLogMax = 500 }},
 		{name: "attempt log max 0 is off", env: "MEMHOOK_ATTEMPT_LOG_MAX", value: "0", change: func(c *bus.Config) { c.AttemptLogMax = bus.Disabled }},
+		{name: "dead-letter bound", env: "MEMHOOK_DLQ_MAX", value: "25", change: func(c *bus.Config) { c.DeadLetterMax = 25 }},
+		{name: "dead-letter bound 0 keeps none", env: "MEMHOOK_DLQ_MAX", value: "0", change: func(c *bus.Config) { c.DeadLetterMax = bus.Disabled }},
 		{name: "endpoints file", env: "MEMHOOK_ENDPOINTS_FILE", value: "testdata/config-endpoints.yaml", change: func(c *bus.Config) {
 			c.Endpoints = []bus.Endpoint{{Name: "crm", URL: "https://crm.example.com/hooks", Events: "memory_error"}}
 		}},
@@ -201,6 +204,8 @@ func TestConfigFromLookupBadValues(t *testing.T) {
 		{name: "negative concurrency", env: "MEMHOOK_CONCURRENCY", value: "-1"},
 		{name: "negative attempt log max", env: "MEMHOOK_ATTEMPT_LOG_MAX", value: "-3"},
 		{name: "attempt log max not a number", env: "MEMHOOK_ATTEMPT_LOG_MAX", value: "many"},
+		{name: "negative dead-letter bound", env: "MEMHOOK_DLQ_MAX", value: "-1"},
+		{name: "dead-letter bound not a number", env: "MEMHOOK_DLQ_MAX", value: "many"},
 		{name: "negative max Retry-After", env: "MEMHOOK_MAX_RETRY_AFTER", value: "-1"},
 		{name: "legacy header maybe", env: "MEMHOOK_LEGACY_SECRET_HEADER", value: "maybe"},
 		{name: "ftp router URL", env: "MEMHOOK_ROUTER_URL", value: "ftp://router"},
@@ -402,6 +407,9 @@ func TestConfigValidate(t *testing.T) {
 			wantEnv: "MEMHOOK_QUEUE_CAPACITY", wantField: "QueueCapacity", wantValue: "-5"},
 		{name: "negative concurrency", change: func(c *bus.Config) { c.Concurrency = -1 },
 			wantEnv: "MEMHOOK_CONCURRENCY", wantField: "Concurrency", wantValue: "-1"},
+		{name: "no dead letters kept", change: func(c *bus.Config) { c.DeadLetterMax = bus.Disabled }},
+		{name: "dead-letter bound below Disabled", change: func(c *bus.Config) { c.DeadLetterMax = -2 },
+			wantEnv: "MEMHOOK_DLQ_MAX", wantField: "DeadLetterMax", wantValue: "-2"},
 		{name: "ftp router URL", change: func(c *bus.Config) { c.RouterURL = "ftp://router" },
 			wantEnv: "MEMHOOK_ROUTER_URL", wantField: "RouterURL", wantValue: "ftp://router"},
 		{name: "opaque URL", change: func(c *bus.Config) { c.WebhookURL = "https:pw@host" },

@@ -96,8 +96,9 @@ func WithMiddleware(m ...message.HandlerMiddleware) Option {
 // good). On Redis and brought pub/subs the poison topic is consumed by the
 // group Config.RedisGroup + ".poison" shared by every process, and
 // poisoned entries stay in the poison stream for `memhook dlq` whatever h
-// does. Without it, poisoned events are logged and counted, then (on the
-// memory transports) dropped.
+// does. Elsewhere each event h took (returned nil for) is then kept in
+// this process's dead-letter queue, as it is without h (see DeadLetters);
+// poisoned events are logged and counted in any case.
 func WithPoisonHandler(h message.NoPublishHandlerFunc) Option {
 	return func(o *options) { o.poison = h }
 }
