@@ -463,10 +463,14 @@ func onlyUnknown(err error) *bus.UnknownDeadLettersError {
 	return unknown
 }
 
-// fail answers an error of the bus: 404 for an unknown endpoint or event,
-// 500 (logged) otherwise.
+// fail answers an error of the bus: 400 naming the parameter for a
+// *bus.ParamError (a cursor the log did not make), 404 for an unknown
+// endpoint or event, 500 (logged) otherwise.
 func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var bad *bus.ParamError
 	switch {
+	case errors.As(err, &bad):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s=%q: %s", bad.Param, bad.Value, bad.Problem))
 	case errors.Is(err, bus.ErrUnknownEndpoint):
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, bus.ErrUnknownEvent):

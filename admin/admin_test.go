@@ -600,6 +600,9 @@ func TestAttemptsAndEvent(t *testing.T) {
 	if !slices.Equal(numbers, []int{2, 1}) {
 		t.Errorf("paging one by one gave attempts %v, want [2 1]", numbers)
 	}
+	if code, _, body := f.call(t, http.MethodGet, "/api/attempts?cursor=not-a-cursor", nil, true); code != http.StatusBadRequest || !strings.Contains(string(body), "cursor") {
+		t.Errorf("GET attempts with a cursor the API did not give: %d %s, want 400 naming cursor", code, body)
+	}
 	if code, _, body := f.call(t, http.MethodGet, "/api/events/"+uuid.NewString(), nil, true); code != http.StatusNotFound {
 		t.Errorf("GET unknown event: %d %s", code, body)
 	}
