@@ -51,6 +51,7 @@ func newUIFixture(t *testing.T) *uiFixture {
 		if up.Load() {
 			return http.StatusOK
 		}
+		w.WriteHeader(http.StatusServiceUnavailable) // before the body; the receiver's own WriteHeader is then a no-op
 		fmt.Fprintf(w, "down for maintenance; you sent %v", r.Header)
 		return http.StatusServiceUnavailable
 	}, true)
