@@ -213,6 +213,9 @@ func deadLetters(t *testing.T, base string) int {
 // failed attempts and its dead letters, brings the receiver back, presses
 // replay and sees the event delivered: at the receiver and on the page.
 func TestDashboard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds memhook and starts chromium: not in -short")
+	}
 	exe := chromium(t)
 	down := newReceiver(t, false)
 	crm := newReceiver(t, true)
@@ -246,7 +249,7 @@ func TestDashboard(t *testing.T) {
 	}
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1400, 760),
+		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1400, 600),
 		chromedp.Flag("disable-dev-shm-usage", true))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelA()
