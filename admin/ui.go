@@ -308,7 +308,7 @@ func (u *ui) failed(w http.ResponseWriter, p *page, what string, err error) {
 
 // safeNext keeps a redirect after login on the dashboard.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, UIPath) || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+	if !strings.HasPrefix(next, UIPath) || strings.Contains(next, "..") || strings.ContainsAny(next, "\\\r\n") {
 		return UIPath
 	}
 	return next

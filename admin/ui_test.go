@@ -201,7 +201,7 @@ func TestUILoginRequired(t *testing.T) {
 		}
 	})
 	t.Run("next kept on the dashboard", func(t *testing.T) {
-		for next, want := range map[string]string{"/ui/dlq": "/ui/dlq", "https://evil.example/": "/ui/", "//evil.example/ui/": "/ui/", "/api/endpoints": "/ui/"} {
+		for next, want := range map[string]string{"/ui/dlq": "/ui/dlq", "https://evil.example/": "/ui/", "//evil.example/ui/": "/ui/", "/api/endpoints": "/ui/", "/ui/../api/endpoints": "/ui/"} {
 			a := f.do(t, "POST", "/ui/login", url.Values{"token": {uiAdminToken}, "next": {next}}, "", nil)
 			if got := a.header.Get("Location"); a.status != http.StatusSeeOther || got != want {
 				t.Errorf("next %q: %d to %q, want 303 to %q", next, a.status, got, want)
