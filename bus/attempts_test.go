@@ -2,9 +2,13 @@ package bus_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -304,4 +308,55 @@ func TestAttemptLogRingBound(t *testing.T) {
 	if err != nil || len(p.Attempts) != 5 {
 		t.Fatalf("%d attempts kept (%v), want 5", len(p.Attempts), err)
 	}
+}
+
+// Over transport http the trace context goes with the event to the
+// router (the traceparent header of /ingest), on to the receiver, and
+// into the router's attempt log.
+func TestTraceparentThroughTheHTTPTransport(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, rcv := startRouter(t, ln, "")
+	app, _ := newBus(t, bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + ln.Addr().String()})
+	// Several events, so that they go in batches: every other one traced.
+	const n = 20
+	for i := range n {
+		ctx := context.Background()
+		if i%2 == 0 {
+			ctx = bus.WithTraceparent(ctx, traceparent)
+		}
+		if err := app.Emit(ctx, event.NewPreferenceStored("u", fmt.Sprint(i), "drinks")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rcv.WaitFor(n, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rcv.Requests() {
+		var env struct {
+			Data struct {
+				Key string `json:"preference"`
+			} `json:"data"`
+		}
+		_ = json.Unmarshal(r.Body, &env)
+		want := ""
+		if i, _ := strconv.Atoi(env.Data.Key); i%2 == 0 {
+			want = traceparent
+		}
+		if got := r.Header.Get("traceparent"); got != want {
+			t.Errorf("event %s: the receiver got traceparent %q, want %q", env.Data.Key, got, want)
+		}
+	}
+	eventually(t, "the attempts in the router's log", func() bool {
+		p, err := router.Attempts(context.Background(), bus.AttemptFilter{})
+		traced := 0
+		for _, a := range p.Attempts {
+			if a.TraceID == traceparent[3:35] {
+				traced++
+			}
+		}
+		return err == nil && len(p.Attempts) == n && traced == n/2
+	})
 }

@@ -343,6 +343,9 @@ func (a *API) ingestHandler(ctx context.Context, log *slog.Logger) (http.Handler
 				return
 			}
 			msg := eventMessage(body, env, req.Header.Get(whttp.HeaderUUID))
+			if tp := req.Header.Get(TraceparentKey); ValidTraceparent(tp) {
+				msg.Metadata.Set(TraceparentKey, tp) // the sender's trace goes on with the event
+			}
 			meta, _ := json.Marshal(msg.Metadata)
 			req.Header.Set(whttp.HeaderUUID, msg.UUID)
 			req.Header.Set(whttp.HeaderMetadata, string(meta))

@@ -29,7 +29,8 @@ const maxBatchErrors = 10
 // within the replay window is counted, not queued again, so that a batch
 // sent again after a lost answer creates no duplicate webhook. When the
 // queue fills up the answer is 503 with Retry-After and BatchAnswer.Accepted
-// saying how many of the first events were taken.
+// saying how many of the first events were taken. The valid trace
+// contexts of event.HeaderBatchTraceparents go with their events.
 func (a *API) ingestBatch(replays *replayGuard, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, ok := readJSONBody(w, r)
@@ -62,6 +63,13 @@ func (a *API) ingestBatch(replays *replayGuard, log *slog.Logger) http.Handler {
 				continue
 			}
 			msgs[i] = eventMessage(raw, env, "")
+		}
+		if tps := strings.Split(r.Header.Get(event.HeaderBatchTraceparents), ","); len(tps) == len(msgs) && problems == nil {
+			for i, tp := range tps {
+				if tp = strings.TrimSpace(tp); ValidTraceparent(tp) {
+					msgs[i].Metadata.Set(TraceparentKey, tp)
+				}
+			}
 		}
 		if problems != nil {
 			code := http.StatusUnprocessableEntity

@@ -1,10 +1,12 @@
 package handlers
 
+import "github.com/memhook/memhook/bus/event"
+
 // TraceparentKey is the message metadata key that carries a W3C trace
 // context (https://www.w3.org/TR/trace-context/) with an event, and the
 // header every attempt sends it in. Only a valid one (ValidTraceparent)
 // is sent.
-const TraceparentKey = "traceparent"
+const TraceparentKey = event.HeaderTraceparent
 
 // ValidTraceparent reports whether tp is a version 00 traceparent:
 // "00-" 32 lowercase hex digits (the trace id, not all zeros) "-" 16

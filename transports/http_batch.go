@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,6 +195,27 @@ func (f *BatchForwarder) startLocked() {
 	}
 }
 
+// traceparents is the HeaderBatchTraceparents of batch: "" when no
+// message has a trace context.
+func traceparents(batch []*batchItem) string {
+	var b strings.Builder
+	some := false
+	for i, it := range batch {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		tp := it.msg.Metadata.Get(event.HeaderTraceparent)
+		if tp != "" && !strings.Contains(tp, ",") {
+			b.WriteString(tp)
+			some = true
+		}
+	}
+	if !some {
+		return ""
+	}
+	return b.String()
+}
+
 // send POSTs one batch and gives each message its outcome.
 func (f *BatchForwarder) send(batch []*batchItem, size int) {
 	defer f.wg.Done()
@@ -225,6 +247,9 @@ func (f *BatchForwarder) send(batch []*batchItem, size int) {
 		return
 	}
 	req.Header = f.cfg.Headers(uuid.NewString(), body)
+	if tps := traceparents(batch); tps != "" {
+		req.Header.Set(event.HeaderBatchTraceparents, tps)
+	}
 	start := time.Now()
 	resp, err := f.client.Do(req)
 	if err != nil {

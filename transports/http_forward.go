@@ -10,6 +10,7 @@ import (
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/verify"
 )
@@ -62,7 +63,8 @@ func (f Forward) Headers(id string, body []byte) http.Header {
 }
 
 // MessageHeaders returns the headers of a request carrying msg alone (POST
-// event.IngestPath): Headers plus watermill-http's UUID and metadata.
+// event.IngestPath): Headers plus watermill-http's UUID and metadata, and
+// the traceparent header of msg's trace context, if any.
 func (f Forward) MessageHeaders(msg *message.Message) (http.Header, error) {
 	meta, err := json.Marshal(msg.Metadata)
 	if err != nil {
@@ -71,5 +73,8 @@ func (f Forward) MessageHeaders(msg *message.Message) (http.Header, error) {
 	hd := f.Headers(msg.UUID, msg.Payload)
 	hd.Set(whttp.HeaderUUID, msg.UUID)
 	hd.Set(whttp.HeaderMetadata, string(meta))
+	if tp := msg.Metadata.Get(event.HeaderTraceparent); tp != "" {
+		hd.Set(event.HeaderTraceparent, tp) // the router keeps a valid one
+	}
 	return hd, nil
 }

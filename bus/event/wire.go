@@ -9,6 +9,15 @@ const (
 	IngestBatchPath = "/ingest/batch"
 	// MaxBatchEvents caps the events of one IngestBatchPath request.
 	MaxBatchEvents = 1000
+	// HeaderTraceparent is the W3C trace context of the event of an
+	// IngestPath request (and the message metadata key that carries it,
+	// and the header of every webhook attempt).
+	HeaderTraceparent = "traceparent"
+	// HeaderBatchTraceparents carries the trace contexts of the events of
+	// an IngestBatchPath request: one per event, in order, separated by
+	// commas, empty for an event without one. Sent only when some event
+	// has one; a router ignores it unless it names every event.
+	HeaderBatchTraceparents = "Memhook-Traceparents"
 )
 
 // BatchAnswer is the body of every answer of POST IngestBatchPath that got
