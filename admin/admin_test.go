@@ -56,6 +56,7 @@ func newFixture(t *testing.T) *fixture {
 	failing.Store(true)
 	respond := func(w http.ResponseWriter, _ *http.Request, _ int) int {
 		if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable) // before the body (the receiver's own WriteHeader is then ignored)
 			_, _ = io.WriteString(w, "down for maintenance")
 			return http.StatusServiceUnavailable
 		}
@@ -282,6 +283,7 @@ type probe struct {
 	token       bool
 	want        int
 	errorNaming string // a 4xx answer's error must contain it
+	freshIDs    bool   // replace the body's ids with a dead letter's made just before
 }
 
 // Every route the OpenAPI document names answers as it says: a valid
@@ -373,11 +375,8 @@ func TestOpenAPIRoutesAnswerAsDocumented(t *testing.T) {
 				}
 				for i, body := range bodies {
 					var valid map[string]any
-					if json.Unmarshal(body, &valid) == nil && valid["ids"] != nil {
-						valid["ids"] = []string{f.poison(t)} // the example's id is in no queue
-						body = mustJSON(t, valid)
-					}
-					probes = append(probes, probe{what: fmt.Sprintf("valid request %d", i+1), method: method, path: build(pathValue, query), body: body, token: true, want: http.StatusOK})
+					fresh := json.Unmarshal(body, &valid) == nil && valid["ids"] != nil
+					probes = append(probes, probe{what: fmt.Sprintf("valid request %d", i+1), method: method, path: build(pathValue, query), body: body, token: true, want: http.StatusOK, freshIDs: fresh})
 				}
 				_, secured := op.Responses["401"]
 				if secured {
@@ -433,6 +432,12 @@ func TestOpenAPIRoutesAnswerAsDocumented(t *testing.T) {
 					probes = append(probes, probe{what: "body too large", method: method, path: build(pathValue, query), body: append(big, `"}`...), token: true, want: 413, errorNaming: "body"})
 				}
 				for _, pr := range probes {
+					if pr.freshIDs { // the example's id is in no queue: one that is, made now
+						var valid map[string]any
+						_ = json.Unmarshal(pr.body, &valid)
+						valid["ids"] = []string{f.poison(t)}
+						pr.body = mustJSON(t, valid)
+					}
 					code, hd, body := f.call(t, pr.method, pr.path, pr.body, pr.token)
 					if _, documented := op.Responses[fmt.Sprint(code)]; !documented {
 						t.Errorf("%s: %s %s answered %d, which the document does not list: %s", pr.what, pr.method, pr.path, code, body)

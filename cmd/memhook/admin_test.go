@@ -84,6 +84,7 @@ func TestServeRedisAdminRecover(t *testing.T) {
 	var failing atomic.Bool
 	rcv := startReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) int {
 		if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable) // before the body (the receiver's own WriteHeader is then ignored)
 			_, _ = io.WriteString(w, "maintenance window")
 			return http.StatusServiceUnavailable
 		}
@@ -145,7 +146,13 @@ func TestServeRedisAdminRecover(t *testing.T) {
 				return ids
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%d dead letters after 20s, want %d: %s", len(ans.DeadLetters), n, body)
+				_, attempts := log.api(t, s, http.MethodGet, "/api/attempts?endpoint=default", nil)
+				var got []int
+				for _, r := range rcv.Requests() {
+					got = append(got, r.Status)
+				}
+				t.Fatalf("%d dead letters after 20s, want %d: %s\nthe receiver answered %v\nattempts: %s\nrouter a:\n%s\nrouter b:\n%s",
+					len(ans.DeadLetters), n, body, got, attempts, a.Stderr(), b.Stderr())
 			}
 			time.Sleep(20 * time.Millisecond) // polling a process: nothing to wait on
 		}
@@ -168,6 +175,30 @@ func TestServeRedisAdminRecover(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("dead letters since T %v, want the events that failed %v", got, want)
 	}
+
+	// waitAttempts waits until GET /api/attempts?query on s lists n
+	// attempts: the log is written in batches, off the attempt's path.
+	waitAttempts := func(s *server, query string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			code, body := log.api(t, s, http.MethodGet, "/api/attempts?limit=1000&"+query, nil)
+			var page struct {
+				Attempts []adminAttempt `json:"attempts"`
+			}
+			if err := json.Unmarshal(body, &page); code != http.StatusOK || err != nil {
+				t.Fatalf("GET /api/attempts: %d %v %s", code, err, body)
+			}
+			if len(page.Attempts) >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET /api/attempts?%s: %d attempts after 10s, want %d: %s", query, len(page.Attempts), n, body)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a process: nothing to wait on
+		}
+	}
+	waitAttempts(a, "endpoint=default&status=failed&since="+since, 8) // 4 events, 2 attempts each
 
 	// The attempts of a failed event, made by either router, listed by
 	// the other: two, each 503 with the receiver's answer.
@@ -251,6 +282,7 @@ func TestServeRedisAdminRecover(t *testing.T) {
 	}
 
 	// The event's story now ends with the success.
+	waitAttempts(a, "endpoint=default&status=succeeded&since="+since, 4)
 	code, body := log.api(t, a, http.MethodGet, "/api/events/"+failedIDs[1], nil)
 	var rec struct {
 		ID       string         `json:"id"`
