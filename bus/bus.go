@@ -321,6 +321,7 @@ func (b *Bus) start() error {
 		}
 		router.AddConsumerHandler(c.name, c.topic, sub, c.h)
 	}
+	b.rebound()
 	for _, f := range b.opts.routerSetup {
 		if err := f(router); err != nil {
 			b.closeRoutes()

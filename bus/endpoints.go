@@ -193,6 +193,7 @@ func (b *Bus) SetEndpoints(ctx context.Context, eps []Endpoint) error {
 	b.routesMu.Lock()
 	b.routes = routes
 	b.routesMu.Unlock()
+	b.rebound()
 	if len(added) > 0 {
 		if err := b.router.RunHandlers(b.runCtx); err != nil {
 			errs = append(errs, fmt.Errorf("bus: starting added endpoints: %w", err))

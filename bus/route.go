@@ -164,10 +164,29 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint, added bool) (*route, 
 			return err
 		}))
 	}
-	if rt, ok := b.transport.(*transports.RedisTransport); ok {
-		rt.Bound(r.group, e.Name, 0) // half of MEMHOOK_REDIS_MAXLEN
-	}
 	return r, nil
+}
+
+// rebound sets the backlog bound of every endpoint on Redis: with several
+// endpoints each sheds its oldest events past half of
+// MEMHOOK_REDIS_MAXLEN, so that one stuck endpoint cannot make the stream
+// refuse the others' events; with one, the stream refuses appends at
+// MEMHOOK_REDIS_MAXLEN as before endpoints existed (back-pressure to the
+// application, nothing moved to the poison stream).
+func (b *Bus) rebound() {
+	rt, ok := b.transport.(*transports.RedisTransport)
+	if !ok {
+		return
+	}
+	b.routesMu.RLock()
+	defer b.routesMu.RUnlock()
+	for _, r := range b.routes {
+		if len(b.routes) > 1 {
+			rt.Bound(r.group, r.displayName(), 0) // 0: half of MEMHOOK_REDIS_MAXLEN
+		} else {
+			rt.Unbound(r.group)
+		}
+	}
 }
 
 // subscriber returns a subscriber of group; newest: (on Redis) a group
