@@ -274,6 +274,11 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	mux := http.NewServeMux()
 	mux.Handle(admin.PathPrefix, adminH) // the admin API: everything under /api/
 	mux.Handle("/", h)
+	dashboard, err := mountDashboard(mux, b, sc.AdminToken, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "memhook serve: %v\n", err)
+		return exitFailed
+	}
 	ln, err := net.Listen("tcp", sc.Addr)
 	if err != nil {
 		_ = b.Close(context.Background())
@@ -324,6 +329,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"incoming_secret", setOrUnset(len(sc.IncomingSecrets) > 0),
 		"ingest_secret", setOrUnset(len(sc.IngestSecrets) > 0),
 		"duplicate_guard", guard,
+		"dashboard", dashboard,
 		"version", bus.Version,
 	)
 
@@ -600,4 +606,22 @@ func endpointNames(b *bus.Bus) string {
 		names = append(names, e.Name)
 	}
 	return strings.Join(names, ",")
+}
+
+// mountDashboard puts the dashboard (admin.NewUI) on mux at admin.UIPath.
+// Without an admin token the dashboard is off: its path answers 503
+// saying what to set. It returns where the dashboard is, or "off".
+func mountDashboard(mux *http.ServeMux, b *bus.Bus, adminToken string, logger *slog.Logger) (string, error) {
+	ui, err := admin.NewUI(b, adminToken, logger)
+	switch {
+	case errors.Is(err, admin.ErrNoAdminToken):
+		mux.HandleFunc(admin.UIPath, func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "The dashboard is off: set MEMHOOK_ADMIN_TOKEN and restart memhook serve.", http.StatusServiceUnavailable)
+		})
+		return "off", nil
+	case err != nil:
+		return "", err
+	}
+	mux.Handle(admin.UIPath, ui)
+	return admin.UIPath, nil
 }
