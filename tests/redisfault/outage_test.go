@@ -54,6 +54,11 @@ const (
 	// and none is due (from the sixth attempts to the end of the outage,
 	// about 25 s): what waiting costs, no spinning.
 	outageQuietMaxCPU = 500 * time.Millisecond
+	// outageNoPause turns the endpoint's breaker off (MEMHOOK_PAUSE_AFTER
+	// 0): these tests count the retries the schedule makes through the
+	// outage, which a paused endpoint does not make (its events wait
+	// without attempts; endpoints_test.go tests that).
+	outageNoPause = "0"
 )
 
 // skipShort skips the minute-long outage tests under go test -short.
@@ -270,7 +275,7 @@ func TestOutageMemoryTransport(t *testing.T) {
 	t.Parallel()
 	rcv := newOutageReceiver(t)
 	r := serve(t, "MEMHOOK_TRANSPORT=memory", "MEM0_WEBHOOK_URL="+rcv.URL(),
-		"MEMHOOK_RETRY_SCHEDULE="+outageSchedule, "MEMHOOK_LOG_LEVEL=warn")
+		"MEMHOOK_RETRY_SCHEDULE="+outageSchedule, "MEMHOOK_PAUSE_AFTER="+outageNoPause, "MEMHOOK_LOG_LEVEL=warn")
 	app, err := bus.New(bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + r.addr},
 		bus.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -344,7 +349,7 @@ func TestOutageRedisRouterKilledWhileRetriesWait(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	rcv := newOutageReceiver(t)
-	env := append(routerEnv(srv.URL(), rcv.URL(), ""), "MEMHOOK_RETRY_SCHEDULE="+outageSchedule)
+	env := append(routerEnv(srv.URL(), rcv.URL(), ""), "MEMHOOK_RETRY_SCHEDULE="+outageSchedule, "MEMHOOK_PAUSE_AFTER="+outageNoPause)
 	a := serve(t, append(env, "MEMHOOK_REDIS_CONSUMER=outage-a")...)
 	b := serve(t, append(env, "MEMHOOK_REDIS_CONSUMER=outage-b")...)
 	a.waitReady(t, 15*time.Second)
