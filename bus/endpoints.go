@@ -104,7 +104,9 @@ var ErrNoRouter = errors.New("bus: no endpoint is delivered in this process")
 
 // SetEndpoints makes eps the endpoints beside the default one (which the
 // seed's variables define and which stays as it is), without losing an
-// event: an added endpoint gets the events emitted from then on; a
+// event: an added endpoint gets the events emitted from then on (from
+// SetEndpoints' return: on Redis it returns once the endpoint's consumer
+// group exists, or with an error saying it does not yet); a
 // removed one stops after the attempts it has in flight (on memory, the
 // events still queued for it are left to Close's *UndeliveredError; on
 // Redis its consumer group is removed); a changed one applies its new
@@ -199,6 +201,9 @@ func (b *Bus) SetEndpoints(ctx context.Context, eps []Endpoint) error {
 			errs = append(errs, fmt.Errorf("bus: starting added endpoints: %w", err))
 		}
 		for _, r := range added {
+			if err := r.joined(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("bus: endpoint %s: %w", r.displayName(), err))
+			}
 			b.log.Info("memhook: endpoint added", "endpoint", r.displayName(), "url", *r.url.Load())
 		}
 	}

@@ -2,16 +2,21 @@ package bus_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/receiver"
 	"github.com/memhook/memhook/internal/redistest"
+	"github.com/memhook/memhook/transports"
 )
 
 // Three endpoints on Redis with two routers: a healthy one, a dead one
@@ -106,4 +111,47 @@ func distinct(reqs []receiver.Request) int {
 		seen[r.Header.Get("Webhook-Id")] = true
 	}
 	return len(seen)
+}
+
+// On Redis, SetEndpoints returns once an added endpoint's consumer group
+// exists: an event emitted right after the return is the endpoint's,
+// each time.
+func TestSetEndpointsOnRedisReturnsOnceTheAddedGroupExists(t *testing.T) {
+	srv := redistest.Start(t)
+	def := startReceiver(t, nil)
+	cfg := bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL(), WebhookURL: def.URL + "/hook"}
+	router, _ := newBus(t, cfg, bus.WithDelivery())
+	app, _ := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL()})
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for router.Ready(ctx) != nil {
+		if ctx.Err() != nil {
+			t.Fatal("not ready in 30s")
+		}
+		time.Sleep(10 * time.Millisecond) // polling Ready: nothing to wait on
+	}
+	const rounds = 3
+	added := make([]*receiver.Receiver, rounds)
+	for i := range rounds {
+		added[i] = startReceiver(t, nil)
+		name := fmt.Sprintf("added%d", i)
+		if err := router.SetEndpoints(ctx, []bus.Endpoint{{Name: name, URL: added[i].URL + "/hook"}}); err != nil {
+			t.Fatal(err)
+		}
+		groups, err := rc.XInfoGroups(ctx, bus.Topic).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(groups, func(g redis.XInfoGroup) bool { return g.Name == transports.EndpointGroup("memhook", name) }) {
+			t.Errorf("round %d: SetEndpoints returned before endpoint %s's consumer group existed: %+v", i+1, name, groups)
+		}
+		if err := app.Emit(ctx, event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+			t.Fatal(err)
+		}
+		if err := added[i].WaitFor(1, 10*time.Second); err != nil {
+			t.Errorf("round %d: the event emitted right after SetEndpoints returned: %v", i+1, err)
+		}
+	}
 }

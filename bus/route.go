@@ -198,6 +198,32 @@ func (b *Bus) subscriber(group string, newest bool) (message.Subscriber, error) 
 	return b.transport.Subscriber(group)
 }
 
+// joinPoll is how often joined asks a subscriber whether it has joined.
+const joinPoll = 5 * time.Millisecond
+
+// joined waits until the route's events subscription has joined its
+// transport — on Redis, until its consumer group exists, so that every
+// event appended from then on is the endpoint's — or ctx ends. A
+// subscriber that cannot tell (no Ready method) has joined.
+func (r *route) joined(ctx context.Context) error {
+	type readier interface{ Ready(context.Context) error }
+	rd, ok := r.subs[0].(readier) // the events topic's; see newRoute
+	if !ok {
+		return nil
+	}
+	for {
+		err := rd.Ready(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not subscribed yet, events emitted until it is are not its: %w", err)
+		case <-time.After(joinPoll):
+		}
+	}
+}
+
 // closeSubs closes the route's subscribers.
 func (r *route) closeSubs() {
 	for _, s := range r.subs {

@@ -297,15 +297,18 @@ func (b *Breaker) admit(hold time.Duration) (admission, wait) {
 }
 
 // waitLocked returns how a message held now waits: paused by the breaker,
-// until the next probe time (one interval from now while the probe is due
-// or in flight), spread over an interval; disabled or operator-paused,
-// for hold, spread over hold.
+// until the next probe time, spread over an interval — or, while the
+// probe is due or in flight, for MinProbe, spread over MinProbe, so that
+// it comes back soon after the probe's outcome (if the probe succeeds it
+// is attempted then; if it fails, it is held again until the next probe)
+// rather than a whole interval after an endpoint that is back; disabled
+// or operator-paused, for hold, spread over hold.
 func (b *Breaker) waitLocked(now time.Time, hold time.Duration) wait {
 	if b.state == StatePaused && !b.manual {
 		if b.nextProbe.After(now) {
 			return wait{b.nextProbe, b.interval, b.state}
 		}
-		return wait{now.Add(b.interval), b.interval, b.state}
+		return wait{now.Add(b.cfg.MinProbe), b.cfg.MinProbe, b.state}
 	}
 	return wait{now.Add(hold), hold, b.state}
 }
@@ -441,7 +444,10 @@ func (b *Breaker) endProbe() {
 // is attempted as the probe, one at a time in this process. Its success
 // (or a permanent answer other than 410) makes the endpoint active; its
 // failure doubles the wait before the next probe, up to MaxProbe, and
-// the message is held until then.
+// the message is held until then. A message handled while the probe is
+// in flight is held for MinProbe (spread over it): it comes back soon
+// after the probe's outcome, so that an endpoint back gets every waiting
+// event within about a probe interval of its return.
 //
 // A Store that fails returns a *NotScheduledError: PoisonQueue lets it
 // through, and the message is nacked and comes back from its transport.

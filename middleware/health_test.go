@@ -436,6 +436,83 @@ func TestHealthOneProbeAtATime(t *testing.T) {
 	}
 }
 
+// Messages handled while a late probe is in flight (its interval has
+// grown) wait MinProbe, not the interval: once the probe succeeds they go
+// within MinProbe, and an endpoint back gets every event within about a
+// probe interval of its return. Had the probe failed, they would have
+// been held again until the next probe.
+func TestHealthHeldDuringALateProbeComeBackSoon(t *testing.T) {
+	c := newClock()
+	b, err := middleware.NewBreaker(middleware.BreakerConfig{Threshold: 1, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &store{}
+	var blockProbe atomic.Bool
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var fail atomic.Bool
+	fail.Store(true)
+	h := middleware.Health{Breaker: b, Store: st, Jitter: middleware.NoJitter}.Middleware(func(*message.Message) ([]*message.Message, error) {
+		if blockProbe.Load() {
+			entered <- struct{}{}
+			<-release
+		}
+		if fail.Load() {
+			return nil, &middleware.StatusError{Code: 503}
+		}
+		return nil, nil
+	})
+	_, _ = h(newMessage()) // pauses
+	for range 3 {          // three failed probes: the interval grows to 40 s
+		c.Set(b.Snapshot().NextProbe)
+		_, _ = h(newMessage())
+	}
+	interval := b.Snapshot().ProbeInterval
+	if interval != 8*middleware.DefaultMinProbe {
+		t.Fatalf("probe interval %s after three failed probes, want %s", interval, 8*middleware.DefaultMinProbe)
+	}
+	c.Set(b.Snapshot().NextProbe)
+	fail.Store(false) // the endpoint is back
+	blockProbe.Store(true)
+	probeDone := make(chan error, 1)
+	go func() {
+		_, err := h(newMessage())
+		probeDone <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the probe did not start")
+	}
+	blockProbe.Store(false)
+	msgs, _ := held(st)
+	before := len(msgs)
+	for range 3 {
+		if _, err := h(newMessage()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, dues := held(st)
+	want := c.Now().Add(middleware.DefaultMinProbe)
+	for _, due := range dues[before:] {
+		if !due.Equal(want) {
+			t.Errorf("held during the probe until %s, want %s (MinProbe from now), not an interval (%s)", due, want, interval)
+		}
+	}
+	close(release)
+	select {
+	case err := <-probeDone:
+		if err != nil {
+			t.Errorf("probe returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the probe did not end")
+	}
+	if s := b.State(); s != middleware.StateActive {
+		t.Errorf("after the probe %s, want active", s)
+	}
+}
+
 // A probe whose handler panics frees the probe slot: the next message is
 // the probe.
 func TestHealthPanicFreesTheProbe(t *testing.T) {
