@@ -240,16 +240,7 @@ func TestAttemptsOnRedisTwoRouters(t *testing.T) {
 		t.Errorf("AttemptLogMax on redis = %d, want %d", got, bus.DefaultRedisAttemptLogMax)
 	}
 	app, _ := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL()})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for _, b := range append(routers, app) {
-		for b.Ready(ctx) != nil {
-			if ctx.Err() != nil {
-				t.Fatal("not ready in 15s")
-			}
-			time.Sleep(10 * time.Millisecond) // polling Ready: nothing to wait on
-		}
-	}
+	waitReady(t, 15*time.Second, append(routers, app)...)
 	const n = 40
 	tctx := bus.WithTraceparent(context.Background(), traceparent)
 	for range n {

@@ -451,16 +451,9 @@ func TestDeadLettersOnRedisTwoRouters(t *testing.T) {
 	}
 	r1, r2 := routers[0], routers[1]
 	app, _ := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL()})
+	waitReady(t, 30*time.Second, append(routers, app)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, b := range append(routers, app) {
-		for b.Ready(ctx) != nil {
-			if ctx.Err() != nil {
-				t.Fatal("not ready in 30s")
-			}
-			time.Sleep(10 * time.Millisecond) // polling Ready: nothing to wait on
-		}
-	}
 	emit(t, app, 3) // before
 	before := waitDeadLetters(t, r1, "crm", 3)
 	since := nextMillisecond(t)

@@ -50,16 +50,7 @@ func TestEndpointsOnRedisTwoRouters(t *testing.T) {
 		routers = append(routers, b)
 	}
 	app, _ := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL()})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for _, b := range append(routers, app) {
-		for b.Ready(ctx) != nil {
-			if ctx.Err() != nil {
-				t.Fatal("not ready in 15s")
-			}
-			time.Sleep(10 * time.Millisecond) // polling Ready: nothing to wait on
-		}
-	}
+	waitReady(t, 15*time.Second, append(routers, app)...)
 	const n = 300
 	for range n {
 		if err := app.Emit(context.Background(), event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
@@ -152,6 +143,22 @@ func TestSetEndpointsOnRedisReturnsOnceTheAddedGroupExists(t *testing.T) {
 		}
 		if err := added[i].WaitFor(1, 10*time.Second); err != nil {
 			t.Errorf("round %d: the event emitted right after SetEndpoints returned: %v", i+1, err)
+		}
+	}
+}
+
+// waitReady waits until every bus is ready (Redis joined), failing the
+// test after timeout.
+func waitReady(t *testing.T, timeout time.Duration, buses ...*bus.Bus) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for _, b := range buses {
+		for b.Ready(ctx) != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("not ready in %s", timeout)
+			}
+			time.Sleep(10 * time.Millisecond) // polling Ready: nothing to wait on
 		}
 	}
 }
