@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"sort"
+	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -47,7 +49,9 @@ func (b *Bus) closeAttempts() error {
 }
 
 // onAttempt records one attempt of the endpoint in the attempt log.
-func (r *route) onAttempt(msg *message.Message, res handlers.AttemptResult) {
+// A receiver's answer may echo what it was sent: scrub takes the
+// endpoint's token and secrets out of it before it is kept.
+func (r *route) onAttempt(msg *message.Message, res handlers.AttemptResult, scrub *strings.Replacer) {
 	a := Attempt{
 		Endpoint:   r.displayName(),
 		EventID:    msg.UUID,
@@ -59,13 +63,37 @@ func (r *route) onAttempt(msg *message.Message, res handlers.AttemptResult) {
 		Succeeded:  res.Err == nil,
 		Status:     res.Status,
 		ErrorClass: res.Class,
-		Response:   string(res.Response),
+		Response:   scrub.Replace(string(res.Response)),
 		TraceID:    handlers.TraceID(msg.Metadata.Get(handlers.TraceparentKey)),
 	}
 	if res.Err != nil {
-		a.Error = res.Err.Error()
+		a.Error = scrub.Replace(res.Err.Error())
 	}
 	r.b.attempts.Record(a)
+}
+
+// credentialScrubber replaces token and each secret (also without its
+// whsec_ prefix) with REDACTED; values under 6 bytes are left (they would
+// match ordinary text).
+func credentialScrubber(token, secret string) *strings.Replacer {
+	var olds []string
+	add := func(v string) {
+		if len(v) >= 6 {
+			olds = append(olds, v)
+		}
+	}
+	add(token)
+	add(secret)
+	for _, f := range strings.FieldsFunc(secret, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' }) {
+		add(f)
+		add(strings.TrimPrefix(f, "whsec_"))
+	}
+	sort.Slice(olds, func(i, j int) bool { return len(olds[i]) > len(olds[j]) }) // longest first
+	args := make([]string, 0, 2*len(olds))
+	for _, o := range olds {
+		args = append(args, o, "REDACTED")
+	}
+	return strings.NewReplacer(args...)
 }
 
 // Attempts returns the delivery attempts f selects, newest first, one

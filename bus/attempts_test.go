@@ -351,3 +351,28 @@ func TestTraceparentThroughTheHTTPTransport(t *testing.T) {
 		return err == nil && len(p.Attempts) == n && traced == n/2
 	})
 }
+
+// A receiver that echoes its request headers in its answer does not put
+// the endpoint's token or secret in the attempt log.
+func TestAttemptLogScrubsEchoedCredentials(t *testing.T) {
+	const token, secret = "tok-echoed-123", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "auth=%s secret=%s", r.Header.Get("Authorization"), r.Header.Get("X-Webhook-Secret"))
+	}))
+	t.Cleanup(echo.Close)
+	b, _ := newBus(t, bus.Config{WebhookURL: echo.URL, Token: token, Secret: secret, RetryCount: bus.Disabled})
+	if err := b.Emit(context.Background(), event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+		t.Fatal(err)
+	}
+	var page bus.AttemptPage
+	eventually(t, "the attempt logged", func() bool {
+		page, _ = b.Attempts(context.Background(), bus.AttemptFilter{})
+		return len(page.Attempts) == 1
+	})
+	a := page.Attempts[0]
+	if !strings.Contains(a.Response, "REDACTED") || strings.Contains(a.Response, token) ||
+		strings.Contains(a.Response, strings.TrimPrefix(secret, "whsec_")) {
+		t.Errorf("response kept as %q", a.Response)
+	}
+}

@@ -271,7 +271,10 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 	}
 	var onAttempt func(*message.Message, handlers.AttemptResult)
 	if b.attempts != nil {
-		onAttempt = r.onAttempt // every attempt, in the attempt log
+		scrub := credentialScrubber(e.Token, e.Secret)
+		onAttempt = func(msg *message.Message, res handlers.AttemptResult) { // every attempt, in the attempt log
+			r.onAttempt(msg, res, scrub)
+		}
 	}
 	deliver, err := handlers.NewDeliver(handlers.DeliverConfig{
 		URL:          e.URL,
