@@ -230,7 +230,7 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 	case TransportPubSub:
 		return transports.NewPubSub(b.opts.pubsub.pub, b.opts.pubsub.subscribe)
 	case TransportMemory:
-		return transports.NewMemoryTransport(cfg.memoryConfig(b.log))
+		return transports.NewMemoryTransport(cfg.memoryConfig(b.log, b.onShed))
 	case TransportHTTP:
 		b.url = handlers.RedactURL(cfg.routerURL(IngestPath)) // where this bus sends
 		b.forward.url.Store(&b.url)
@@ -246,7 +246,7 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 			Timeout:       cfg.Timeout,
 			RetryDelay:    cfg.RetryDelay,
 			MaxRetryAfter: cfg.MaxRetryAfter,
-			Memory:        cfg.memoryConfig(b.log),
+			Memory:        cfg.memoryConfig(b.log, nil),
 			EventsTopic:   Topic,
 			PoisonTopic:   PoisonTopic,
 			Transport:     b.opts.transport,
@@ -261,7 +261,9 @@ func (b *Bus) openTransport() (transports.Transport, error) {
 		// as filtered: otherwise it would grow until MEMHOOK_REDIS_MAXLEN
 		// refuses applications' events. Without a URL it does not consume:
 		// it would take other routers' events and send none.
-		return transports.NewRedisTransport(cfg.RedisConfig(), b.opts.deliver && len(cfg.endpoints()) > 0, b.log)
+		rc := cfg.RedisConfig()
+		rc.OnShed = b.onRedisShed
+		return transports.NewRedisTransport(rc, b.opts.deliver && len(cfg.endpoints()) > 0, b.log)
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnsupportedTransport, cfg.Transport)
 }
@@ -280,7 +282,7 @@ func (b *Bus) start() error {
 	group := b.cfg.RedisGroup
 	if b.delivers {
 		for _, e := range b.cfg.endpoints() {
-			r, err := b.newRoute(router, e)
+			r, err := b.newRoute(router, e, false)
 			if err != nil {
 				b.closeRoutes()
 				return err
@@ -324,6 +326,9 @@ func (b *Bus) start() error {
 	go func() { b.runErr <- router.Run(ctx) }()
 	select {
 	case <-router.Running():
+		if s, ok := b.transport.(pauseStore); ok && b.delivers {
+			go b.followPauses(ctx, s, time.Second)
+		}
 		return nil
 	case err := <-b.runErr:
 		b.router = nil

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
 	"github.com/memhook/memhook/internal/wmlog"
@@ -117,6 +119,11 @@ type Config struct {
 	// processes remove only acknowledged ones. 0 means 1 000 000, Disabled
 	// unbounded.
 	RedisMaxLen int64
+	// PauseAfter is how many failed attempts in a row pause an endpoint
+	// (MEMHOOK_PAUSE_AFTER): its events then wait, none poisoned, while a
+	// probe goes out now and then (5 s, doubling up to 5 min); the first
+	// success resumes it. 0 means 10, Disabled never pauses.
+	PauseAfter int
 	// Endpoints are the receivers beside the default one (WebhookURL and
 	// the fields above it define the endpoint DefaultEndpoint): every
 	// event goes to each endpoint whose Events select it, each on its own
@@ -151,6 +158,7 @@ const (
 	DefaultQueueCapacity = transports.DefaultCapacity
 	DefaultConcurrency   = transports.DefaultWorkers
 	DefaultGroup         = transports.DefaultConsumerGroup
+	DefaultPauseAfter    = middleware.DefaultBreakerThreshold
 )
 
 func (c *Config) setDefaults() {
@@ -192,6 +200,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RedisConsumer == "" {
 		c.RedisConsumer = transports.DefaultConsumer()
+	}
+	if c.PauseAfter == 0 {
+		c.PauseAfter = DefaultPauseAfter
 	}
 }
 
@@ -245,6 +256,9 @@ func (c Config) Validate() error {
 	if c.QueueCapacity < 0 {
 		bad("QueueCapacity", "MEMHOOK_QUEUE_CAPACITY", "must not be negative, got %d", c.QueueCapacity)
 	}
+	if c.PauseAfter < 0 && c.PauseAfter != Disabled {
+		bad("PauseAfter", "MEMHOOK_PAUSE_AFTER", "must not be negative, got %d", c.PauseAfter)
+	}
 	if c.Concurrency < 0 {
 		bad("Concurrency", "MEMHOOK_CONCURRENCY", "must not be negative, got %d", c.Concurrency)
 	}
@@ -283,7 +297,9 @@ func ConfigFromEnv() (Config, error) {
 // (like _TIMEOUT), _EVENTS and BOT_VERSION, and memhook's MEMHOOK_TRANSPORT,
 // MEMHOOK_QUEUE_CAPACITY, MEMHOOK_CONCURRENCY, MEMHOOK_MAX_RETRY_AFTER,
 // MEMHOOK_SOURCE, MEMHOOK_LEGACY_SECRET_HEADER, MEMHOOK_ROUTER_URL,
-// MEMHOOK_INGEST_TOKEN and the MEMHOOK_REDIS_* ones. Unset or empty variables
+// MEMHOOK_INGEST_TOKEN, MEMHOOK_PAUSE_AFTER, the MEMHOOK_REDIS_* ones, and
+// MEMHOOK_ENDPOINTS_FILE (read with LoadEndpoints, ${VAR}s through
+// lookup). Unset or empty variables
 // keep the default. Every bad value is reported at once, naming the
 // variable and the value (secrets are never echoed). The result is
 // validated.
@@ -389,6 +405,7 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	}
 	integer("MEMHOOK_QUEUE_CAPACITY", &c.QueueCapacity, 0)
 	integer("MEMHOOK_CONCURRENCY", &c.Concurrency, 0)
+	integer("MEMHOOK_PAUSE_AFTER", &c.PauseAfter, Disabled)
 	duration("MEMHOOK_MAX_RETRY_AFTER", &c.MaxRetryAfter)
 	c.RouterURL = get("MEMHOOK_ROUTER_URL")
 	if c.RouterURL != "" {
@@ -415,6 +432,13 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 		default:
 			c.RedisMaxLen = n
 		}
+	}
+	if v := get("MEMHOOK_ENDPOINTS_FILE"); v != "" {
+		eps, err := LoadEndpoints(v, lookup)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("MEMHOOK_ENDPOINTS_FILE: %w", err))
+		}
+		c.Endpoints = eps
 	}
 	c.IngestSecret = get("MEMHOOK_INGEST_SECRET")
 	if c.IngestSecret != "" {
@@ -449,12 +473,14 @@ func ParseSeconds(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// memoryConfig is the in-process queue c configures.
-func (c Config) memoryConfig(log *slog.Logger) transports.MemoryConfig {
+// memoryConfig is the in-process queue c configures; onShed, when set,
+// takes the events an endpoint's full queue gives up (several endpoints).
+func (c Config) memoryConfig(log *slog.Logger, onShed func(topic, group string, msg *message.Message)) transports.MemoryConfig {
 	return transports.MemoryConfig{
 		Capacity: c.QueueCapacity,
 		Workers:  c.Concurrency,
 		Logger:   wmlog.New(log, slog.LevelDebug),
+		OnShed:   onShed,
 	}
 }
 

@@ -53,6 +53,7 @@ func seedConfig() bus.Config {
 		RouterURL:     "http://127.0.0.1:8000",
 		RedisGroup:    "memhook",
 		RedisConsumer: defaultConsumer(),
+		PauseAfter:    bus.DefaultPauseAfter,
 	}
 }
 
@@ -143,6 +144,11 @@ func TestConfigFromLookupGoodValues(t *testing.T) {
 			c.RetrySchedule = []time.Duration{time.Minute, time.Second}
 		}},
 		{name: "blank retry schedule is the seed's", env: "MEMHOOK_RETRY_SCHEDULE", value: "  ", change: func(*bus.Config) {}},
+		{name: "pause after", env: "MEMHOOK_PAUSE_AFTER", value: "3", change: func(c *bus.Config) { c.PauseAfter = 3 }},
+		{name: "pause after 0 is never", env: "MEMHOOK_PAUSE_AFTER", value: "0", change: func(c *bus.Config) { c.PauseAfter = bus.Disabled }},
+		{name: "endpoints file", env: "MEMHOOK_ENDPOINTS_FILE", value: "testdata/config-endpoints.yaml", change: func(c *bus.Config) {
+			c.Endpoints = []bus.Endpoint{{Name: "crm", URL: "https://crm.example.com/hooks", Events: "memory_error"}}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

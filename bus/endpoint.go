@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
@@ -163,6 +164,9 @@ func (e Endpoint) Validate() error {
 			bad("events", "%v", err)
 		}
 	}
+	if strings.ContainsFunc(e.Token, unicode.IsControl) {
+		bad("token", "holds a line break or another control character") // never echoes the token
+	}
 	if e.Secret != "" {
 		if _, err := verify.ParseSecrets(e.Secret); err != nil {
 			bad("secret", "%v", err) // never echoes the secret
@@ -205,6 +209,9 @@ func validHeaderName(k string) bool {
 	return true
 }
 
+// reservedNameProblem is the problem of an endpoint named DefaultEndpoint.
+const reservedNameProblem = DefaultEndpoint + " is the endpoint of MEM0_WEBHOOK_URL; give this one another name"
+
 // validateEndpoints checks every endpoint and that their names are unique
 // and none is DefaultEndpoint.
 func validateEndpoints(eps []Endpoint) error {
@@ -217,7 +224,7 @@ func validateEndpoints(eps []Endpoint) error {
 		switch {
 		case e.Name == DefaultEndpoint:
 			errs = append(errs, &EndpointError{Endpoint: e.Name, Key: "name",
-				Problem: "default is the endpoint of MEM0_WEBHOOK_URL; give this one another name"})
+				Problem: reservedNameProblem})
 		case e.Name != "" && seen[e.Name] > 0:
 			errs = append(errs, &EndpointError{Endpoint: e.Name, Key: "name",
 				Problem: fmt.Sprintf("endpoint %d has the same name as endpoint %d", i+1, seen[e.Name])})

@@ -6,6 +6,11 @@ import (
 	"fmt"
 	"reflect"
 	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 )
 
 // EndpointStats is what became of the events of one endpoint.
@@ -20,8 +25,8 @@ type EndpointStats struct {
 	Filtered    uint64 `json:"filtered"`
 	Poisoned    uint64 `json:"poisoned"`
 	Undelivered uint64 `json:"undelivered"`
-	// Shed counts its events moved to its dead-letter queue because its
-	// backlog passed its bound.
+	// Shed counts, of those Poisoned, its events moved to its dead-letter
+	// queue because its backlog passed its bound.
 	Shed        uint64    `json:"shed"`
 	Retrying    int       `json:"retrying"` // its events whose next attempt waits
 	Backlog     int       `json:"backlog"`  // its events not yet handled here
@@ -44,13 +49,14 @@ func (b *Bus) EndpointStats() []EndpointStats {
 		es := EndpointStats{
 			Name:        r.displayName(),
 			URL:         *r.url.Load(),
-			State:       "active",
+			State:       string(r.breaker.State()),
 			Events:      v.events.String(),
 			Delivered:   s.Delivered,
 			Retried:     s.Retried,
 			Filtered:    s.Filtered,
 			Poisoned:    s.Poisoned,
 			Undelivered: s.Undelivered,
+			Shed:        r.shed.Load(),
 			LastSuccess: unixNano(r.lastSuccess.Load()),
 			LastFailure: unixNano(r.lastFailure.Load()),
 		}
@@ -84,6 +90,10 @@ func (b *Bus) depthOf(r *route) (retrying, backlog int) {
 	}
 	if q, ok := b.transport.(queuedOf); ok {
 		backlog = q.QueuedOf(Topic, r.group) + q.QueuedOf(r.retryTopic, r.group)
+	}
+	if rt, ok := b.transport.(*transports.RedisTransport); ok {
+		n, _ := rt.Backlog(r.group) // as of the last trim
+		backlog = int(n)
 	}
 	return retrying, backlog
 }
@@ -162,7 +172,7 @@ func (b *Bus) SetEndpoints(ctx context.Context, eps []Endpoint) error {
 		if have[e.Name] {
 			continue
 		}
-		r, err := b.newRoute(b.router, want[e.Name])
+		r, err := b.newRoute(b.router, want[e.Name], true)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -197,11 +207,111 @@ func (b *Bus) SetEndpoints(ctx context.Context, eps []Endpoint) error {
 // removeGroup lets the transport forget the consumer group of a removed
 // endpoint, where it can.
 func (b *Bus) removeGroup(r *route) {
-	type groupRemover interface {
-		RemoveGroup(topic, group string)
+	type queueRemover interface { // memory: what still waited for the endpoint
+		RemoveGroup(topic, group string) []*message.Message
 	}
-	if g, ok := b.transport.(groupRemover); ok {
-		g.RemoveGroup(Topic, r.group)
-		g.RemoveGroup(r.retryTopic, r.group)
+	if g, ok := b.transport.(queueRemover); ok {
+		for _, topic := range []string{Topic, r.retryTopic} {
+			for _, msg := range g.RemoveGroup(topic, r.group) {
+				r.toPoison(msg, topic, ErrEndpointRemoved)
+			}
+		}
+	}
+	if rt, ok := b.transport.(*transports.RedisTransport); ok {
+		// Its group goes, so that the stream trims; its waiting retries
+		// stay in Redis and resume if it comes back.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rt.RemoveGroup(ctx, r.group); err != nil {
+			b.log.Warn("memhook: removed endpoint's consumer group left in Redis", "endpoint", r.displayName(), "error", err.Error())
+		}
+	}
+}
+
+// PauseEndpoint pauses endpoint name as an operator would: its events
+// wait (none is poisoned, no attempt is spent), no probe goes out, until
+// ResumeEndpoint. On Redis every router follows within a second or so
+// (the state is kept in Redis). It returns an error wrapping
+// ErrUnknownEndpoint for a name this process does not deliver to.
+func (b *Bus) PauseEndpoint(ctx context.Context, name string) error {
+	return b.setPaused(ctx, name, true)
+}
+
+// ResumeEndpoint ends a pause (an operator's, the breaker's, or a 410
+// Gone's): attempts go out again. Events that waited come back within
+// the hold of a paused endpoint (30 s, plus up to a fifth), not at once.
+func (b *Bus) ResumeEndpoint(ctx context.Context, name string) error {
+	return b.setPaused(ctx, name, false)
+}
+
+// ErrUnknownEndpoint is returned by PauseEndpoint and ResumeEndpoint for
+// a name this process does not deliver to.
+var ErrUnknownEndpoint = errors.New("bus: no such endpoint")
+
+func (b *Bus) setPaused(ctx context.Context, name string, pause bool) error {
+	r := b.route(name)
+	if r == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownEndpoint, name)
+	}
+	if s, ok := b.transport.(pauseStore); ok {
+		if err := s.SetPaused(ctx, name, pause); err != nil {
+			return fmt.Errorf("bus: endpoint %s: keeping its state: %w", name, err)
+		}
+	}
+	if pause {
+		r.breaker.Pause("paused by an operator")
+	} else {
+		r.breaker.Resume()
+	}
+	return nil
+}
+
+// route returns the route of endpoint name, nil if none.
+func (b *Bus) route(name string) *route {
+	b.routesMu.RLock()
+	defer b.routesMu.RUnlock()
+	for _, r := range b.routes {
+		if r.displayName() == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// pauseStore is a transport that keeps operators' pauses for every
+// process on it (Redis).
+type pauseStore interface {
+	SetPaused(ctx context.Context, endpoint string, paused bool) error
+	Paused(ctx context.Context) (map[string]bool, error)
+}
+
+// followPauses applies the pauses the transport keeps, every interval,
+// until ctx ends: an operator's pause given to another router reaches
+// this one.
+func (b *Bus) followPauses(ctx context.Context, s pauseStore, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		paused, err := s.Paused(ctx)
+		if err != nil {
+			continue // Redis down: the transport logs it; keep the states as they are
+		}
+		b.routesMu.RLock()
+		routes := append([]*route(nil), b.routes...)
+		b.routesMu.RUnlock()
+		for _, r := range routes {
+			snap := r.breaker.Snapshot()
+			switch want := paused[r.displayName()]; {
+			case want && !(snap.State == middleware.StatePaused && snap.Manual):
+				r.breaker.Pause("paused by an operator")
+			case !want && snap.Manual:
+				r.breaker.Resume()
+			}
+		}
 	}
 }

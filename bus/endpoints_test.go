@@ -11,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/receiver"
+	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -173,16 +176,20 @@ func TestEndpointsIsolated(t *testing.T) {
 	if err := slow.WaitFor(n, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "every dead-endpoint event waiting for its retry", func() bool {
+	// The dead endpoint: paused by its health after 10 failures, every
+	// one of its events waiting in the delay store, none poisoned.
+	eventually(t, "the dead endpoint paused, all its events waiting", func() bool {
 		for _, s := range b.EndpointStats() {
 			if s.Name == "dead" {
-				return s.Retried == n
+				return s.State == "paused" && b.Stats().RetriesWaiting == n
 			}
 		}
 		return false
 	})
-	if w := b.Stats().RetriesWaiting; w != n {
-		t.Errorf("%d retries waiting, want the dead endpoint's %d", w, n)
+	for _, s := range b.EndpointStats() {
+		if s.Poisoned != 0 {
+			t.Errorf("endpoint %s: %d poisoned", s.Name, s.Poisoned)
+		}
 	}
 }
 
@@ -239,5 +246,99 @@ func TestSetEndpoints(t *testing.T) {
 	err := b.SetEndpoints(ctx, []bus.Endpoint{{Name: "default", URL: c.URL}, {Name: "Bad Name", URL: "ftp://x"}})
 	if err == nil || !strings.Contains(err.Error(), "endpoint default: name") || !strings.Contains(err.Error(), "url") {
 		t.Errorf("bad endpoints: %v", err)
+	}
+}
+
+// An endpoint's rate limit spaces its attempts; the other endpoints are
+// not held by it.
+func TestEndpointRateLimit(t *testing.T) {
+	free := startReceiver(t, nil)
+	limited := startReceiver(t, nil)
+	b, _ := newBus(t, bus.Config{
+		WebhookURL: free.URL + "/hook",
+		Endpoints:  []bus.Endpoint{{Name: "limited", URL: limited.URL + "/hook", RateLimit: bus.RateLimit{Events: 20, Per: time.Second}}},
+	})
+	const n = 30
+	start := time.Now()
+	for range n {
+		if err := b.Emit(context.Background(), event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := free.WaitFor(n, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	freeTook := time.Since(start)
+	if err := limited.WaitFor(n, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	reqs := limited.Requests()
+	span := reqs[len(reqs)-1].At.Sub(reqs[0].At)
+	t.Logf("unlimited endpoint: %d in %s; limited (20/s): %d over %s", n, freeTook, n, span)
+	// 30 slots at 20/s span 29 intervals of 50 ms: 1.45 s; the Redis-free
+	// delay store hands each out at its slot.
+	if span < 1400*time.Millisecond {
+		t.Errorf("the limited endpoint got %d webhooks in %s, faster than 20/s", n, span)
+	}
+	if freeTook > time.Second {
+		t.Errorf("the unlimited endpoint took %s for %d webhooks: held by the other's limit", freeTook, n)
+	}
+	for _, s := range b.EndpointStats() {
+		if s.Name == "limited" && s.Retried != 0 {
+			t.Errorf("rate-limited waits counted as %d retries", s.Retried)
+		}
+	}
+}
+
+// On memory an endpoint whose backlog (queued and waiting) passes
+// MEMHOOK_QUEUE_CAPACITY gives up its oldest events to the poison queue,
+// tagged with it; Emit never fails and the other endpoint gets all.
+func TestEndpointBacklogShedsToPoison(t *testing.T) {
+	healthy := startReceiver(t, nil)
+	poisoned := make(chan *message.Message, 1000)
+	b, logs := newBus(t, bus.Config{
+		WebhookURL:    healthy.URL + "/hook",
+		QueueCapacity: 50,
+		RetrySchedule: []time.Duration{time.Hour},
+		Endpoints:     []bus.Endpoint{{Name: "dead", URL: deadURL(t)}},
+	}, bus.WithPoisonHandler(func(m *message.Message) error { poisoned <- m; return nil }))
+	const n = 200
+	for i := range n {
+		if err := b.Emit(context.Background(), event.NewPreferenceStored("u", "tea", "drinks")); err != nil {
+			t.Fatalf("emit %d: %v", i, err)
+		}
+		if i%40 == 39 {
+			if err := healthy.WaitFor(i+1, 5*time.Second); err != nil { // the healthy one keeps up; the dead one fills
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := healthy.WaitFor(n, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var dead bus.EndpointStats
+	eventually(t, "the dead endpoint's backlog within its bound, the rest shed", func() bool {
+		for _, s := range b.EndpointStats() {
+			if s.Name == "dead" {
+				dead = s
+			}
+		}
+		return dead.Shed > 0 && int(dead.Shed)+b.Stats().RetriesWaiting == n
+	})
+	if dead.Poisoned != dead.Shed {
+		t.Errorf("dead endpoint: %d poisoned, %d shed: a shed event is a poisoned one", dead.Poisoned, dead.Shed)
+	}
+	for range dead.Shed {
+		select {
+		case m := <-poisoned:
+			if m.Metadata.Get(middleware.EndpointKey) != "dead" || !strings.Contains(m.Metadata.Get(middleware.PoisonReasonKey), "backlog") {
+				t.Fatalf("poisoned entry metadata %v", m.Metadata)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a shed event never reached the poison handler")
+		}
+	}
+	if !strings.Contains(logs.String(), "endpoint backlog over its bound") {
+		t.Error("no WARN line for the shed events")
 	}
 }

@@ -27,11 +27,13 @@ import (
 type route struct {
 	*sink
 	group, retryTopic string
+	breaker           *middleware.Breaker // the endpoint's health, kept across changes of its settings
 
 	mu  sync.RWMutex // guards cur; a handling holds it shared while it takes cur
 	cur *routeVersion
 
-	handlers []*message.Handler // the router's, for a removal
+	handlers []*message.Handler   // the router's, for a removal
+	subs     []message.Subscriber // theirs: the router does not close a stopped handler's
 }
 
 // routeVersion is one version of a route's settings and the chains built
@@ -56,6 +58,9 @@ type sink struct {
 
 	lastSuccess, lastFailure atomic.Int64 // Unix nanoseconds, 0 when never
 	lastError                atomic.Pointer[string]
+	lastLimiterLog           atomic.Int64
+	shed                     atomic.Uint64 // of those poisoned: moved out of a backlog past its bound
+	lastShedLog              atomic.Int64
 }
 
 func newSink(b *Bus, name, url string) *sink {
@@ -112,13 +117,22 @@ func (cfg Config) endpoints() []Endpoint {
 }
 
 // newRoute builds the route of e, subscribed on router; it starts with
-// the router (or at once, with run, on a running one).
-func (b *Bus) newRoute(router *message.Router, e Endpoint) (*route, error) {
+// the router (or, added to a running one, with RunHandlers). An endpoint
+// added to a running bus gets the events published from then on.
+func (b *Bus) newRoute(router *message.Router, e Endpoint, added bool) (*route, error) {
 	r := &route{
 		sink:       newSink(b, e.Name, handlers.RedactURL(e.URL)),
 		group:      transports.EndpointGroup(b.cfg.RedisGroup, e.Name),
 		retryTopic: transports.EndpointRetryTopic(e.Name),
 	}
+	breaker, err := middleware.NewBreaker(middleware.BreakerConfig{
+		Threshold: b.cfg.PauseAfter,
+		OnChange:  r.onStateChange,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.breaker = breaker
 	v, err := r.build(e)
 	if err != nil {
 		return nil, err
@@ -131,11 +145,13 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint) (*route, error) {
 		{"memhook.deliver", Topic, func(v *routeVersion) message.HandlerFunc { return v.first }},
 		{"memhook.retry", r.retryTopic, func(v *routeVersion) message.HandlerFunc { return v.retry }},
 	} {
-		sub, err := b.transport.Subscriber(r.group)
+		sub, err := b.subscriber(r.group, added && h.topic == Topic)
 		if err != nil {
-			v.deliver.Close()
+			_ = v.deliver.Close()
+			r.closeSubs()
 			return nil, fmt.Errorf("bus: endpoint %s: subscribing to %s: %w", e.Name, h.topic, err)
 		}
+		r.subs = append(r.subs, sub)
 		name := h.name
 		if e.Name != DefaultEndpoint {
 			name += "." + e.Name
@@ -148,7 +164,26 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint) (*route, error) {
 			return err
 		}))
 	}
+	if rt, ok := b.transport.(*transports.RedisTransport); ok {
+		rt.Bound(r.group, e.Name, 0) // half of MEMHOOK_REDIS_MAXLEN
+	}
 	return r, nil
+}
+
+// subscriber returns a subscriber of group; newest: (on Redis) a group
+// made now starts at the stream's end, not its start.
+func (b *Bus) subscriber(group string, newest bool) (message.Subscriber, error) {
+	if rt, ok := b.transport.(*transports.RedisTransport); ok && newest {
+		return rt.SubscriberFrom(group, transports.GroupStartNewest)
+	}
+	return b.transport.Subscriber(group)
+}
+
+// closeSubs closes the route's subscribers.
+func (r *route) closeSubs() {
+	for _, s := range r.subs {
+		_ = s.Close()
+	}
 }
 
 // acquire returns the current version, counted in flight until Done.
@@ -219,16 +254,31 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 		UserAgent:    userAgent,
 		Headers:      extra,
 	}.Middleware
-	store := b.transport.(transports.Delayer) // every transport that delivers has one
+	hold := middleware.DelayFunc(r.delay)
 	schedule := middleware.Schedule{
 		Delays:        e.RetrySchedule,
 		MaxRetryAfter: b.cfg.MaxRetryAfter,
-		Store: middleware.DelayFunc(func(msg *message.Message, due time.Time) error {
-			return store.PublishAt(r.retryTopic, due, msg)
-		}),
-		OnRetry: r.onRetry,
+		Store:         hold,
+		OnRetry:       r.onRetry,
 	}.Middleware
 	wait := middleware.Retry{Delays: e.RetrySchedule, MaxRetryAfter: b.cfg.MaxRetryAfter, OnRetry: r.onRetry}.Middleware
+	// One attempt: the endpoint's health (while it is paused its events
+	// wait in the delay store, and no attempt is spent), its rate limit
+	// (the same), the signer.
+	attempt := []message.HandlerMiddleware{middleware.Health{Breaker: r.breaker, Store: hold}.Middleware, signer}
+	if !e.RateLimit.IsZero() {
+		limiter, err := b.limiter(e.RateLimit)
+		if err != nil {
+			_ = deliver.Close()
+			return nil, fmt.Errorf("rate_limit: %w", err)
+		}
+		attempt = []message.HandlerMiddleware{attempt[0], middleware.RateLimit{
+			Limiter:        limiter,
+			Key:            e.Name,
+			Store:          hold,
+			OnLimiterError: r.onLimiterError,
+		}.Middleware, signer}
+	}
 	head := []message.HandlerMiddleware{
 		wmiddleware.Recoverer,
 		r.tag,
@@ -244,9 +294,11 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 		}
 		return compose(all, deliver.Handle)
 	}
-	v.first = chain(head, once, []message.HandlerMiddleware{schedule, signer})
-	v.retry = chain(head, []message.HandlerMiddleware{schedule, signer})
-	v.send = chain(head, once, []message.HandlerMiddleware{wait, signer})
+	v.first = chain(head, once, []message.HandlerMiddleware{schedule}, attempt)
+	// The filter again on the retry topic: a replayed dead letter (one
+	// shed from the backlog was never filtered) or a filter changed since.
+	v.retry = chain(head, once[:1], []message.HandlerMiddleware{schedule}, attempt)
+	v.send = chain(head, once, []message.HandlerMiddleware{wait, signer}) // Send: now, no rate limit
 	return v, nil
 }
 
@@ -276,6 +328,7 @@ func (r *route) stop(ctx context.Context) error {
 			return fmt.Errorf("bus: endpoint %s: stopping: %w", r.displayName(), ctx.Err())
 		}
 	}
+	r.closeSubs()
 	r.mu.RLock()
 	v := r.cur
 	r.mu.RUnlock()
@@ -308,4 +361,46 @@ func (r *route) version() *routeVersion {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.cur
+}
+
+// limiter returns the budget of a rate limit: shared by every router on
+// Redis, this process's elsewhere.
+func (b *Bus) limiter(rl RateLimit) (middleware.Limiter, error) {
+	if rt, ok := b.transport.(*transports.RedisTransport); ok {
+		return rt.Limiter(rl.Events, rl.Per)
+	}
+	return middleware.NewLocalLimiter(rl.Events, rl.Per)
+}
+
+// onLimiterError logs, at most once a second, a rate limit whose budget
+// could not be read (Redis unreachable): the attempt went without it.
+func (s *sink) onLimiterError(msg *message.Message, err error) {
+	now := time.Now().UnixNano()
+	last := s.lastLimiterLog.Load()
+	if now-last < int64(time.Second) || !s.lastLimiterLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.b.log.Warn("memhook: rate limit unavailable, attempting without it",
+		"endpoint", s.displayName(), "id", msg.UUID, "error", err.Error())
+}
+
+// onStateChange logs a change of the endpoint's health at WARN.
+func (r *route) onStateChange(from, to middleware.State, reason string) {
+	r.b.log.Warn("memhook: endpoint "+string(to), "endpoint", r.displayName(), "from", string(from), "to", string(to),
+		"reason", reason, "url", *r.url.Load())
+}
+
+// delay hands msg to the transport's delay store, due on the endpoint's
+// retry topic. When the store is full for this endpoint and other
+// endpoints share the transport, the endpoint's backlog has passed its
+// bound: msg goes to the poison queue (onShed) instead of coming back
+// again and again. With one endpoint the refusal stands: the message is
+// nacked and comes back, as before endpoints existed.
+func (r *route) delay(msg *message.Message, due time.Time) error {
+	err := r.b.transport.(transports.Delayer).PublishAt(r.retryTopic, due, msg) // every transport that delivers has one
+	if errors.Is(err, transports.ErrQueueFull) && r.b.fannedOut() {
+		r.b.onShed(r.retryTopic, r.group, msg)
+		return nil
+	}
+	return err
 }

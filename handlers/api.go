@@ -37,7 +37,14 @@ const (
 	PathHealth      = "/healthz"
 	PathReady       = "/readyz"
 	PathMetrics     = "/metrics"
+	// PathEndpoints lists the endpoints; PathEndpoints + "/{name}/pause"
+	// and "/resume" change one's state.
+	PathEndpoints = "/api/endpoints"
 )
+
+// ErrUnknownEndpoint is what API.SetEndpointState returns (wrapped or
+// not) for an endpoint it does not know; the API answers 404.
+var ErrUnknownEndpoint = errors.New("handlers: no such endpoint")
 
 // ErrBusy is what a Publish func returns (wrapped or not) when the
 // delivery queue cannot take more now; the API answers 503 with
@@ -67,6 +74,14 @@ type API struct {
 	Ready func(ctx context.Context) error
 	// Metrics serves GET /metrics; nil answers 404.
 	Metrics http.Handler
+	// Endpoints returns the body of GET /api/endpoints: each endpoint
+	// with its state and counters. nil answers 404, as do the pause and
+	// resume routes.
+	Endpoints func() any
+	// SetEndpointState pauses (pause true) or resumes endpoint name, for
+	// POST /api/endpoints/{name}/pause and /resume. It returns an error
+	// wrapping ErrUnknownEndpoint for a name it does not know (404).
+	SetEndpointState func(ctx context.Context, name string, pause bool) error
 
 	// AdminToken, when set, is required as a bearer token by status and
 	// test.
@@ -217,6 +232,28 @@ func (a *API) Handler(ctx context.Context) (http.Handler, error) {
 	})
 	if a.Metrics != nil {
 		mux.Handle("GET "+PathMetrics, a.Metrics)
+	}
+	if a.Endpoints != nil {
+		mux.Handle("GET "+PathEndpoints, adminCheck.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"endpoints": a.Endpoints()})
+		})))
+	}
+	if a.SetEndpointState != nil {
+		for _, verb := range []string{"pause", "resume"} {
+			pause := verb == "pause"
+			mux.Handle("POST "+PathEndpoints+"/{name}/"+verb, adminCheck.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				name := r.PathValue("name")
+				err := a.SetEndpointState(r.Context(), name, pause)
+				switch {
+				case errors.Is(err, ErrUnknownEndpoint):
+					writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint named %q", name))
+				case err != nil:
+					writeError(w, http.StatusInternalServerError, err.Error())
+				default:
+					writeJSON(w, http.StatusOK, map[string]string{"status": verb + "d", "endpoint": name})
+				}
+			})))
+		}
 	}
 	// Known paths with another method: 405 in JSON (the mux's own answer is
 	// plain text); anything else: 404 in JSON.

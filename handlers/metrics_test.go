@@ -61,3 +61,50 @@ func TestMetricsRetriesWaiting(t *testing.T) {
 		})
 	}
 }
+
+// Each endpoint's counters, retries waiting, backlog and state are
+// series labelled by endpoint.
+func TestMetricsPerEndpoint(t *testing.T) {
+	m := handlers.NewMetrics(func() handlers.Snapshot {
+		return handlers.Snapshot{Endpoints: []handlers.EndpointCounts{
+			{Name: "default", State: "active", Delivered: 7},
+			{Name: "crm", State: "paused", Delivered: 2, Poisoned: 5, Shed: 4, Retrying: 3, Backlog: 9},
+		}}
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range s.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case s.GetCounter() != nil:
+				got[key] = s.GetCounter().GetValue()
+			case s.GetGauge() != nil:
+				got[key] = s.GetGauge().GetValue()
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"memhook_endpoint_events_total,endpoint=default,outcome=delivered": 7,
+		"memhook_endpoint_events_total,endpoint=crm,outcome=delivered":     2,
+		"memhook_endpoint_events_total,endpoint=crm,outcome=poisoned":      5,
+		"memhook_endpoint_events_total,endpoint=crm,outcome=shed":          4,
+		"memhook_endpoint_retries_waiting,endpoint=crm":                    3,
+		"memhook_endpoint_backlog,endpoint=crm":                            9,
+		"memhook_endpoint_state,endpoint=crm,state=paused":                 1,
+		"memhook_endpoint_state,endpoint=crm,state=active":                 0,
+		"memhook_endpoint_state,endpoint=default,state=active":             1,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+}

@@ -150,6 +150,9 @@ func (s Schedule) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		if orig.Err() != nil {
 			return nil, orig.Err()
 		}
+		if ns := (*NotScheduledError)(nil); errors.As(err, &ns) {
+			return nil, err // a hold below (health, rate limit) the store refused: no attempt was made
+		}
 		delay, left := s.Wait(attempt, err)
 		if !left || !Retryable(err) {
 			return nil, &GiveUpError{Attempts: attempt, Err: err}

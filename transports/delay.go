@@ -2,6 +2,7 @@ package transports
 
 import (
 	"container/heap"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +19,7 @@ const redeliverRetry = 100 * time.Millisecond
 // refuses is tried again after redeliverRetry. It is the in-process delay
 // store of the memory transport and of brought pub/subs.
 type timerHeap struct {
-	deliver func(topic string, msg *message.Message) error
+	deliver func(it delayedItem) error
 
 	mu      sync.Mutex
 	items   delayedItems
@@ -33,6 +34,10 @@ type delayedItem struct {
 	due   time.Time
 	topic string
 	msg   *message.Message
+	// groups are the consumer groups the message counts against while it
+	// waits (the memory transport's; nil for a brought pub/sub). The slice
+	// is shared and never modified.
+	groups []string
 }
 
 type delayedItems []delayedItem
@@ -49,22 +54,22 @@ func (d *delayedItems) Pop() any {
 	return it
 }
 
-func newTimerHeap(deliver func(topic string, msg *message.Message) error) *timerHeap {
+func newTimerHeap(deliver func(it delayedItem) error) *timerHeap {
 	h := &timerHeap{deliver: deliver, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go h.run()
 	return h
 }
 
-// add keeps msg until due; false once stopped.
-func (h *timerHeap) add(topic string, msg *message.Message, due time.Time) bool {
+// add keeps it.msg until it.due; false once stopped.
+func (h *timerHeap) add(it delayedItem) bool {
 	h.mu.Lock()
 	if h.stopped {
 		h.mu.Unlock()
 		return false
 	}
-	heap.Push(&h.items, delayedItem{due: due, topic: topic, msg: msg})
+	heap.Push(&h.items, it)
 	h.n.Store(int64(len(h.items)))
-	first := h.items[0].msg == msg
+	first := h.items[0].msg == it.msg
 	h.mu.Unlock()
 	if first {
 		select {
@@ -88,11 +93,52 @@ func (h *timerHeap) Oldest() time.Time {
 	return h.items[0].due
 }
 
+// oldestOf is the earliest due time of topic's messages; zero when none
+// waits. It looks at every message: for status, not for the message path.
+func (h *timerHeap) oldestOf(topic string) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var oldest time.Time
+	for _, it := range h.items {
+		if it.topic == topic && (oldest.IsZero() || it.due.Before(oldest)) {
+			oldest = it.due
+		}
+	}
+	return oldest
+}
+
+// removeTopic takes every message of topic out and returns them, soonest
+// due first.
+func (h *timerHeap) removeTopic(topic string) []delayedItem {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []delayedItem
+	kept := h.items[:0]
+	for _, it := range h.items {
+		if it.topic == topic {
+			out = append(out, it)
+		} else {
+			kept = append(kept, it)
+		}
+	}
+	clear(h.items[len(kept):])
+	h.items = kept
+	heap.Init(&h.items)
+	h.n.Store(int64(len(h.items)))
+	slices.SortStableFunc(out, func(a, b delayedItem) int { return a.due.Compare(b.due) })
+	return out
+}
+
 func (h *timerHeap) run() {
 	defer close(h.done)
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
+		select {
+		case <-h.stop:
+			return
+		default:
+		}
 		h.mu.Lock()
 		wait := time.Hour
 		if len(h.items) > 0 {
@@ -126,13 +172,13 @@ func (h *timerHeap) fire() {
 		it := heap.Pop(&h.items).(delayedItem)
 		h.n.Store(int64(len(h.items)))
 		h.mu.Unlock()
-		if err := h.deliver(it.topic, it.msg); err != nil {
+		if err := h.deliver(it); err != nil {
+			// Kept even when close has begun: close takes what is left
+			// once this goroutine has ended, so it reports it.
 			h.mu.Lock()
-			if !h.stopped {
-				it.due = now.Add(redeliverRetry)
-				heap.Push(&h.items, it)
-				h.n.Store(int64(len(h.items)))
-			}
+			it.due = now.Add(redeliverRetry)
+			heap.Push(&h.items, it)
+			h.n.Store(int64(len(h.items)))
 			h.mu.Unlock()
 		}
 	}
@@ -146,12 +192,14 @@ func (h *timerHeap) close() Left {
 		return nil
 	}
 	h.stopped = true
+	h.mu.Unlock()
+	close(h.stop)
+	<-h.done // no message is between the heap and deliver any more
+	h.mu.Lock()
 	items := h.items
 	h.items = nil
 	h.n.Store(0)
 	h.mu.Unlock()
-	close(h.stop)
-	<-h.done
 	left := Left{}
 	for _, it := range items {
 		left[it.topic] = append(left[it.topic], it.msg)

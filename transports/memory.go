@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,8 +17,11 @@ import (
 
 // Errors returned by Memory.Publish.
 var (
-	// ErrQueueFull: the topic's queue holds Capacity messages; the message
-	// was not accepted. Publish returns it at once, never blocking.
+	// ErrQueueFull: the topic's queue holds Capacity messages (with
+	// several consumer groups and MemoryConfig.OnShed set: every group's
+	// queue does); the message was not accepted. Publish returns it at
+	// once, never blocking. PublishAt returns it when Capacity messages
+	// already wait for a group of the topic.
 	ErrQueueFull = errors.New("transports: memory queue is full")
 	// ErrClosed: the transport is closed or closing.
 	ErrClosed = errors.New("transports: closed")
@@ -44,6 +48,21 @@ type MemoryConfig struct {
 	// again; it doubles up to 32 times as long. 0 means
 	// DefaultMemoryNackDelay, 100ms.
 	NackDelay time.Duration
+	// OnShed, when set, isolates the consumer groups of a topic from each
+	// other: a message published to a topic with several groups is
+	// refused (ErrQueueFull) only when every group's queue is full; a
+	// full group gives up its oldest queued messages until it has room
+	// (its queue and its waiting retries within Capacity, see PublishAt)
+	// and OnShed gets a copy of each, with the topic and the group, to
+	// keep it somewhere (the bus publishes it to its poison topic). A
+	// full group with nothing queued to give up (its waiting retries fill
+	// it) sheds the new message instead. OnShed is called on the publishing
+	// goroutine once the Memory's lock is released, so it may publish to
+	// the Memory; Drain waits for it to return. nil means no shedding: a
+	// message is refused when any group's queue is full, so that no group
+	// gets a message another missed. A topic with one group refuses when
+	// it is full either way.
+	OnShed func(topic, group string, msg *message.Message)
 	// Logger; nil means watermill.NopLogger.
 	Logger watermill.LoggerAdapter
 }
@@ -80,15 +99,17 @@ func (c MemoryConfig) Validate() error {
 
 // Memory is the embedded transport: one bounded FIFO queue per topic and
 // consumer group. Every group of a topic gets each message published to
-// it; the subscriptions of one group share its queue (competing
-// consumers). Memory.Subscribe subscribes as the unnamed group "";
-// Subscriber(name) returns a subscriber of a named group. Unlike
-// watermill's gochannel it keeps messages published before anyone
-// subscribes (the first group to subscribe to a topic takes them; a group
-// that subscribes later gets the messages published from then on), never
-// starts a goroutine per message (each subscription runs Workers
-// goroutines), bounds memory by Capacity, and waits NackDelay (doubling)
-// before handing out a nacked message again.
+// it (with MemoryConfig.OnShed, a full group sheds its oldest instead of
+// refusing for all); the subscriptions of one group share its queue
+// (competing consumers); RemoveGroup ends a group. Memory.Subscribe
+// subscribes as the unnamed group ""; Subscriber(name) returns a
+// subscriber of a named group. Unlike watermill's gochannel it keeps
+// messages published before anyone subscribes (the first group to
+// subscribe to a topic takes them; a group that subscribes later gets the
+// messages published from then on), never starts a goroutine per message
+// (each subscription runs Workers goroutines), bounds memory by Capacity
+// per group, and waits NackDelay (doubling) before handing out a nacked
+// message again.
 //
 // Messages live only in this process: Shutdown reports those not acked.
 type Memory struct {
@@ -103,6 +124,14 @@ type Memory struct {
 	workers sync.WaitGroup
 	idle    *sync.Cond // signalled when a topic's outstanding count drops
 	delays  *timerHeap // messages PublishAt holds until they are due
+
+	// Messages PublishAt holds, counted under mu from PublishAt until
+	// they are published (or taken back), by the consumer group they
+	// count against, by topic, and in all.
+	waitGroup map[string]int
+	waitTopic map[string]int
+	waitTotal int
+	shedding  int // shed messages OnShed has not returned from yet
 }
 
 // groups are the queues of one topic, one per consumer group, in the
@@ -110,9 +139,28 @@ type Memory struct {
 type groups struct {
 	byName map[string]*queue
 	order  []*queue
+	names  []string // the groups' names in order, or [""] while there are none; replaced, never modified
+	// retired are the queues RemoveGroup took out while messages of
+	// theirs were in flight: Drain waits for those, Shutdown reports what
+	// they still hold.
+	retired []*queue
+}
+
+// setOrder makes order the topic's groups.
+func (g *groups) setOrder(order []*queue) {
+	g.order = order
+	names := make([]string, 0, max(len(order), 1))
+	for _, q := range order {
+		names = append(names, q.name)
+	}
+	if len(names) == 0 {
+		names = append(names, "")
+	}
+	g.names = names
 }
 
 type queue struct {
+	name        string
 	subscribed  bool // a subscription took from it: it is no longer the topic's backlog
 	ch          chan *message.Message
 	outstanding int                           // accepted and not yet acked; guarded by Memory.mu
@@ -137,14 +185,17 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		closing: make(chan struct{}),
 		abort:   cancel,
 		ctx:     ctx,
+
+		waitGroup: map[string]int{},
+		waitTopic: map[string]int{},
 	}
 	m.idle = sync.NewCond(&m.mu)
-	m.delays = newTimerHeap(func(topic string, msg *message.Message) error { return m.publish(topic, msg, false) })
+	m.delays = newTimerHeap(m.publishDue)
 	return m, nil
 }
 
-func (m *Memory) newQueue() *queue {
-	return &queue{ch: make(chan *message.Message, m.cfg.Capacity), held: map[*message.Message]struct{}{}}
+func (m *Memory) newQueue(name string) *queue {
+	return &queue{name: name, ch: make(chan *message.Message, m.cfg.Capacity), held: map[*message.Message]struct{}{}}
 }
 
 // group returns the queue of group on topic, made if missing. The first
@@ -162,85 +213,274 @@ func (m *Memory) group(topic, group string) *queue {
 	if backlog := g.byName[""]; backlog != nil && !backlog.subscribed && len(g.order) == 1 {
 		delete(g.byName, "")
 		g.byName[group] = backlog
+		backlog.name = group
+		g.setOrder(g.order)
 		return backlog
 	}
-	q := m.newQueue()
+	q := m.newQueue(group)
 	g.byName[group] = q
-	g.order = append(g.order, q)
+	g.setOrder(append(slices.Clip(g.order), q))
 	return q
 }
 
 // Publish appends the messages to the queue of every consumer group of
-// topic (to the topic's backlog while it has none) without blocking. When a
-// queue is full it returns an error wrapping ErrQueueFull that says how
-// many of the messages were accepted (those before the first refused one,
-// by every group); after Shutdown it returns ErrClosed.
+// topic (to the topic's backlog while it has none) without blocking. A
+// group's room is Capacity less its queue and the messages PublishAt
+// holds for it. When a group has no room, the message is refused for
+// every group, or, with MemoryConfig.OnShed and another group with room,
+// a full group sheds its oldest queued messages (see OnShed). A refusal returns an
+// error wrapping ErrQueueFull that says how many of the messages were
+// accepted (those before the first refused one); after Shutdown Publish
+// returns ErrClosed.
 func (m *Memory) Publish(topic string, messages ...*message.Message) error {
 	return m.publishAll(topic, messages, true)
 }
 
 // PublishAt keeps msg and publishes it to topic at due (at once if due has
-// passed), from one timer goroutine. Messages waiting count towards every
-// queue's Capacity: PublishAt returns ErrQueueFull when Capacity messages
-// already wait, and Publish refuses while a queue and the waiting messages
-// together hold Capacity. Drain waits for them; Shutdown returns them.
+// passed), from one timer goroutine. A waiting message counts against the
+// consumer groups topic has when PublishAt is called (its backlog "" when
+// it has none), and against their queues of that name on every topic: a
+// group's queue and the messages waiting for it together stay within
+// Capacity when it is published to (an endpoint's events queue makes room
+// for the retries waiting on its retry topic, the same group). PublishAt
+// returns ErrQueueFull when Capacity messages already wait for one of
+// those groups; messages waiting for another group do not count. Drain
+// waits for them; Shutdown returns them.
 func (m *Memory) PublishAt(topic string, due time.Time, msg *message.Message) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return ErrClosed
 	}
-	if m.delays.Len() >= m.cfg.Capacity {
-		return ErrQueueFull
+	names := m.groupNames(topic)
+	for _, name := range names {
+		if m.waitGroup[name] >= m.cfg.Capacity {
+			return ErrQueueFull
+		}
 	}
-	if !m.delays.add(topic, msg, due) {
+	if !m.delays.add(delayedItem{due: due, topic: topic, msg: msg, groups: names}) {
 		return ErrClosed
 	}
+	m.countWaiting(topic, names, 1)
 	return nil
 }
 
 // Waiting returns how many messages PublishAt holds and the earliest due
 // time (zero when none).
-func (m *Memory) Waiting() (int, time.Time) { return m.delays.Len(), m.delays.Oldest() }
-
-// publish appends messages to topic; counting delayed, room is left for
-// the messages PublishAt holds.
-func (m *Memory) publish(topic string, msg *message.Message, countDelayed bool) error {
-	return m.publishAll(topic, []*message.Message{msg}, countDelayed)
+func (m *Memory) Waiting() (int, time.Time) {
+	m.mu.Lock()
+	n := m.waitTotal
+	m.mu.Unlock()
+	return n, m.delays.Oldest()
 }
 
+// WaitingOf returns how many messages PublishAt holds for topic and the
+// earliest of their due times (zero when none): an endpoint's waiting
+// retries when topic is its retry topic. It looks at every waiting
+// message; it is meant for status, not for every publish.
+func (m *Memory) WaitingOf(topic string) (int, time.Time) {
+	m.mu.Lock()
+	n := m.waitTopic[topic]
+	m.mu.Unlock()
+	if n == 0 {
+		return 0, time.Time{}
+	}
+	return n, m.delays.oldestOf(topic)
+}
+
+// groupNames returns the names of topic's consumer groups, [""] while it
+// has none. The caller holds m.mu.
+func (m *Memory) groupNames(topic string) []string {
+	if g := m.topics[topic]; g != nil && g.names != nil {
+		return g.names
+	}
+	return backlogNames
+}
+
+var backlogNames = []string{""}
+
+// countWaiting adds d messages waiting for topic and its groups names.
+// The caller holds m.mu.
+func (m *Memory) countWaiting(topic string, names []string, d int) {
+	m.waitTotal += d
+	if m.waitTopic[topic] += d; m.waitTopic[topic] == 0 {
+		delete(m.waitTopic, topic)
+	}
+	for _, name := range names {
+		if m.waitGroup[name] += d; m.waitGroup[name] == 0 {
+			delete(m.waitGroup, name)
+		}
+	}
+	if d < 0 {
+		m.idle.Broadcast()
+	}
+}
+
+// publishDue publishes a message of the delay store that came due; it
+// stops counting as waiting once its topic accepts it.
+func (m *Memory) publishDue(it delayedItem) error {
+	m.mu.Lock()
+	_, shed, err := m.publishLocked(it.topic, []*message.Message{it.msg}, false)
+	if err == nil {
+		m.countWaiting(it.topic, it.groups, -1)
+	}
+	m.mu.Unlock()
+	m.handShed(shed)
+	return err
+}
+
+// shedMsg is a message a full group gave up, handed to OnShed once
+// m.mu is released.
+type shedMsg struct {
+	topic, group string
+	msg          *message.Message
+}
+
+// publishAll appends messages to topic; counting delayed, room is left
+// for the messages PublishAt holds.
 func (m *Memory) publishAll(topic string, messages []*message.Message, countDelayed bool) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	accepted, shed, err := m.publishLocked(topic, messages, countDelayed)
+	m.mu.Unlock()
+	m.handShed(shed)
+	switch {
+	case err == nil || !errors.Is(err, ErrQueueFull) || len(messages) == 1:
+		return err
+	}
+	return fmt.Errorf("%w: %d of %d messages accepted", err, accepted, len(messages))
+}
+
+// publishLocked appends messages to every group's queue of topic until
+// one is refused, and returns how many were accepted and what full groups
+// shed for them (counted in m.shedding). The caller holds m.mu and hands
+// the shed messages to handShed once it released it.
+func (m *Memory) publishLocked(topic string, messages []*message.Message, countDelayed bool) (int, []shedMsg, error) {
 	if m.closed {
-		return ErrClosed
+		return 0, nil, ErrClosed
 	}
 	g := m.topics[topic]
 	if g == nil || len(g.order) == 0 {
 		m.group(topic, "")
 		g = m.topics[topic]
 	}
-	room := len(messages)
-	delayed := 0
-	if countDelayed {
-		delayed = m.delays.Len()
+	room := func(q *queue) int {
+		n := cap(q.ch) - len(q.ch)
+		if countDelayed {
+			n -= m.waitGroup[q.name]
+		}
+		return n
 	}
-	for _, q := range g.order {
-		room = max(min(room, cap(q.ch)-len(q.ch)-delayed), 0)
-	}
-	for _, msg := range messages[:room] {
+	var shed []shedMsg
+	accepted := 0
+	for _, msg := range messages {
+		full := 0
 		for _, q := range g.order {
+			if room(q) <= 0 {
+				full++
+			}
+		}
+		if full == len(g.order) || full > 0 && m.cfg.OnShed == nil {
+			break
+		}
+	queues:
+		for _, q := range g.order {
+			for room(q) <= 0 { // only workers take meanwhile: room only grows
+				select {
+				case old := <-q.ch:
+					q.outstanding--
+					shed = append(shed, shedMsg{topic: topic, group: q.name, msg: old})
+				default: // nothing queued to give up: its waiting messages fill it
+					shed = append(shed, shedMsg{topic: topic, group: q.name, msg: msg})
+					continue queues
+				}
+			}
 			q.ch <- msg // handOut sends copies; the original stays here
 			q.outstanding++
 		}
+		accepted++
 	}
-	switch {
-	case room == len(messages):
+	m.shedding += len(shed)
+	if accepted < len(messages) {
+		return accepted, shed, ErrQueueFull
+	}
+	return accepted, shed, nil
+}
+
+// handShed hands each shed message to OnShed, as a copy (the original
+// may still be queued for other groups), then stops counting it. It is
+// called without m.mu.
+func (m *Memory) handShed(shed []shedMsg) {
+	if len(shed) == 0 {
+		return
+	}
+	for _, s := range shed {
+		m.cfg.OnShed(s.topic, s.group, s.msg.Copy())
+	}
+	m.mu.Lock()
+	m.shedding -= len(shed)
+	m.idle.Broadcast()
+	m.mu.Unlock()
+}
+
+// RemoveGroup ends consumer group group of topic (an endpoint removed):
+// it gets no message published from then on, the messages PublishAt holds
+// stop counting against it, and RemoveGroup returns the messages its
+// queue held, oldest first, for the caller to keep (the bus poisons them).
+// When group was topic's last group it also returns the messages
+// PublishAt holds for topic, soonest due first: nobody would take them.
+// Messages in flight are not returned: the group's subscriptions may
+// still finish them (Drain waits for them); close the group's subscribers
+// to end those. A message a subscription gives back after RemoveGroup
+// (it ended before a handler took it) is reported by Shutdown. A group of
+// that name subscribing again later is a new group (see Memory: it gets
+// the messages published from then on). Removing a group that does not
+// exist returns nil.
+func (m *Memory) RemoveGroup(topic, group string) []*message.Message {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := m.topics[topic]
+	if g == nil || g.byName[group] == nil {
 		return nil
-	case len(messages) == 1:
-		return ErrQueueFull
 	}
-	return fmt.Errorf("%w: %d of %d messages accepted", ErrQueueFull, room, len(messages))
+	q := g.byName[group]
+	delete(g.byName, group)
+	g.setOrder(slices.DeleteFunc(slices.Clone(g.order), func(o *queue) bool { return o == q }))
+	var left []*message.Message
+	for taken := true; taken; {
+		select {
+		case msg := <-q.ch:
+			left = append(left, msg)
+		default:
+			taken = false
+		}
+	}
+	q.outstanding -= len(left)
+	g.retired = slices.DeleteFunc(g.retired, func(r *queue) bool { return r.outstanding == 0 })
+	if q.outstanding > 0 {
+		g.retired = append(g.retired, q)
+	}
+	if len(g.order) == 0 {
+		for _, it := range m.delays.removeTopic(topic) {
+			m.countWaiting(it.topic, it.groups, -1)
+			left = append(left, it.msg)
+		}
+	}
+	m.idle.Broadcast()
+	return left
+}
+
+// QueuedOf returns how many messages wait in the queue of group on topic,
+// not yet handed out: an endpoint's backlog on the events topic or on its
+// retry topic. 0 when the group does not exist.
+func (m *Memory) QueuedOf(topic, group string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g := m.topics[topic]; g != nil {
+		if q := g.byName[group]; q != nil {
+			return len(q.ch)
+		}
+	}
+	return 0
 }
 
 // Subscriber returns a subscriber of consumer group group: it gets every
@@ -468,7 +708,8 @@ func (m *Memory) putBack(topic string, q *queue, msg *message.Message) {
 }
 
 // Outstanding returns how many messages of topic were accepted and not yet
-// acked (queued or in flight), summed over its consumer groups.
+// acked (queued or in flight), summed over its consumer groups (and those
+// RemoveGroup removed while messages of theirs were in flight).
 func (m *Memory) Outstanding(topic string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -477,12 +718,15 @@ func (m *Memory) Outstanding(topic string) int {
 		for _, q := range g.order {
 			n += q.outstanding
 		}
+		for _, q := range g.retired {
+			n += q.outstanding
+		}
 	}
 	return n
 }
 
 // Queued returns how many messages of topic wait in its queues, summed over
-// its consumer groups.
+// its consumer groups (as Outstanding).
 func (m *Memory) Queued(topic string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -491,13 +735,18 @@ func (m *Memory) Queued(topic string) int {
 		for _, q := range g.order {
 			n += len(q.ch)
 		}
+		for _, q := range g.retired {
+			n += len(q.ch)
+		}
 	}
 	return n
 }
 
 // Drain waits until every message of the given topics (of every topic
-// when none is given) has been acked, or ctx is done (its error is
-// returned). It does not refuse publishes: the
+// when none is given) has been acked, none waits in PublishAt for them,
+// and OnShed has returned for every shed message, or ctx is done (its
+// error is returned). Of a group RemoveGroup removed it waits for the
+// messages in flight only. It does not refuse publishes: the
 // caller stops its own producers first, while handlers may still publish
 // (to a poison topic, say).
 func (m *Memory) Drain(ctx context.Context, topics ...string) error {
@@ -522,9 +771,13 @@ func (m *Memory) Drain(ctx context.Context, topics ...string) error {
 				for _, q := range g.order {
 					busy = busy || q.outstanding > 0
 				}
+				for _, q := range g.retired {
+					busy = busy || q.outstanding > len(q.ch) // what is queued there has no taker
+				}
 			}
+			busy = busy || m.waitTopic[t] > 0
 		}
-		busy = busy || m.delays.Len() > 0
+		busy = busy || m.shedding > 0 || len(topics) == 0 && m.waitTotal > 0
 		if !busy {
 			return nil
 		}
@@ -563,6 +816,9 @@ func (m *Memory) Shutdown() Left {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	clear(m.waitGroup)
+	clear(m.waitTopic)
+	m.waitTotal = 0
 	left := delayed
 	if left == nil {
 		left = Left{}
@@ -575,7 +831,7 @@ func (m *Memory) Shutdown() Left {
 				left[name] = append(left[name], msg)
 			}
 		}
-		for _, q := range g.order {
+		for _, q := range slices.Concat(g.order, g.retired) {
 			for msg := range q.held {
 				add(msg)
 			}

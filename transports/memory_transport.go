@@ -62,3 +62,17 @@ func (t *MemoryTransport) Queued(topic string) int { return t.m.Queued(topic) }
 
 // Outstanding implements Depth.
 func (t *MemoryTransport) Outstanding(topic string) int { return t.m.Outstanding(topic) }
+
+// WaitingOf returns how many retries wait for topic and the earliest due
+// time (Memory.WaitingOf): an endpoint's, on its retry topic.
+func (t *MemoryTransport) WaitingOf(topic string) (int, time.Time) { return t.m.WaitingOf(topic) }
+
+// QueuedOf returns how many messages wait in group's queue on topic
+// (Memory.QueuedOf): an endpoint's backlog.
+func (t *MemoryTransport) QueuedOf(topic, group string) int { return t.m.QueuedOf(topic, group) }
+
+// RemoveGroup ends group on topic and returns what it held
+// (Memory.RemoveGroup): an endpoint removed at reload.
+func (t *MemoryTransport) RemoveGroup(topic, group string) []*message.Message {
+	return t.m.RemoveGroup(topic, group)
+}

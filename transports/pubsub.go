@@ -45,13 +45,13 @@ func NewPubSub(pub message.Publisher, subscribe func(group string) (message.Subs
 		return nil, errors.New("transports: NewPubSub: the publisher is required")
 	}
 	p := &PubSub{pub: pub, subscribe: subscribe}
-	p.delays = newTimerHeap(func(topic string, msg *message.Message) error { return pub.Publish(topic, msg) })
+	p.delays = newTimerHeap(func(it delayedItem) error { return pub.Publish(it.topic, it.msg) })
 	return p, nil
 }
 
 // PublishAt keeps msg in this process and publishes it to topic at due.
 func (p *PubSub) PublishAt(topic string, due time.Time, msg *message.Message) error {
-	if !p.delays.add(topic, msg, due) {
+	if !p.delays.add(delayedItem{due: due, topic: topic, msg: msg}) {
 		return ErrClosed
 	}
 	return nil

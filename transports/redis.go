@@ -49,6 +49,29 @@ func DefaultConsumer() string {
 // NoMaxLen as RedisConfig.MaxLen: streams are never trimmed.
 const NoMaxLen = -1
 
+// GroupStart is where a new consumer group starts reading its stream
+// (RedisConfig.GroupStart).
+type GroupStart int
+
+const (
+	// GroupStartOldest creates a group with the entries the stream holds
+	// (XGROUP CREATE … 0): nothing appended before the first router
+	// started is missed. The default.
+	GroupStartOldest GroupStart = iota
+	// GroupStartNewest creates a group with the entries appended after it
+	// was created (XGROUP CREATE … $): an endpoint added at runtime gets
+	// the events emitted from then on.
+	GroupStartNewest
+)
+
+// id is the XGROUP CREATE position of g.
+func (g GroupStart) id() string {
+	if g == GroupStartNewest {
+		return "$"
+	}
+	return "0"
+}
+
 // ClaimMargin is what ClaimTimeout adds to its multiple of the worst case.
 const ClaimMargin = 10 * time.Second
 
@@ -93,7 +116,10 @@ type RedisConfig struct {
 	// Entries leave the stream only through TrimAcked, once every consumer
 	// group acknowledged them: an unread or pending entry is never
 	// trimmed. A full stream means the routers are down or behind; the
-	// application gets the error and keeps the event. Size it above the
+	// application gets the error and keeps the event. One consumer group
+	// left behind (an endpoint paused or without routers) does not fill
+	// it for all when bound (RedisTransport.Bound): its backlog past the
+	// bound is shed to the poison stream. Size it above the
 	// backlog you must survive (outage × event rate). 0 means
 	// DefaultMaxLen, 1 000 000; NoMaxLen never refuses. The poison stream
 	// is not bounded: DLQ.Purge and DLQ.Replay empty it.
@@ -107,18 +133,40 @@ type RedisConfig struct {
 	// connections unless the URL sets pool_size. 0 means
 	// DefaultConsumers, 16.
 	Consumers int
-	// EventsTopic is the stream DLQ.Replay publishes to. Empty means
-	// DefaultEventsTopic, "memory.events".
+	// EventsTopic is the events stream every endpoint's consumer group
+	// reads: RedisTransport.Bound sheds backlogs there and RemoveGroup
+	// removes groups from it. Empty means DefaultEventsTopic,
+	// "memory.events".
 	EventsTopic string
-	// RetryTopic is the stream due retries are appended to; the retries
-	// waiting for it are kept in the sorted set RetryTopic + ":delayed".
-	// Empty means DefaultRetryTopic, "memory.events.retry".
+	// RetryTopic is the stream the default endpoint's due retries are
+	// appended to (another endpoint's: RetryTopic + "." + its name); the
+	// retries waiting for a topic are kept in the sorted set topic +
+	// ":delayed". DLQ replays to these topics. Empty means
+	// DefaultRetryTopic, "memory.events.retry".
 	RetryTopic string
 	// PoisonTopic is the poison stream: undecodable entries are copied
 	// there, and DLQ reads it. It must be the topic the PoisonQueue
 	// middleware publishes to. Empty means DefaultPoisonTopic,
 	// "memory.events.poison".
 	PoisonTopic string
+	// GroupStart is where a consumer group a subscriber creates starts
+	// reading a stream: GroupStartOldest (the zero value) with the entries
+	// the stream holds, GroupStartNewest with those appended after the
+	// group was created. A group that exists keeps its position, and a
+	// group lost and created again (a Redis restarted without persistence)
+	// always starts with the entries the stream holds.
+	// RedisTransport.SubscriberFrom sets it for one subscriber.
+	GroupStart GroupStart
+	// TrimInterval is how often a consuming RedisTransport sheds the
+	// backlogs past their bound (RedisTransport.Bound), then trims the
+	// streams it reads. 0 means DefaultTrimInterval, 5s.
+	TrimInterval time.Duration
+	// OnShed, if set, is called by a consuming RedisTransport after it
+	// moved shed entries of a bound consumer group's backlog to the poison
+	// stream (see RedisTransport.Bound), with the endpoint Bound named and
+	// how many; for counting and logging (unset, the transport logs them at
+	// WARN). It must not block.
+	OnShed func(endpoint string, shed int)
 	// NackDelay is how long a nacked message waits before it is handed out
 	// again. 0 means DefaultNackDelay, 1s.
 	NackDelay time.Duration
@@ -182,6 +230,9 @@ func (c *RedisConfig) setDefaults() {
 	if c.NackDelay == 0 {
 		c.NackDelay = DefaultNackDelay
 	}
+	if c.TrimInterval == 0 {
+		c.TrimInterval = DefaultTrimInterval
+	}
 	if c.CloseTimeout == 0 {
 		c.CloseTimeout = DefaultCloseTimeout
 	}
@@ -220,6 +271,12 @@ func (c RedisConfig) Validate() error {
 	}
 	if c.NackDelay < 0 {
 		bad("NackDelay must not be negative, got %s", c.NackDelay)
+	}
+	if c.TrimInterval < 0 {
+		bad("TrimInterval must not be negative, got %s", c.TrimInterval)
+	}
+	if c.GroupStart != GroupStartOldest && c.GroupStart != GroupStartNewest {
+		bad("GroupStart must be GroupStartOldest or GroupStartNewest, got %d", c.GroupStart)
 	}
 	if c.CloseTimeout < 0 {
 		bad("CloseTimeout must not be negative, got %s", c.CloseTimeout)

@@ -69,7 +69,7 @@ func (sub *subscription) join() bool {
 	s := sub.s
 	backoff := resubscribeMin
 	for {
-		err := s.createGroup(sub.intake, sub.topic)
+		err := s.createGroup(sub.intake, sub.topic, s.cfg.GroupStart.id())
 		if err == nil {
 			sub.joinMu.Lock()
 			sub.joinErr = nil
@@ -264,7 +264,7 @@ func (sub *subscription) recover(err error, what string, failures int) bool {
 	s := sub.s
 	fields := watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup}
 	if groupLost(err) {
-		cerr := s.createGroup(sub.intake, sub.topic)
+		cerr := s.createGroup(sub.intake, sub.topic, GroupStartOldest.id())
 		if cerr == nil {
 			s.logger.Info("redis transport: consumer group lost, created again", fields)
 			if failures == 1 {
@@ -323,7 +323,7 @@ func (sub *subscription) claimLoop() {
 			default:
 				aliveFailures++
 				if scriptGroupLost(err) {
-					cerr := s.createGroup(sub.intake, sub.topic)
+					cerr := s.createGroup(sub.intake, sub.topic, GroupStartOldest.id())
 					if cerr == nil {
 						break
 					}
@@ -403,7 +403,7 @@ func (sub *subscription) autoClaim(st *autoClaim) bool {
 			st.failures++
 			st.cursor = "0-0"
 			if groupLost(err) {
-				cerr := s.createGroup(sub.intake, sub.topic)
+				cerr := s.createGroup(sub.intake, sub.topic, GroupStartOldest.id())
 				if cerr == nil {
 					return true
 				}

@@ -30,7 +30,8 @@ const (
 
 // moveDue: KEYS[1] the sorted set, KEYS[2] the retry stream; ARGV[1] now
 // in ms, ARGV[2] the batch, ARGV[3] the prefix of the entry hashes. It
-// returns how many it moved.
+// returns how many it moved, how many still wait and the score (due time
+// in ms) of the soonest, "" when none.
 var moveDue = redis.NewScript(`
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
@@ -42,7 +43,8 @@ for _, id in ipairs(ids) do
   redis.call('DEL', key)
   redis.call('ZREM', KEYS[1], id)
 end
-return #ids
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#ids, redis.call('ZCARD', KEYS[1]), first[2] or ''}
 `)
 
 // delayedKey is the sorted set of retries waiting for topic.
@@ -51,18 +53,25 @@ func delayedKey(topic string) string { return topic + ":delayed" }
 // delayedEntryPrefix prefixes the hash of each waiting retry of topic.
 func delayedEntryPrefix(topic string) string { return topic + ":delayed:" }
 
-// redisDelays caches what the mover last saw.
+// redisDelays caches what the mover last saw, by topic.
 type redisDelays struct {
-	mu      sync.Mutex
-	waiting int
-	oldest  time.Time
+	mu sync.Mutex
+	m  map[string]waiting
+}
+
+// waiting is what waits for one topic.
+type waiting struct {
+	n      int
+	oldest time.Time
 }
 
 // PublishAt keeps msg in Redis, in the sorted set of topic, and the mover
-// of any consuming router appends it to the stream topic at due (the
-// movers move RedisConfig.RetryTopic: use that topic). It
-// returns once Redis holds it (MULTI: the entry's hash and its score). It
-// refuses with ErrStreamFull while MaxLen retries wait.
+// of every consuming router that subscribes to topic (through its
+// RedisTransport) appends it to the stream topic at due: any topic, such
+// as RetryTopic or an endpoint's retry topic (EndpointRetryTopic). While
+// no router subscribes to topic its retries wait (ListDelayed shows them).
+// It returns once Redis holds it (MULTI: the entry's hash and its score).
+// It refuses with ErrStreamFull while MaxLen retries wait for topic.
 func (t *RedisTransport) PublishAt(topic string, due time.Time, msg *message.Message) error {
 	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(topic, msg)
 	if err != nil {
@@ -92,16 +101,38 @@ func (t *RedisTransport) PublishAt(topic string, due time.Time, msg *message.Mes
 	return nil
 }
 
-// Waiting returns how many retries waited and the earliest due time when
-// the mover last looked (every delayMoveInterval).
+// Waiting returns how many retries waited and the earliest due time, over
+// every topic the mover moves (those subscribed here), when it last looked
+// (every delayMoveInterval, 200 ms).
 func (t *RedisTransport) Waiting() (int, time.Time) {
 	t.delays.mu.Lock()
 	defer t.delays.mu.Unlock()
-	return t.delays.waiting, t.delays.oldest
+	total, oldest := 0, time.Time{}
+	for _, w := range t.delays.m {
+		total += w.n
+		if !w.oldest.IsZero() && (oldest.IsZero() || w.oldest.Before(oldest)) {
+			oldest = w.oldest
+		}
+	}
+	return total, oldest
 }
 
-// moveLoop moves due retries to their streams until the transport closes.
-func (t *RedisTransport) moveLoop(topics []string) {
+// WaitingOf is Waiting for the retries of topic alone (an endpoint's retry
+// topic, say): 0 and the zero time when none wait, or when no subscription
+// of this transport reads topic (the mover does not look at it).
+func (t *RedisTransport) WaitingOf(topic string) (int, time.Time) {
+	t.delays.mu.Lock()
+	defer t.delays.mu.Unlock()
+	w := t.delays.m[topic]
+	return w.n, w.oldest
+}
+
+// moveLoop moves due retries to their streams until the transport closes:
+// those of every topic a subscription of this transport reads (the poison
+// topic aside), looked up afresh each time, so that a topic subscribed
+// later (an endpoint added at runtime) is moved from then on, and one
+// whose last subscription ended is no longer.
+func (t *RedisTransport) moveLoop() {
 	defer close(t.moved)
 	tick := time.NewTicker(delayMoveInterval)
 	defer tick.Stop()
@@ -112,7 +143,7 @@ func (t *RedisTransport) moveLoop(topics []string) {
 			return
 		case <-tick.C:
 		}
-		err := t.moveOnce(topics)
+		err := t.moveOnce(t.topics())
 		switch {
 		case err == nil:
 			failures = 0
@@ -127,45 +158,78 @@ func (t *RedisTransport) moveLoop(topics []string) {
 	}
 }
 
-// moveOnce moves every retry due now and notes what still waits.
+// moveOnce moves every retry of topics due now and notes what still
+// waits. One pipeline runs the script for every topic: a round trip per
+// look however many endpoints there are.
 func (t *RedisTransport) moveOnce(topics []string) error {
 	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.publishTimeout())
 	defer cancel()
-	client := t.pub.client
-	waiting, oldest := 0, time.Time{}
-	for _, topic := range topics {
-		for {
-			n, err := moveDue.Run(ctx, client, []string{delayedKey(topic), topic},
-				time.Now().UnixMilli(), delayMoveBatch, delayedEntryPrefix(topic)).Int()
-			if err != nil {
-				return fmt.Errorf("redis transport: moving due retries to %s: %w", topic, err)
-			}
-			if n < delayMoveBatch {
-				break
-			}
-		}
-		n, err := client.ZCard(ctx, delayedKey(topic)).Result()
+	seen := make(map[string]waiting, len(topics))
+	for todo := topics; len(todo) > 0; {
+		results, err := t.runMoves(ctx, todo)
 		if err != nil {
 			return err
 		}
-		waiting += int(n)
-		if n > 0 {
-			first, err := client.ZRangeWithScores(ctx, delayedKey(topic), 0, 0).Result()
-			if err != nil {
-				return err
+		var again []string
+		for i, topic := range todo {
+			r := results[i]
+			seen[topic] = waiting{n: r.waiting, oldest: r.oldest}
+			if r.moved == delayMoveBatch {
+				again = append(again, topic)
 			}
-			if len(first) == 1 {
-				due := time.UnixMilli(int64(first[0].Score))
-				if oldest.IsZero() || due.Before(oldest) {
-					oldest = due
+		}
+		todo = again
+	}
+	t.delays.mu.Lock()
+	t.delays.m = seen
+	t.delays.mu.Unlock()
+	return nil
+}
+
+// moveResult is one topic's answer of moveDue.
+type moveResult struct {
+	moved, waiting int
+	oldest         time.Time
+}
+
+// runMoves runs moveDue for each topic in one pipeline, loading the script
+// when Redis does not know it (a restart, SCRIPT FLUSH).
+func (t *RedisTransport) runMoves(ctx context.Context, topics []string) ([]moveResult, error) {
+	client := t.pub.client
+	for try := 0; ; try++ {
+		now := time.Now().UnixMilli()
+		cmds := make([]*redis.Cmd, len(topics))
+		pipe := client.Pipeline()
+		for i, topic := range topics {
+			cmds[i] = moveDue.EvalSha(ctx, pipe, []string{delayedKey(topic), topic}, now, delayMoveBatch, delayedEntryPrefix(topic))
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && try == 0 {
+			if err := moveDue.Load(ctx, client).Err(); err != nil {
+				return nil, fmt.Errorf("redis transport: loading the retry mover: %w", err)
+			}
+			continue
+		}
+		out := make([]moveResult, len(topics))
+		for i, cmd := range cmds {
+			vals, err := cmd.Slice()
+			if err != nil {
+				return nil, fmt.Errorf("redis transport: moving due retries to %s: %w", topics[i], err)
+			}
+			if len(vals) != 3 {
+				return nil, fmt.Errorf("redis transport: moving due retries to %s: unexpected answer %v", topics[i], vals)
+			}
+			moved, _ := vals[0].(int64)
+			n, _ := vals[1].(int64)
+			out[i] = moveResult{moved: int(moved), waiting: int(n)}
+			if s, _ := vals[2].(string); s != "" {
+				if ms, err := strconv.ParseFloat(s, 64); err == nil {
+					out[i].oldest = time.UnixMilli(int64(ms))
 				}
 			}
 		}
+		return out, nil
 	}
-	t.delays.mu.Lock()
-	t.delays.waiting, t.delays.oldest = waiting, oldest
-	t.delays.mu.Unlock()
-	return nil
 }
 
 // DelayedEntry is one retry waiting in Redis.

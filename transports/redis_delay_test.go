@@ -163,3 +163,83 @@ func mustParseURL(t *testing.T, url string) *redis.Options {
 	}
 	return o
 }
+
+// The mover follows the subscriptions: the retries of a topic no
+// subscription reads wait; once one reads it (an endpoint added at
+// runtime) they are moved and counted, per topic and in all; once its
+// last subscription ends they wait again.
+func TestRedisMoverFollowsSubscriptions(t *testing.T) {
+	url := redistest.URL(t)
+	cfg := redisConfig(t, url)
+	tr, err := transports.NewRedisTransport(cfg, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = tr.Close() })
+	rc := rawClient(t, url)
+	ctx := context.Background()
+	crm := cfg.RetryTopic + ".crm" // an endpoint's retry topic
+	retry := func(topic, id string, due time.Time) {
+		t.Helper()
+		msg := message.NewMessage(id, []byte("{}"))
+		msg.Metadata.Set(middleware.AttemptKey, "2")
+		if err := tr.PublishAt(topic, due, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub, err := tr.Subscriber(cfg.ConsumerGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subscribe(t, sub, cfg.RetryTopic) // the default endpoint's: starts the mover
+	retry(crm, "crm-1", time.Now())
+	later := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	retry(cfg.RetryTopic, "default-later", later)
+	eventually(t, 5*time.Second, "the default retry topic's waiting retry counted", func() bool {
+		n, oldest := tr.Waiting()
+		return n == 1 && oldest.Equal(later)
+	})
+	time.Sleep(3 * 200 * time.Millisecond) // shows that nothing happens: three looks of the mover
+	if n := rc.ZCard(ctx, crm+":delayed").Val(); n != 1 || rc.Exists(ctx, crm).Val() != 0 {
+		t.Fatalf("a retry of a topic nobody here reads was moved (%d left waiting)", n)
+	}
+	if n, _ := tr.WaitingOf(crm); n != 0 {
+		t.Errorf("WaitingOf(%s) = %d before anyone reads it, want 0 (not looked at)", crm, n)
+	}
+
+	crmSub, err := tr.Subscriber(cfg.ConsumerGroup + ".crm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crmCtx, stopCRM := context.WithCancel(ctx)
+	defer stopCRM()
+	ch, err := crmSub.Subscribe(crmCtx, crm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, ch, 10*time.Second)
+	got.Ack()
+	if got.UUID != "crm-1" {
+		t.Fatalf("got %s, want crm-1", got.UUID)
+	}
+	crmLater := later.Add(-time.Minute)
+	retry(crm, "crm-later", crmLater)
+	eventually(t, 5*time.Second, "per-topic and total waiting counts", func() bool {
+		n, oldest := tr.WaitingOf(crm)
+		total, first := tr.Waiting()
+		dn, doldest := tr.WaitingOf(cfg.RetryTopic)
+		return n == 1 && oldest.Equal(crmLater) && dn == 1 && doldest.Equal(later) && total == 2 && first.Equal(crmLater)
+	})
+
+	stopCRM()
+	eventually(t, 5*time.Second, "the ended subscription's topic left the mover", func() bool {
+		n, _ := tr.WaitingOf(crm)
+		total, _ := tr.Waiting()
+		return n == 0 && total == 1
+	})
+	retry(crm, "crm-2", time.Now())
+	time.Sleep(3 * 200 * time.Millisecond) // shows that nothing happens: three looks of the mover
+	if n := rc.ZCard(ctx, crm+":delayed").Val(); n != 2 {
+		t.Errorf("%d retries wait for %s after its subscription ended, want crm-later and crm-2", n, crm)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 
@@ -21,6 +22,14 @@ import (
 // PoisonQueue does, and returns them.
 func poison(t *testing.T, p message.Publisher, cfg transports.RedisConfig, n int) []*message.Message {
 	t.Helper()
+	return poisonFor(t, p, cfg, "", n)
+}
+
+// poisonFor is poison for endpoint: the copies name it under
+// middleware.EndpointKey, unless it is "" (as before there were
+// endpoints).
+func poisonFor(t *testing.T, p message.Publisher, cfg transports.RedisConfig, endpoint string, n int) []*message.Message {
+	t.Helper()
 	var out []*message.Message
 	for i := range n {
 		msg := message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, `{"event":"memory.add","n":%d}`, i))
@@ -29,6 +38,10 @@ func poison(t *testing.T, p message.Publisher, cfg transports.RedisConfig, n int
 		msg.Metadata.Set(middleware.AttemptKey, "4") // poisoned at its fourth attempt, from the retry topic
 		poisoned := middleware.Poisoned(msg, &middleware.GiveUpError{Attempts: 4, Err: &middleware.StatusError{Code: 503}})
 		poisoned.Metadata.Set(middleware.PoisonTopicKey, cfg.EventsTopic) // the router's context says so
+		if endpoint != "" {
+			msg.Metadata.Set(middleware.EndpointKey, endpoint)
+			poisoned.Metadata.Set(middleware.EndpointKey, endpoint)
+		}
 		if err := p.Publish(cfg.PoisonTopic, poisoned); err != nil {
 			t.Fatal(err)
 		}
@@ -77,10 +90,12 @@ func TestDLQListReplayPurge(t *testing.T) {
 		t.Fatalf("List(2) = %v, %v", two, err)
 	}
 
-	// Replay one: back on the events stream with the same UUID, metadata
-	// without the poison keys, and gone from the poison stream.
+	// Replay one: on the default endpoint's retry stream (the entries name
+	// no endpoint), due now, with the same UUID, metadata without the
+	// poison keys, and gone from the poison stream; nothing goes to the
+	// events stream, where every endpoint would get it.
 	s := newRedisSubscriber(t, cfg)
-	ch := subscribe(t, s, cfg.EventsTopic)
+	ch := subscribe(t, s, cfg.RetryTopic)
 	if n, err := d.Replay(ctx, entries[0].ID); n != 1 || err != nil {
 		t.Fatalf("Replay = %d, %v", n, err)
 	}
@@ -97,6 +112,9 @@ func TestDLQListReplayPurge(t *testing.T) {
 		}
 	}
 	got.Ack()
+	if n := rawClient(t, url).XLen(ctx, cfg.EventsTopic).Val(); n != 0 {
+		t.Errorf("events stream holds %d entries after a replay, want 0", n)
+	}
 	if n, _ := d.Len(ctx); n != 2 {
 		t.Fatalf("poison stream holds %d entries after one replay, want 2", n)
 	}
@@ -156,7 +174,7 @@ func TestDLQReplayAllDoesNotChaseNewEntries(t *testing.T) {
 
 	// A router that poisons every replayed message again at once.
 	s := newRedisSubscriber(t, cfg)
-	ch := subscribe(t, s, cfg.EventsTopic)
+	ch := subscribe(t, s, cfg.RetryTopic)
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
@@ -212,7 +230,120 @@ func TestDLQConcurrentReplayReplaysOnce(t *testing.T) {
 	if total != 50 {
 		t.Fatalf("replayed %d in all, want 50", total)
 	}
-	if n := rawClient(t, cfg.URL).XLen(ctx, cfg.EventsTopic).Val(); n != 50 {
-		t.Fatalf("events stream holds %d, want 50", n)
+	if n := rawClient(t, cfg.URL).XLen(ctx, cfg.RetryTopic).Val(); n != 50 {
+		t.Fatalf("retry stream holds %d, want 50", n)
+	}
+}
+
+// Each endpoint's dead letters: listed, replayed and purged apart, an
+// entry without an endpoint counting as the default endpoint's; a replay
+// goes to that endpoint's retry topic alone, its endpoint kept, never to
+// the events topic every endpoint reads.
+func TestDLQPerEndpoint(t *testing.T) {
+	url := redistest.URL(t)
+	cfg := redisConfig(t, url)
+	ctx := context.Background()
+	p := newRedisPublisher(t, cfg)
+	d := newDLQ(t, cfg)
+	rc := rawClient(t, url)
+	legacy := poisonFor(t, p, cfg, "", 2) // before endpoints: the default endpoint's
+	crm := poisonFor(t, p, cfg, "crm", 3)
+	named := poisonFor(t, p, cfg, transports.DefaultEndpointName, 1)
+	ops := poisonFor(t, p, cfg, "ops", 1)
+	if err := rc.XAdd(ctx, &redis.XAddArgs{Stream: cfg.PoisonTopic, Values: map[string]any{
+		"junk": "1", middleware.EndpointKey: "crm"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	uuids := func(ms ...[]*message.Message) []string {
+		var out []string
+		for _, m := range ms {
+			for _, x := range m {
+				out = append(out, x.UUID)
+			}
+		}
+		return out
+	}
+	listed := func(endpoint string, limit int) []string {
+		t.Helper()
+		es, err := d.ListFor(ctx, endpoint, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range es {
+			if want := endpoint; want != "" && e.Endpoint != want {
+				t.Errorf("ListFor(%q) returned an entry of %q", endpoint, e.Endpoint)
+			}
+			out = append(out, e.UUID)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name     string
+		endpoint string
+		limit    int
+		want     []string
+	}{
+		{"default takes the entries without an endpoint", transports.DefaultEndpointName, 0, uuids(legacy, named)},
+		{"crm, its undecodable entry too", "crm", 0, append(uuids(crm), "")},
+		{"limit counts the endpoint's entries", "crm", 2, uuids(crm)[:2]},
+		{"unknown endpoint", "nobody", 0, nil},
+		{"all", "", 0, append(uuids(legacy, crm, named, ops), "")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := listed(c.endpoint, c.limit); fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Errorf("ListFor(%q, %d) = %v, want %v", c.endpoint, c.limit, got, c.want)
+			}
+		})
+	}
+
+	all, err := d.ListFor(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opsID := all[len(all)-2].ID // the junk entry came last
+	if n, err := d.ReplayFor(ctx, "crm", opsID); n != 0 || !errors.Is(err, transports.ErrOtherEndpoint) {
+		t.Fatalf("ReplayFor(crm, an ops entry) = %d, %v; want 0, ErrOtherEndpoint", n, err)
+	}
+	n, err := d.ReplayAllFor(ctx, "crm")
+	if n != 3 || !errors.Is(err, transports.ErrUndecodable) {
+		t.Fatalf("ReplayAllFor(crm) = %d, %v; want 3 and the undecodable one left", n, err)
+	}
+	crmRetry := cfg.RetryTopic + ".crm"
+	xs, err := rc.XRange(ctx, crmRetry, "-", "+").Result()
+	if err != nil || len(xs) != 3 {
+		t.Fatalf("%s holds %d entries (%v), want crm's 3", crmRetry, len(xs), err)
+	}
+	for i, x := range xs {
+		msg, err := redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(x.Values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.UUID != crm[i].UUID || msg.Metadata.Get(middleware.EndpointKey) != "crm" || middleware.AttemptOf(msg) != 1 ||
+			msg.Metadata.Get(middleware.PoisonReasonKey) != "" {
+			t.Errorf("replayed %d: %s %v; want %s for crm at attempt 1 without poison keys", i, msg.UUID, msg.Metadata, crm[i].UUID)
+		}
+	}
+	for _, topic := range []string{cfg.EventsTopic, cfg.RetryTopic, cfg.RetryTopic + ".ops"} {
+		if n := rc.XLen(ctx, topic).Val(); n != 0 {
+			t.Errorf("%s holds %d entries after replaying crm's, want 0", topic, n)
+		}
+	}
+	if got := listed("crm", 0); fmt.Sprint(got) != "[]" {
+		t.Errorf("crm's entries after its replay: %v, want only the undecodable one", got)
+	}
+	// Replay by id goes to the entry's own endpoint.
+	if n, err := d.Replay(ctx, opsID); n != 1 || err != nil {
+		t.Fatalf("Replay(ops entry) = %d, %v", n, err)
+	}
+	if n := rc.XLen(ctx, cfg.RetryTopic+".ops").Val(); n != 1 {
+		t.Errorf("ops's retry stream holds %d, want 1", n)
+	}
+	purged, err := d.PurgeFor(ctx, transports.DefaultEndpointName)
+	if err != nil || purged != 3 {
+		t.Fatalf("PurgeFor(default) = %d, %v; want 3", purged, err)
+	}
+	if left, _ := d.Len(ctx); left != 1 {
+		t.Errorf("poison stream holds %d after purging default's, want crm's undecodable entry", left)
 	}
 }

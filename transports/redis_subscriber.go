@@ -151,13 +151,14 @@ func groupLost(err error) bool {
 }
 
 // createGroup creates the consumer group of topic, and the stream if
-// missing; a new group starts with the entries already there. A full
+// missing; a new group starts at start ("0": with the entries already
+// there; "$": with those appended from now on). A full
 // Redis refuses XGROUP CREATE with OOM before looking whether the group
 // exists: then the groups are read (XINFO GROUPS works on a full Redis),
 // and a group that exists is joined; a missing one is an error wrapping
 // ErrRedisFull.
-func (s *RedisSubscriber) createGroup(ctx context.Context, topic string) error {
-	err := s.client.XGroupCreateMkStream(ctx, topic, s.cfg.ConsumerGroup, "0").Err()
+func (s *RedisSubscriber) createGroup(ctx context.Context, topic, start string) error {
+	err := s.client.XGroupCreateMkStream(ctx, topic, s.cfg.ConsumerGroup, start).Err()
 	if redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return nil
 	}
@@ -179,7 +180,7 @@ func (s *RedisSubscriber) createGroup(ctx context.Context, topic string) error {
 // groupExists reports whether topic's stream has the consumer group.
 func (s *RedisSubscriber) groupExists(ctx context.Context, topic string) (bool, error) {
 	groups, err := s.client.XInfoGroups(ctx, topic).Result()
-	if redis.HasErrorPrefix(err, "ERR no such key") {
+	if redis.HasErrorPrefix(err, "no such key") { // go-redis drops "ERR " before comparing
 		return false, nil
 	}
 	if err != nil {

@@ -29,10 +29,11 @@ func redisConfig(t testing.TB, url string) transports.RedisConfig {
 		Consumer:      redistest.Name("consumer"),
 		EventsTopic:   redistest.Name("events"),
 		PoisonTopic:   redistest.Name("poison"),
+		RetryTopic:    redistest.Name("retry"),
 		MaxIdleTime:   30 * time.Second,
 		NackDelay:     10 * time.Millisecond,
 	}
-	redistest.DeleteKeys(t, url, cfg.EventsTopic, cfg.PoisonTopic, cfg.EventsTopic+":alive")
+	redistest.DeleteKeys(t, url, cfg.EventsTopic, cfg.PoisonTopic, cfg.EventsTopic+":alive", cfg.RetryTopic+"*")
 	return cfg
 }
 

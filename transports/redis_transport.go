@@ -3,6 +3,7 @@ package transports
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,28 +13,33 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/memhook/memhook/internal/wmlog"
 )
 
-// TrimInterval is how often a consuming Redis transport removes the
-// entries every consumer group acknowledged from the streams it reads.
-const TrimInterval = 5 * time.Second
+// DefaultTrimInterval is RedisConfig.TrimInterval's default: how often a
+// consuming Redis transport sheds the backlogs past their bound and
+// removes the entries every consumer group acknowledged from the streams
+// it reads.
+const DefaultTrimInterval = 5 * time.Second
 
 // RedisTransport is the Transport of router processes sharing Redis
 // Streams: a RedisPublisher for every process and, in a process that
 // consumes, a RedisSubscriber per consumer group. Its delay store
-// (PublishAt) is a sorted set every router shares; every consuming router
-// moves the due retries to RetryTopic. Subscriptions join their
-// group in the background, retrying while Redis is unreachable or full
-// (logged at WARN, at most once per try); Ready reports until all have
-// joined. While it consumes it trims, every TrimInterval, the entries of
-// the streams it reads (the poison stream aside) that every group
-// acknowledged, and announces its consumer alive every second, one
-// heartbeat for all its subscribers: when a process stops announcing
-// itself, the others take over its entries within seconds (see
-// RedisSubscriber). Nothing is lost at Close: what was not acked stays in
-// the stream for another process.
+// (PublishAt) is a sorted set per topic every router shares; every
+// consuming router moves the due retries of the topics it subscribes to
+// onto their streams. Subscriptions join their group in the background,
+// retrying while Redis is unreachable or full (logged at WARN, at most
+// once per try); Ready reports until all have joined. While it consumes
+// it trims, every RedisConfig.TrimInterval, the entries of the streams it
+// reads (the poison stream aside) that every group acknowledged — first
+// shedding the backlog of each group past its bound (see Bound), so that
+// one group left behind never fills the events stream for all — and
+// announces its consumer alive every second, one heartbeat for all its
+// subscribers: when a process stops announcing itself, the others take
+// over its entries within seconds (see RedisSubscriber). Nothing is lost
+// at Close: what was not acked stays in the stream for another process.
 type RedisTransport struct {
 	cfg      RedisConfig
 	log      *slog.Logger
@@ -51,6 +57,7 @@ type RedisTransport struct {
 	moved    chan struct{} // closed when the move loop ends
 	delays   redisDelays
 	alive    *heartbeat // of every subscriber's consumer (one name per process)
+	bounds   bounds     // the backlog bounds of the events stream's groups
 }
 
 var (
@@ -87,13 +94,28 @@ func NewRedisTransport(cfg RedisConfig, consumes bool, log *slog.Logger) (*Redis
 func (t *RedisTransport) Publisher() message.Publisher { return t.pub }
 
 // Subscriber returns a new RedisSubscriber of group, with this process's
-// consumer name. The first one starts the trim loop.
+// consumer name, creating the group where missing at RedisConfig's
+// GroupStart (by default with the entries the stream holds). The first
+// one starts the trim and move loops.
 func (t *RedisTransport) Subscriber(group string) (message.Subscriber, error) {
+	return t.SubscriberFrom(group, t.cfg.GroupStart)
+}
+
+// SubscriberFrom is Subscriber creating group, on the streams where it is
+// missing, at start: GroupStartNewest for the events subscription of an
+// endpoint added at runtime, which gets the events appended from then on;
+// GroupStartOldest for those made at start-up (nothing published before
+// the first router started is missed) and for retry topics (a retry may
+// be moved there before the group exists). A group that exists keeps its
+// position: a router restarted, or a second router, resumes where the
+// group is.
+func (t *RedisTransport) SubscriberFrom(group string, start GroupStart) (message.Subscriber, error) {
 	if !t.consumes {
 		return nil, ErrNoSubscriber
 	}
 	cfg := t.cfg
 	cfg.ConsumerGroup = group
+	cfg.GroupStart = start
 	if cfg.OnJoinRetry == nil {
 		cfg.OnJoinRetry = func(topic string, err error, retryIn time.Duration) {
 			what := "memhook: Redis refuses the consumer group, retrying"
@@ -134,7 +156,7 @@ func (t *RedisTransport) Subscriber(group string) (message.Subscriber, error) {
 	t.subs = append(t.subs, sub)
 	t.trimOnce.Do(func() {
 		go t.trimLoop()
-		go t.moveLoop([]string{t.cfg.RetryTopic})
+		go t.moveLoop()
 	})
 	return sub, nil
 }
@@ -152,11 +174,8 @@ func (t *RedisTransport) Ready(ctx context.Context) error {
 	if err := t.pub.Ping(ctx); err != nil {
 		return err
 	}
-	t.mu.Lock()
-	subs := slices.Clone(t.subs)
-	t.mu.Unlock()
-	for _, s := range subs {
-		if err := s.readyFor(ctx, t.cfg.EventsTopic); err != nil {
+	for _, s := range t.liveSubs() {
+		if err := s.readyFor(ctx, t.cfg.EventsTopic); err != nil && !s.isClosed() {
 			return err
 		}
 	}
@@ -197,13 +216,15 @@ func (t *RedisTransport) Close() (Left, error) {
 	return nil, errors.Join(errs...)
 }
 
-// trimLoop removes, every TrimInterval until Close, the entries of the
-// streams read here that every consumer group acknowledged (never a
-// pending or unread one): that, and not MAXLEN, keeps the streams bounded.
-// The poison stream is left to DLQ.
+// trimLoop sheds the backlogs past their bound (see Bound), then removes
+// the entries of the streams read here that every consumer group
+// acknowledged (never a pending or unread one), every
+// RedisConfig.TrimInterval until
+// Close: that, and not MAXLEN, keeps the streams bounded. The poison
+// stream is left to DLQ.
 func (t *RedisTransport) trimLoop() {
 	defer close(t.trimmed)
-	tick := time.NewTicker(TrimInterval)
+	tick := time.NewTicker(t.cfg.TrimInterval)
 	defer tick.Stop()
 	for {
 		select {
@@ -211,6 +232,7 @@ func (t *RedisTransport) trimLoop() {
 			return
 		case <-tick.C:
 		}
+		t.shedAll()
 		for _, topic := range t.topics() {
 			if _, err := t.pub.TrimAcked(t.ctx, topic); err != nil && t.ctx.Err() == nil {
 				t.log.Warn("memhook: trimming acknowledged entries failed", "stream", topic, "error", err.Error())
@@ -219,13 +241,22 @@ func (t *RedisTransport) trimLoop() {
 	}
 }
 
+// liveSubs returns the subscribers not closed, forgetting the closed
+// ones (an endpoint removed at runtime closes its subscribers).
+func (t *RedisTransport) liveSubs() []*RedisSubscriber {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return slices.Clone(t.subs) // Close closes them
+	}
+	t.subs = slices.DeleteFunc(t.subs, (*RedisSubscriber).isClosed)
+	return slices.Clone(t.subs)
+}
+
 // topics are the streams read here, the poison stream aside, once each.
 func (t *RedisTransport) topics() []string {
-	t.mu.Lock()
-	subs := slices.Clone(t.subs)
-	t.mu.Unlock()
 	var out []string
-	for _, s := range subs {
+	for _, s := range t.liveSubs() {
 		for _, topic := range s.topics() {
 			if topic != t.cfg.PoisonTopic && !slices.Contains(out, topic) {
 				out = append(out, topic)
@@ -233,4 +264,40 @@ func (t *RedisTransport) topics() []string {
 		}
 	}
 	return out
+}
+
+// ErrGroupInUse is returned by RemoveGroup while a subscriber of this
+// transport still reads the events stream as that group: close it first.
+var ErrGroupInUse = errors.New("redis transport: the consumer group is still subscribed here")
+
+// RemoveGroup deletes consumer group from the events stream (XGROUP
+// DESTROY), with its position and pending entries, and its bound (see
+// Unbound): the stream is then trimmed as if it never existed. The bus
+// calls it when an endpoint is removed, once the endpoint's subscribers
+// are closed (their attempts in flight done); it returns ErrGroupInUse
+// while a subscriber of this transport still reads the events stream as
+// group. A router process that still subscribes as group (its endpoints
+// file not reloaded yet) creates it again, with the entries the stream
+// holds, so remove an endpoint from every router. An endpoint added again
+// later starts afresh (SubscriberFrom GroupStartNewest). Removing a group
+// that does not exist is no error. Its retry stream and the retries
+// waiting for it are left alone: they resume if the endpoint comes back,
+// and ListDelayed shows them.
+func (t *RedisTransport) RemoveGroup(ctx context.Context, group string) error {
+	for _, s := range t.liveSubs() {
+		if s.cfg.ConsumerGroup != group {
+			continue
+		}
+		if slices.Contains(s.topics(), t.cfg.EventsTopic) {
+			return fmt.Errorf("%w: %s on %s", ErrGroupInUse, group, t.cfg.EventsTopic)
+		}
+	}
+	t.Unbound(group)
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.publishTimeout())
+	defer cancel()
+	err := t.pub.client.XGroupDestroy(ctx, t.cfg.EventsTopic, group).Err()
+	if err != nil && !redis.HasErrorPrefix(err, "The XGROUP subcommand requires the key to exist") { // no stream: no group
+		return fmt.Errorf("redis transport: removing group %s from %s: %w", group, t.cfg.EventsTopic, err)
+	}
+	return nil
 }

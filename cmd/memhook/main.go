@@ -57,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer, lookup func(string) (string, b
 		return dlq(args[1:], stdout, stderr, lookup)
 	case "retries":
 		return retries(args[1:], stdout, stderr, lookup)
+	case "endpoints":
+		return endpoints(args[1:], stdout, stderr, lookup)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "memhook %s (%s %s/%s)\n", bus.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
@@ -80,6 +82,7 @@ Usage:
   memhook bench  [flags]   measure throughput and latency against bare net/http
   memhook dlq    list | replay (--id ID | --all) | purge    the Redis poison stream
   memhook retries list [--json] [--limit N]    the retries waiting in Redis
+  memhook endpoints [list [--json] | pause NAME | resume NAME]    a running serve's endpoints
   memhook version
 
 'memhook <command> --help' lists the command's flags.

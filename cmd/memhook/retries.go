@@ -18,11 +18,13 @@ import (
 // unless --limit says otherwise.
 const defaultRetriesLimit = 100
 
-const retriesUsage = `Usage: memhook retries list [--json] [--limit N]
+const retriesUsage = `Usage: memhook retries list [--endpoint NAME] [--json] [--limit N]
 
-Lists the retries waiting in Redis (transport redis, MEMHOOK_REDIS_URL),
-soonest first: the event id, type and user, the attempt each waits to make
-(2 for the first retry) and when it is due. --limit 0 lists them all.
+Lists the retries waiting in Redis (transport redis, MEMHOOK_REDIS_URL) for
+one endpoint, soonest first: the event id, type and user, the attempt each
+waits to make (2 for the first retry) and when it is due. --endpoint names
+the endpoint (default: the seed's MEM0_WEBHOOK_URL one, "default").
+--limit 0 lists them all.
 
 On transport memory (and http, whose router delivers from memory) the
 retries wait inside the running memhook serve process: see its /metrics
@@ -40,6 +42,7 @@ func retries(args []string, stdout, stderr io.Writer, lookup func(string) (strin
 	c := newConfig(fs, lookup)
 	limit := fs.Int("limit", defaultRetriesLimit, "at most this many retries, soonest first; 0 = all")
 	asJSON := fs.Bool("json", false, "JSON lines instead of a table")
+	endpoint := fs.String("endpoint", transports.DefaultEndpointName, "the endpoint whose retries to list")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), retriesUsage+"\n\nFlags:")
 		fs.PrintDefaults()
@@ -52,6 +55,10 @@ func retries(args []string, stdout, stderr io.Writer, lookup func(string) (strin
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "memhook retries list: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if *endpoint == "" {
+		fmt.Fprintln(stderr, "memhook retries list: --endpoint: give an endpoint name")
 		return exitUsage
 	}
 	if *limit < 0 {
@@ -89,7 +96,7 @@ func retries(args []string, stdout, stderr io.Writer, lookup func(string) (strin
 	if ask > 0 {
 		ask++
 	}
-	entries, err := transports.ListDelayed(ctx, cfg.RedisConfig(), bus.RetryTopic, ask)
+	entries, err := transports.ListDelayed(ctx, cfg.RedisConfig(), transports.EndpointRetryTopic(*endpoint), ask)
 	if err != nil {
 		fmt.Fprintf(stderr, "memhook retries list: %v\n", err)
 		return exitFailed
@@ -117,7 +124,7 @@ func retries(args []string, stdout, stderr io.Writer, lookup func(string) (strin
 		_ = tw.Flush()
 	}
 	if more {
-		fmt.Fprintf(stderr, "memhook retries list: more than %d retries wait; --limit 0 lists them all\n", *limit)
+		fmt.Fprintf(stderr, "memhook retries list: more than %d retries wait for endpoint %s; --limit 0 lists them all\n", *limit, *endpoint)
 	}
 	return exitOK
 }

@@ -9,11 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
 	"github.com/memhook/memhook/internal/proc"
 	"github.com/memhook/memhook/internal/receiver"
 	"github.com/memhook/memhook/internal/redistest"
+	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 )
 
 // failFirst answers 503 (no Retry-After) to the first attempt of each
@@ -304,5 +307,44 @@ func TestRetriesListRefuses(t *testing.T) {
 				t.Errorf("stderr has %d lines, want the error once:\n%s", n+1, m.Stderr())
 			}
 		})
+	}
+}
+
+// `memhook retries list --endpoint NAME` lists that endpoint's retries,
+// and without it the default endpoint's.
+func TestRetriesListPerEndpoint(t *testing.T) {
+	url := redistest.Start(t).URL()
+	tr, err := transports.NewRedisTransport(transports.RedisConfig{URL: url}, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	due := time.Now().Add(time.Hour)
+	ids := map[string]string{}
+	for _, endpoint := range []string{transports.DefaultEndpointName, "crm"} {
+		msg := message.NewMessage(uuid.NewString(), []byte("{}"))
+		msg.Metadata.Set(middleware.AttemptKey, "2")
+		if err := tr.PublishAt(transports.EndpointRetryTopic(endpoint), due, msg); err != nil {
+			t.Fatal(err)
+		}
+		ids[endpoint] = msg.UUID
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"default", nil, ids[transports.DefaultEndpointName]},
+		{"crm", []string{"--endpoint", "crm"}, ids["crm"]},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, stdout, stderr := retriesList(t, url, append([]string{"--json"}, c.args...)...)
+			if got := decodeRetries(t, stdout); code != 0 || len(got) != 1 || got[0].ID != c.want {
+				t.Errorf("exit %d, %+v (%s); want only %s", code, got, stderr, c.want)
+			}
+		})
+	}
+	if code, _, _ := retriesList(t, url, "--endpoint", "nobody"); code != 0 {
+		t.Errorf("an endpoint without retries: exit %d, want 0", code)
 	}
 }

@@ -50,6 +50,10 @@ type serveConfig struct {
 	// TLS is set when MEMHOOK_TLS_CERT and MEMHOOK_TLS_KEY are: serve
 	// speaks https only.
 	TLS *tls.Config
+	// EndpointsFile is MEMHOOK_ENDPOINTS_FILE, read again on SIGHUP with
+	// Lookup expanding its ${VAR}s.
+	EndpointsFile string
+	Lookup        func(string) (string, bool)
 }
 
 // loadTLS reads the certificate and key files of MEMHOOK_TLS_CERT and
@@ -96,6 +100,8 @@ func serveConfigFrom(lookup func(string) (string, bool)) (serveConfig, error) {
 		LogLevel:        get("MEMHOOK_LOG_LEVEL"),
 		CPUProfile:      get("MEMHOOK_CPU_PROFILE"),
 		ShutdownTimeout: defaultShutdownTimeout,
+		EndpointsFile:   strings.TrimSpace(get("MEMHOOK_ENDPOINTS_FILE")),
+		Lookup:          lookup,
 	}
 	var errs []error
 	if sc.Addr == "" {
@@ -238,12 +244,25 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 	}
 
 	api := &handlers.API{
-		Incoming:        busy(b.Incoming),
-		Ingest:          busy(b.Ingest),
-		Status:          func() handlers.Status { return status(b, transport) },
-		Test:            func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
-		Ready:           b.Ready,
-		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Incoming:  busy(b.Incoming),
+		Ingest:    busy(b.Ingest),
+		Status:    func() handlers.Status { return status(b, transport) },
+		Test:      func(ctx context.Context) handlers.TestResult { return testWebhook(ctx, b) },
+		Ready:     b.Ready,
+		Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Endpoints: func() any { return b.EndpointStats() },
+		SetEndpointState: func(ctx context.Context, name string, pause bool) error {
+			var err error
+			if pause {
+				err = b.PauseEndpoint(ctx, name)
+			} else {
+				err = b.ResumeEndpoint(ctx, name)
+			}
+			if errors.Is(err, bus.ErrUnknownEndpoint) {
+				return fmt.Errorf("%w: %w", handlers.ErrUnknownEndpoint, err)
+			}
+			return err
+		},
 		AdminToken:      sc.AdminToken,
 		IncomingToken:   sc.IncomingToken,
 		IngestToken:     cfg.IngestToken,
@@ -293,6 +312,7 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"transport", transport,
 		"webhook_url", b.WebhookURL(),
 		"webhooks_enabled", b.Enabled(),
+		"endpoints", endpointNames(b),
 		"events", b.Events().String(),
 		"timeout", cfg.Timeout,
 		"retry_count", retryCount(cfg),
@@ -319,6 +339,12 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 
 	checkCtx, stopCheck := context.WithCancel(ctx)
 	var checking sync.WaitGroup
+	if sc.EndpointsFile != "" {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		checking.Go(func() { reloadOnHUP(checkCtx, hup, b, sc, logger) })
+	}
 	if transport == bus.TransportRedis {
 		checking.Go(func() { checkRedisPersistence(checkCtx, logger, b.Config().RedisConfig()) })
 	}
@@ -543,4 +569,39 @@ func testWebhook(ctx context.Context, b *bus.Bus) handlers.TestResult {
 		res.Status = "error"
 	}
 	return res
+}
+
+// reloadOnHUP reads the endpoints file again at every SIGHUP and applies
+// it (bus.SetEndpoints). A file with a problem changes nothing: the
+// endpoints stay as they were, and the problems are logged at ERROR.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, b *bus.Bus, sc serveConfig, logger *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		eps, err := bus.LoadEndpoints(sc.EndpointsFile, sc.Lookup)
+		if err != nil {
+			logger.Error("memhook: SIGHUP: endpoints file refused, endpoints unchanged", "file", sc.EndpointsFile, "error", oneLine(err))
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, sc.ShutdownTimeout)
+		err = b.SetEndpoints(rctx, eps)
+		cancel()
+		if err != nil {
+			logger.Error("memhook: SIGHUP: endpoints reloaded with problems", "file", sc.EndpointsFile, "error", oneLine(err))
+			continue
+		}
+		logger.Info("memhook: SIGHUP: endpoints reloaded", "file", sc.EndpointsFile, "endpoints", endpointNames(b))
+	}
+}
+
+// endpointNames lists the endpoints b delivers to, comma separated.
+func endpointNames(b *bus.Bus) string {
+	var names []string
+	for _, e := range b.EndpointStats() {
+		names = append(names, e.Name)
+	}
+	return strings.Join(names, ",")
 }

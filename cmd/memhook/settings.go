@@ -38,6 +38,8 @@ func settings() []setting {
 		{"MEM0_WEBHOOK_RETRY_DELAY", "", fmt.Sprintf("%.1f", bus.DefaultRetryDelay.Seconds()), "first retry delay in seconds, doubled each time"},
 		{"MEMHOOK_RETRY_SCHEDULE", "retry-schedule", "(unset: the seed's)", "comma list of Go durations, one retry each (e.g. 5s,5m,30m,2h,5h,10h,10h); replaces RETRY_COUNT/RETRY_DELAY"},
 		{"MEM0_WEBHOOK_EVENTS", "", "all", "all, none, or a comma list of event names"},
+		{"MEMHOOK_ENDPOINTS_FILE", "endpoints", "(unset: MEM0_WEBHOOK_URL only)", "YAML file of more endpoints, each with its own URL, filter, secret, schedule; serve reloads it on SIGHUP"},
+		{"MEMHOOK_PAUSE_AFTER", "pause-after", strconv.Itoa(bus.DefaultPauseAfter), "failed attempts in a row that pause an endpoint (its events wait, probes go out); 0 = never"},
 		{"BOT_VERSION", "", bus.DefaultBotVersion, "the envelope's bot_version"},
 		{"MEMHOOK_TRANSPORT", "transport", bus.TransportMemory, "memory | http | redis"},
 		{"MEMHOOK_REDIS_URL", "", transports.DefaultRedisURL, "transport redis: Redis to use (may hold a password: env only)"},

@@ -43,8 +43,9 @@ type Receiver struct {
 	changed  chan struct{} // closed and replaced on every new request
 	requests []Request
 	record   bool
-	count    int // requests arrived
-	answered int // requests answered
+	count    int             // requests arrived
+	answered int             // requests answered
+	ids      map[string]bool // webhook-ids answered 2xx
 }
 
 // Start listens on a free loopback port. With record false only the count
@@ -54,10 +55,16 @@ func Start(respond Respond, record bool) (*Receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Receiver{URL: "http://" + ln.Addr().String(), respond: respond, ln: ln, record: record, changed: make(chan struct{})}
+	return NewOn(ln, respond, record), nil
+}
+
+// NewOn serves on ln (a port a test had closed, to bring a dead receiver
+// back).
+func NewOn(ln net.Listener, respond Respond, record bool) *Receiver {
+	r := &Receiver{URL: "http://" + ln.Addr().String(), respond: respond, ln: ln, record: record, changed: make(chan struct{}), ids: map[string]bool{}}
 	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = r.srv.Serve(ln) }()
-	return r, nil
+	return r
 }
 
 // ServeHTTP implements http.Handler.
@@ -81,6 +88,11 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		})
 	}
 	r.answered++
+	if status >= 200 && status < 300 {
+		if id := req.Header.Get("Webhook-Id"); id != "" {
+			r.ids[id] = true
+		}
+	}
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
@@ -121,6 +133,34 @@ func (r *Receiver) WaitFor(n int, timeout time.Duration) error {
 			return ErrTimeout
 		}
 	}
+}
+
+// WaitDistinct waits until n distinct webhook-ids were answered 2xx, or
+// timeout.
+func (r *Receiver) WaitDistinct(n int, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		done := len(r.ids) >= n
+		ch := r.changed
+		r.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return ErrTimeout
+		}
+	}
+}
+
+// Distinct returns how many distinct webhook-ids were answered 2xx.
+func (r *Receiver) Distinct() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ids)
 }
 
 // Close stops the server, cutting open connections.

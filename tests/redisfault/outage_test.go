@@ -264,13 +264,15 @@ func checkRetryLines(t *testing.T, name string, p *proc) int {
 // answers 200. With MEMHOOK_RETRY_SCHEDULE=1s,…,64s every event is
 // delivered on its seventh attempt, exactly once, none poisoned; while the
 // retries wait the router holds nothing in its queue or its workers and
-// uses almost no CPU.
+// uses almost no CPU. Endpoint health is off (MEMHOOK_PAUSE_AFTER=0)
+// here and in the Redis outage below: they measure the retry schedule and
+// its delay store; with it on, the endpoint pauses instead (endpoints_test.go).
 func TestOutageMemoryTransport(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
 	rcv := newOutageReceiver(t)
 	r := serve(t, "MEMHOOK_TRANSPORT=memory", "MEM0_WEBHOOK_URL="+rcv.URL(),
-		"MEMHOOK_RETRY_SCHEDULE="+outageSchedule, "MEMHOOK_LOG_LEVEL=warn")
+		"MEMHOOK_RETRY_SCHEDULE="+outageSchedule, "MEMHOOK_PAUSE_AFTER=0", "MEMHOOK_LOG_LEVEL=warn")
 	app, err := bus.New(bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + r.addr},
 		bus.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -344,7 +346,7 @@ func TestOutageRedisRouterKilledWhileRetriesWait(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	rcv := newOutageReceiver(t)
-	env := append(routerEnv(srv.URL(), rcv.URL(), ""), "MEMHOOK_RETRY_SCHEDULE="+outageSchedule)
+	env := append(routerEnv(srv.URL(), rcv.URL(), ""), "MEMHOOK_RETRY_SCHEDULE="+outageSchedule, "MEMHOOK_PAUSE_AFTER=0")
 	a := serve(t, append(env, "MEMHOOK_REDIS_CONSUMER=outage-a")...)
 	b := serve(t, append(env, "MEMHOOK_REDIS_CONSUMER=outage-b")...)
 	a.waitReady(t, 15*time.Second)
