@@ -285,7 +285,6 @@ func bench(args []string, stdout, stderr io.Writer) int {
 			"fanout (three healthy endpoints: deliveries/s of all three), fanout-isolation, fanout-isolation-redis (a healthy, a dead and a slow endpoint, on memory or on Redis with 2 routers: the healthy one's rate against its rate alone; the slow and the dead one get every event), "+
 			"http, redis1, redis2 (1 or 2 router processes), outage")
 	isoW := fs.Int("isolation-w", DefaultIsolationW, "concurrency of the delivering buses of the fanout-isolation runs (the slow endpoint takes at most this ×10 events/s per router)")
-	isoRetry := fs.Duration("isolation-retry", DefaultIsolationRetry, "the dead endpoint's wait before each retry in the fanout-isolation runs")
 	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
@@ -310,8 +309,8 @@ Flags:`)
 		}
 		return exitUsage
 	}
-	if *n <= 0 || *workers <= 0 || *size <= 0 || *repeat <= 0 || *isoW <= 0 || *isoRetry <= 0 {
-		fmt.Fprintln(stderr, "memhook bench: -n, -w, --payload-size, --runs, --isolation-w and --isolation-retry must be positive")
+	if *n <= 0 || *workers <= 0 || *size <= 0 || *repeat <= 0 || *isoW <= 0 {
+		fmt.Fprintln(stderr, "memhook bench: -n, -w, --payload-size, --runs and --isolation-w must be positive")
 		return exitUsage
 	}
 	if *cpuProfile != "" {
@@ -398,10 +397,10 @@ Flags:`)
 		case "fanout":
 			one = func() benchResult { return benchFanout(rig, rcv, e, *n, *workers, *rate) }
 		case "fanout-isolation":
-			s := isolationSetup{name: "fanout isolation (memory)", w: *isoW, retry: *isoRetry}
+			s := isolationSetup{name: "fanout isolation (memory)", w: *isoW}
 			one = func() benchResult { return benchIsolation(rig, rcv, e, *n, *workers, *rate, s) }
 		case "fanout-isolation-redis":
-			s := isolationSetup{name: "fanout isolation (redis, 2 routers)", redis: target, routers: 2, w: *isoW, retry: *isoRetry}
+			s := isolationSetup{name: "fanout isolation (redis, 2 routers)", redis: target, routers: 2, w: *isoW, profile: *cpuProfile}
 			one = func() benchResult { return benchIsolation(rig, rcv, e, *n, *workers, *rate, s) }
 		case "half-fail":
 			// Paced at --rate, or at half of the same round's memory

@@ -2,15 +2,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/memhook/memhook/bus"
@@ -40,24 +46,10 @@ const isolationSlowDelay = 100 * time.Millisecond
 // alone that issue #12 asks.
 const isolationWant = 0.9
 
-// Defaults of the isolation runs' flags.
-const (
-	// DefaultIsolationW is the concurrency of the isolation runs: with
-	// 100 ms answers an endpoint takes at most concurrency×10 events/s
-	// (per router), so 16 would need two minutes for the slow one to get
-	// 20 000 events; 256 takes 8 s.
-	DefaultIsolationW = 256
-	// DefaultIsolationRetry is the dead endpoint's wait before each retry:
-	// the first comes after the healthy one's events are through (a dead
-	// endpoint's attempts cost CPU the others need), and one comes within
-	// it after the receiver is back.
-	DefaultIsolationRetry = 5 * time.Second
-)
-
-// isolationRetries is how many retries the dead endpoint's schedule has:
-// with DefaultIsolationRetry five minutes, far more than a run needs, so
-// that none of its events is poisoned before it comes back.
-const isolationRetries = 60
+// DefaultIsolationW is the concurrency of the delivering buses of the
+// isolation runs (--isolation-w): with 100 ms answers an endpoint takes at
+// most concurrency×10 events/s per router.
+const DefaultIsolationW = 256
 
 // fanoutDetail is what a fan-out run reports beside its row.
 type fanoutDetail struct {
@@ -68,7 +60,6 @@ type fanoutDetail struct {
 	// endpoint, in the same round.
 	AlonePerSec float64           `json:"healthy_alone_events_per_sec,omitempty"`
 	Endpoints   []endpointOutcome `json:"endpoints"`
-	RetryEvery  float64           `json:"dead_retry_every_seconds,omitempty"`
 }
 
 // endpointOutcome is what one endpoint's receiver got in a fan-out run.
@@ -79,10 +70,11 @@ type endpointOutcome struct {
 	Duplicates int    `json:"duplicates"`
 	Missing    int    `json:"missing"`
 	// Seconds: healthy and slow, from the first Emit to the endpoint's
-	// last event; dead, from its comeback to its last event.
+	// last event; dead, from its comeback (once the healthy one has every
+	// event) to its last event.
 	Seconds float64 `json:"seconds"`
-	// Retried and Poisoned are the bus's counters of the endpoint (summed
-	// over the routers).
+	// Retried and Poisoned are the endpoint's counters (EndpointStats,
+	// summed over the routers).
 	Retried  uint64 `json:"retried"`
 	Poisoned uint64 `json:"poisoned"`
 }
@@ -212,61 +204,69 @@ func mergeReceivers(name string, rcvs []*benchReceiver, parts []benchResult, too
 // isolationSetup says on which transport an isolation run runs.
 type isolationSetup struct {
 	name    string       // the row's name
-	redis   *redisTarget // nil: memory
-	routers int          // redis: router buses (in this process, with WithDelivery)
+	redis   *redisTarget // nil: memory, in this process
+	routers int          // redis: `memhook serve` children
 	w       int          // concurrency of the delivering buses
-	retry   time.Duration
+	profile string       // --cpuprofile, for the children's
 }
 
-// isolationBus is the buses of one isolation run: pub, where the events
-// are emitted, and the buses that deliver (on memory pub itself).
+// isolationBus is what delivers in one phase of an isolation run: on
+// memory one bus in this process, where the events are also emitted; on
+// Redis `memhook serve` children reading the endpoints from a file
+// (MEMHOOK_ENDPOINTS_FILE), and a bus here that only appends.
 type isolationBus struct {
-	pub     *bus.Bus
-	routers []*bus.Bus
+	pub      *bus.Bus
+	children []*exec.Cmd
+	addrs    []string // the children's listen addresses, for their status
+	dir      string   // the endpoints file's
+	closed   bool
 }
 
-// openIsolation starts the buses of an isolation run delivering to eps.
-// On Redis it empties the database first, starts the routers and waits
-// until each has joined its groups, then starts the publisher.
-//
-// The routers run in this process (bus.New with WithDelivery, each its
-// own consumer name) rather than as `memhook serve` children, whose
-// endpoints would come from MEMHOOK_ENDPOINTS_FILE.
-func openIsolation(s isolationSetup, n, w int, eps []bus.Endpoint) (*isolationBus, error) {
+// openIsolation starts what delivers to eps. On Redis it empties the
+// database first and starts the routers (each waits until ready: joined
+// its groups).
+func openIsolation(s isolationSetup, phase string, n, w int, eps []bus.Endpoint) (*isolationBus, error) {
 	quiet := bus.WithLogger(slog.New(slog.DiscardHandler))
 	if s.redis == nil {
 		// Room for the slow endpoint's whole backlog beside the dead
-		// one's waiting retries: the memory queue counts the retries
-		// waiting towards every group's capacity.
+		// one's held events: each endpoint's queue and its waiting
+		// events together are bounded by the capacity (past it the
+		// oldest are shed).
 		b, err := bus.New(bus.Config{Concurrency: s.w, QueueCapacity: 3 * n, Endpoints: eps}, quiet)
 		if err != nil {
 			return nil, err
 		}
-		return &isolationBus{pub: b, routers: []*bus.Bus{b}}, nil
+		return &isolationBus{pub: b}, nil
 	}
 	ctx := context.Background()
 	if err := s.redis.reset(ctx); err != nil {
 		return nil, err
 	}
-	maxLen := int64(3*n) + 1 // the events stream holds every entry until the slowest group acked it; the dead one's retries beside
 	ib := &isolationBus{}
+	dir, err := os.MkdirTemp("", "memhook-bench-endpoints-")
+	if err != nil {
+		return nil, err
+	}
+	ib.dir = dir
+	file := filepath.Join(dir, "endpoints.yaml")
+	if err := os.WriteFile(file, endpointsFile(eps), 0o600); err != nil {
+		_ = ib.close(ctx)
+		return nil, err
+	}
+	// The events stream keeps each entry until the slowest group acked
+	// it; each endpoint's backlog bound is half of it.
+	maxLen := strconv.Itoa(4*n + 1)
 	for i := range s.routers {
-		r, err := bus.New(bus.Config{Transport: bus.TransportRedis, RedisURL: s.redis.url, RedisConsumer: "bench-" + strconv.Itoa(i),
-			Concurrency: s.w, RedisMaxLen: maxLen, Endpoints: eps}, quiet, bus.WithDelivery())
-		if err != nil {
-			_ = ib.close(ctx)
-			return nil, err
-		}
-		ib.routers = append(ib.routers, r)
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err = waitReady(rctx, r)
-		cancel()
+		cmd, addr, err := startRouter(childProfile(s.profile, fmt.Sprintf("isolation-%s-%d", phase, i)),
+			"MEMHOOK_TRANSPORT=redis", "MEMHOOK_REDIS_URL="+s.redis.url, "MEMHOOK_ENDPOINTS_FILE="+file,
+			"MEMHOOK_CONCURRENCY="+strconv.Itoa(s.w), "MEMHOOK_REDIS_CONSUMER=bench-"+strconv.Itoa(i), "MEMHOOK_REDIS_MAXLEN="+maxLen)
 		if err != nil {
 			_ = ib.close(ctx)
 			return nil, fmt.Errorf("router %d: %w", i, err)
 		}
+		ib.children, ib.addrs = append(ib.children, cmd), append(ib.addrs, addr)
 	}
-	pub, err := bus.New(bus.Config{Transport: bus.TransportRedis, RedisURL: s.redis.url, Concurrency: w, RedisMaxLen: maxLen}, quiet)
+	pub, err := bus.New(bus.Config{Transport: bus.TransportRedis, RedisURL: s.redis.url, Concurrency: w, RedisMaxLen: int64(4*n + 1)}, quiet)
 	if err != nil {
 		_ = ib.close(ctx)
 		return nil, err
@@ -275,67 +275,102 @@ func openIsolation(s isolationSetup, n, w int, eps []bus.Endpoint) (*isolationBu
 	return ib, nil
 }
 
-// waitReady waits until b is Ready or ctx ends.
-func waitReady(ctx context.Context, b *bus.Bus) error {
-	for {
-		err := b.Ready(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(20 * time.Millisecond):
-		}
+// endpointsFile writes eps as an endpoints file (MEMHOOK_ENDPOINTS_FILE).
+func endpointsFile(eps []bus.Endpoint) []byte {
+	var b strings.Builder
+	b.WriteString("endpoints:\n")
+	for _, e := range eps {
+		fmt.Fprintf(&b, "  - name: %s\n    url: %s\n    token: %s\n    secret: %s\n", e.Name, e.URL, e.Token, e.Secret)
 	}
+	return []byte(b.String())
 }
 
-// close closes the publisher, then the routers; an *bus.UndeliveredError
-// is left out (what a run leaves is counted by the receivers).
+// pids are the children's process ids, whose CPU and memory count too.
+func (ib *isolationBus) pids() []int {
+	var out []int
+	for _, c := range ib.children {
+		out = append(out, c.Process.Pid)
+	}
+	return out
+}
+
+// close closes the bus here, then the children (SIGTERM: each finishes
+// its attempts in flight); an *bus.UndeliveredError is left out (what a
+// run leaves is counted by the receivers). It is idempotent.
 func (ib *isolationBus) close(ctx context.Context) error {
+	if ib.closed {
+		return nil
+	}
+	ib.closed = true
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var errs []error
-	all := ib.routers
-	if ib.pub != nil && !slices.Contains(all, ib.pub) {
-		all = append([]*bus.Bus{ib.pub}, all...)
-	}
-	for _, b := range all {
+	if ib.pub != nil {
 		var ue *bus.UndeliveredError
-		if err := b.Close(ctx); err != nil && !errors.As(err, &ue) {
+		if err := ib.pub.Close(ctx); err != nil && !errors.As(err, &ue) {
 			errs = append(errs, err)
 		}
+	}
+	for _, c := range ib.children {
+		_ = c.Process.Signal(syscall.SIGTERM)
+		_ = c.Wait()
+	}
+	if ib.dir != "" {
+		errs = append(errs, os.RemoveAll(ib.dir))
 	}
 	return errors.Join(errs...)
 }
 
-// stats returns the counters of endpoint name summed over the routers.
-func (ib *isolationBus) stats(name string) (retried, poisoned uint64) {
-	for _, b := range ib.routers {
-		for _, s := range b.EndpointStats() {
+// stats returns the counters of endpoint name, summed over the routers
+// (read from each child's status endpoint); call it before close.
+func (ib *isolationBus) stats(name string) (st bus.EndpointStats, err error) {
+	all := func(list []bus.EndpointStats) {
+		for _, s := range list {
 			if s.Name == name {
-				retried += s.Retried
-				poisoned += s.Poisoned
+				st.Delivered += s.Delivered
+				st.Retried += s.Retried
+				st.Poisoned += s.Poisoned
+				st.Shed += s.Shed
 			}
 		}
 	}
-	return retried, poisoned
+	if ib.children == nil {
+		all(ib.pub.EndpointStats())
+		return st, nil
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for _, addr := range ib.addrs {
+		resp, err := client.Get("http://" + addr + "/webhooks/memory/status")
+		if err != nil {
+			return st, err
+		}
+		var body struct {
+			Endpoints []bus.EndpointStats `json:"endpoints"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		_ = resp.Body.Close()
+		if err != nil {
+			return st, fmt.Errorf("status of the router at %s: %w", addr, err)
+		}
+		all(body.Endpoints)
+	}
+	return st, nil
 }
 
-// waitArrivals waits until r has every event of its run, or until none
-// arrived for stall; it returns when the last one arrived (now if not
-// all did) and whether all did.
-func (r *benchReceiver) waitArrivals(stall time.Duration) (time.Time, bool) {
+// waitArrivals waits until r has every event of its run, until deadline,
+// or (stall above 0), once some arrived, until none arrived for stall; it
+// returns when the last one arrived (now if not all did).
+func (r *benchReceiver) waitArrivals(deadline time.Time, stall time.Duration) time.Time {
 	r.mu.Lock()
 	done := r.done
 	r.mu.Unlock()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	last, lastN := time.Now(), -1
+	last, lastN := time.Now(), 0
 	for {
 		select {
 		case <-done:
-			return time.Now(), true
+			return time.Now()
 		case <-tick.C:
 		}
 		r.mu.Lock()
@@ -344,8 +379,8 @@ func (r *benchReceiver) waitArrivals(stall time.Duration) (time.Time, bool) {
 		switch {
 		case k != lastN:
 			last, lastN = time.Now(), k
-		case time.Since(last) > stall:
-			return time.Now(), false
+		case time.Now().After(deadline), stall > 0 && k > 0 && time.Since(last) > stall:
+			return time.Now()
 		}
 	}
 }
@@ -363,7 +398,11 @@ func freeAddr() (string, error) {
 
 // benchIsolation is one round of an isolation run: the healthy endpoint
 // alone, then with a dead and a slow one; see the comment at the top of
-// this file.
+// this file. The endpoints have the defaults of `memhook serve`: the seed's
+// retry schedule, and the dead one is paused after
+// bus.DefaultPauseAfter failures in a row, its events held (none
+// poisoned) while probes go out (5 s, doubling); the first probe after
+// its receiver is back resumes it.
 func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rate int, s isolationSetup) benchResult {
 	fail := func(format string, args ...any) benchResult {
 		return benchResult{Name: s.name, Error: fmt.Sprintf(format, args...)}
@@ -377,7 +416,7 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 
 	// The healthy endpoint alone.
 	rcv.reset(n)
-	ib, err := openIsolation(s, n, w, []bus.Endpoint{healthy})
+	ib, err := openIsolation(s, "alone", n, w, []bus.Endpoint{healthy})
 	if err != nil {
 		return fail("the healthy endpoint alone: %v", err)
 	}
@@ -402,24 +441,24 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 		return fail("%v", err)
 	}
 	dead := benchEndpoint("dead", "http://"+deadAddr+"/hook")
-	dead.RetrySchedule = slices.Repeat([]time.Duration{s.retry}, isolationRetries)
 	slowEp := benchEndpoint("slow", slow.url)
 	rcv.reset(n)
 	slow.reset(n)
-	runtime.GC() // as before every run: the alone run's garbage is not this one's
-	ib, err = openIsolation(s, n, w, []bus.Endpoint{healthy, dead, slowEp})
+	runtime.GC() // as before every run: the alone phase's garbage is not this one's
+	ib, err = openIsolation(s, "three", n, w, []bus.Endpoint{healthy, dead, slowEp})
 	if err != nil {
 		return fail("%v", err)
 	}
 	defer func() { _ = ib.close(ctx) }()
-	cpu0, _ := cpuAndRSS()
+	pids := ib.pids()
+	cpu0, _ := cpuAndRSS(pids...)
 	start = time.Now()
 	if err := emitAll(ib.pub, e, n, w, rate); err != nil {
 		return fail("emitting: %v", err)
 	}
 	res := rcv.finish(s.name, n, 0, 5*time.Minute)
 	took := time.Since(start)
-	cpu1, rss := cpuAndRSS()
+	cpu1, rss := cpuAndRSS(pids...)
 	res.Seconds = took.Seconds()
 	res.EventsPerSec = float64(res.Received) / took.Seconds()
 	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
@@ -427,47 +466,65 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	if alonePerSec > 0 {
 		res.HealthyRatio = res.EventsPerSec / alonePerSec
 	}
-	routers := 0
+	detail := &fanoutDetail{Transport: "memory", Concurrency: s.w, AlonePerSec: alonePerSec}
 	if s.redis != nil {
-		routers = s.routers
+		detail.Transport, detail.Routers = "redis", s.routers
 	}
-	detail := &fanoutDetail{Transport: map[bool]string{true: "redis", false: "memory"}[s.redis != nil], Routers: routers,
-		Concurrency: s.w, AlonePerSec: alonePerSec, RetryEvery: s.retry.Seconds()}
 	res.Fanout = detail
-	var problems []string
-	outcome := func(r *benchReceiver, name, role string, from time.Time, last time.Time) endpointOutcome {
-		p := r.finish(name, n, 0, 0)
-		o := endpointOutcome{Name: name, Role: role, Received: p.Received, Duplicates: p.Duplicates, Missing: p.Missing,
-			Seconds: last.Sub(from).Seconds()}
-		o.Retried, o.Poisoned = ib.stats(name)
-		if o.Missing != 0 {
-			problems = append(problems, fmt.Sprintf("the %s endpoint got %d of %d (%d poisoned)", role, o.Received, n, o.Poisoned))
-		}
-		return o
-	}
 	detail.Endpoints = append(detail.Endpoints, endpointOutcome{Name: healthy.Name, Role: "healthy",
 		Received: res.Received, Duplicates: res.Duplicates, Missing: res.Missing, Seconds: took.Seconds()})
 
-	// The slow one drains: at most concurrency×10 events/s per router.
-	slowLast, _ := slow.waitArrivals(10 * time.Second)
-	slowOut := outcome(slow, slowEp.Name, "slow", start, slowLast)
-
-	// The dead one comes back: every event must reach it at its next
-	// retry.
+	// The dead one comes back now that the healthy one's events are
+	// through: a probe finds it (the probe interval doubles from 5 s, so
+	// the next is due within about the time it has been paused), and its
+	// held events come back, spread over a fifth of the interval (the few
+	// that came back while the probe was in flight wait one more). The
+	// slow one drains meanwhile: at most concurrency×10 events/s per
+	// router.
+	var problems []string
+	var deadOut *endpointOutcome
 	back, err := startBenchReceiverAt(deadAddr, 0)
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("the dead endpoint's receiver could not listen on %s after the run: %v", deadAddr, err))
 	} else {
 		defer back.srv.Close()
 		back.reset(n)
-		cameBack := time.Now()
-		deadLast, _ := back.waitArrivals(2*s.retry + 5*time.Second)
-		if err := ib.close(ctx); err != nil { // every attempt in flight done: the duplicates are all counted
+	}
+	cameBack := time.Now()
+	slowLast := slow.waitArrivals(time.Now().Add(5*time.Minute), 10*time.Second)
+	if back != nil {
+		deadLast := back.waitArrivals(cameBack.Add(cameBack.Sub(start)*5/2+15*time.Second), 0)
+		p := back.finish(dead.Name, n, 0, 0)
+		deadOut = &endpointOutcome{Name: dead.Name, Role: "dead", Received: p.Received, Duplicates: p.Duplicates, Missing: p.Missing,
+			Seconds: deadLast.Sub(cameBack).Seconds()}
+	}
+	sp := slow.finish(slowEp.Name, n, 0, 0)
+	slowOut := endpointOutcome{Name: slowEp.Name, Role: "slow", Received: sp.Received, Duplicates: sp.Duplicates, Missing: sp.Missing,
+		Seconds: slowLast.Sub(start).Seconds()}
+	for _, o := range []*endpointOutcome{deadOut, &slowOut} {
+		if o == nil {
+			continue
+		}
+		st, err := ib.stats(o.Name)
+		if err != nil {
 			problems = append(problems, err.Error())
 		}
-		detail.Endpoints = append(detail.Endpoints, outcome(back, dead.Name, "dead", cameBack, deadLast))
+		o.Retried, o.Poisoned = st.Retried, st.Poisoned
+		if o.Missing != 0 {
+			problems = append(problems, fmt.Sprintf("the %s endpoint got %d of %d (%d poisoned)", o.Role, o.Received, n, o.Poisoned))
+		}
+		detail.Endpoints = append(detail.Endpoints, *o)
 	}
-	detail.Endpoints = append(detail.Endpoints, slowOut)
+	if err := ib.close(ctx); err != nil {
+		problems = append(problems, err.Error())
+	}
+	// Closed: every attempt in flight has ended, its duplicate counted.
+	for i, o := range detail.Endpoints {
+		r := map[string]*benchReceiver{"slow": slow, "dead": back}[o.Role]
+		if r != nil {
+			detail.Endpoints[i].Duplicates = r.finish(o.Name, n, 0, 0).Duplicates
+		}
+	}
 	if len(problems) > 0 {
 		res.Error = strings.Join(problems, "; ")
 	}
@@ -504,8 +561,8 @@ func printFanout(w io.Writer, r benchResult) {
 			fmt.Fprintf(w, "  slow (answers after %s): %d of %d, %d dup, the last %.1f s after the first emit\n",
 				isolationSlowDelay, o.Received, o.Received+o.Missing, o.Duplicates, o.Seconds)
 		case "dead":
-			fmt.Fprintf(w, "  dead (refusing connections, retried every %s, back after the run): %d of %d once back, %d lost, %d dup, the last %.1f s after it came back; %d retries, %d poisoned\n",
-				time.Duration(d.RetryEvery*float64(time.Second)), o.Received, o.Received+o.Missing, o.Missing, o.Duplicates, o.Seconds, o.Retried, o.Poisoned)
+			fmt.Fprintf(w, "  dead (refusing connections, paused after %d failures, back once the healthy one is through): %d of %d once back, %d lost, %d dup, the last %.1f s after it came back; %d retries scheduled, %d poisoned\n",
+				bus.DefaultPauseAfter, o.Received, o.Received+o.Missing, o.Missing, o.Duplicates, o.Seconds, o.Retried, o.Poisoned)
 		}
 	}
 }
