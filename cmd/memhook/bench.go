@@ -95,11 +95,14 @@ func failing(id string) bool {
 	return h.Sum32()%2 == 1
 }
 
-func startBenchReceiver() (*benchReceiver, error) { return startBenchReceiverAt("127.0.0.1:0", 0) }
+func startBenchReceiver() (*benchReceiver, error) {
+	return startBenchReceiverAt("main", "127.0.0.1:0", 0)
+}
 
 // startBenchReceiverAt starts a receiver listening on addr that waits
-// delay before it answers each request (0: answers at once).
-func startBenchReceiverAt(addr string, delay time.Duration) (*benchReceiver, error) {
+// delay before it answers each request (0: answers at once). Its
+// goroutines carry the CPU profile label receiver=role (pprof -tagfocus).
+func startBenchReceiverAt(role, addr string, delay time.Duration) (*benchReceiver, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -117,7 +120,7 @@ func startBenchReceiverAt(addr string, delay time.Duration) (*benchReceiver, err
 			r.conns.Add(1)
 		}
 	}}
-	go func() { _ = r.srv.Serve(ln) }()
+	go pprof.Do(context.Background(), pprof.Labels("receiver", role), func(context.Context) { _ = r.srv.Serve(ln) })
 	return r, nil
 }
 
@@ -284,7 +287,7 @@ func bench(args []string, stdout, stderr io.Writer) int {
 			"memory-slog (INFO logs through an untouched slog.Default() to a file), half-fail (half of the events answered 503 three times: the other half's rate against a run where none fails), "+
 			"fanout (three healthy endpoints: deliveries/s of all three), fanout-isolation, fanout-isolation-redis (a healthy, a dead and a slow endpoint, on memory or on Redis with 2 routers: the healthy one's rate against its rate alone; the slow and the dead one get every event), "+
 			"http, redis1, redis2 (1 or 2 router processes), outage")
-	isoW := fs.Int("isolation-w", DefaultIsolationW, "concurrency of the delivering buses of the fanout-isolation runs (the slow endpoint takes at most this ×10 events/s per router)")
+	isoW := fs.Int("isolation-w", 0, "concurrency of the delivering buses of the fanout-isolation runs (0: -w); the slow endpoint takes at most this ×10 events/s per router")
 	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
@@ -309,8 +312,8 @@ Flags:`)
 		}
 		return exitUsage
 	}
-	if *n <= 0 || *workers <= 0 || *size <= 0 || *repeat <= 0 || *isoW <= 0 {
-		fmt.Fprintln(stderr, "memhook bench: -n, -w, --payload-size, --runs and --isolation-w must be positive")
+	if *n <= 0 || *workers <= 0 || *size <= 0 || *repeat <= 0 || *isoW < 0 {
+		fmt.Fprintln(stderr, "memhook bench: -n, -w, --payload-size and --runs must be positive, --isolation-w not negative")
 		return exitUsage
 	}
 	if *cpuProfile != "" {
@@ -396,12 +399,16 @@ Flags:`)
 			one = func() benchResult { return benchOutage(e, *workers) }
 		case "fanout":
 			one = func() benchResult { return benchFanout(rig, rcv, e, *n, *workers, *rate) }
-		case "fanout-isolation":
-			s := isolationSetup{name: "fanout isolation (memory)", w: *isoW}
-			one = func() benchResult { return benchIsolation(rig, rcv, e, *n, *workers, *rate, s) }
-		case "fanout-isolation-redis":
-			s := isolationSetup{name: "fanout isolation (redis, 2 routers)", redis: target, routers: 2, w: *isoW, profile: *cpuProfile}
-			one = func() benchResult { return benchIsolation(rig, rcv, e, *n, *workers, *rate, s) }
+		case "fanout-isolation", "fanout-isolation-redis":
+			s := isolationSetup{name: "fanout isolation (memory)", w: cmp.Or(*isoW, *workers)}
+			if name == "fanout-isolation-redis" {
+				s = isolationSetup{name: "fanout isolation (redis, 2 routers)", redis: target, routers: 2, w: s.w, profile: *cpuProfile}
+			}
+			rounds := 0
+			one = func() benchResult {
+				rounds++
+				return benchIsolation(rig, rcv, e, *n, *workers, *rate, s, rounds == *repeat) // the last round drains
+			}
 		case "half-fail":
 			// Paced at --rate, or at half of the same round's memory
 			// run: a load the chain sustains with the failing half's
@@ -465,6 +472,7 @@ Flags:`)
 				res.HealthyRatio, res.HealthyRatioMin, res.HealthyRatioMax = hr[len(hr)/2], hr[0], hr[len(hr)-1]
 			}
 		}
+		isolationSummary(&res, p.runs)
 		res.Configuration = config
 		results = append(results, res)
 	}
@@ -840,7 +848,8 @@ func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, w, ra
 }
 
 // emitAll emits n events through b from w goroutines, paced at rate, and
-// returns the first error of Emit (the goroutine that met it stops).
+// returns the first error of Emit (the goroutine that met it stops). The
+// goroutines carry the CPU profile label emit=1.
 func emitAll(b *bus.Bus, e event.Event, n, w, rate int) error {
 	ctx := context.Background()
 	pace := newPacer(rate)
@@ -850,7 +859,7 @@ func emitAll(b *bus.Bus, e event.Event, n, w, rate int) error {
 	var wg sync.WaitGroup
 	for range w {
 		wg.Add(1)
-		go func() {
+		go pprof.Do(ctx, pprof.Labels("emit", "1"), func(ctx context.Context) {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 				pace.wait(i)
@@ -859,7 +868,7 @@ func emitAll(b *bus.Bus, e event.Event, n, w, rate int) error {
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return firstErr

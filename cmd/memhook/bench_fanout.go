@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,8 +34,10 @@ import (
 //     answering after 100 ms. Each round runs the healthy endpoint alone,
 //     then the three; events/s is the healthy one's among the three, and
 //     its ratio to its events/s alone in the same round must be at least
-//     isolationWant. Then the slow one must get every event, and the dead
-//     one, once a receiver listens on its port, too.
+//     isolationWant. In the last round the slow one must then get every
+//     event, and the dead one, once a receiver listens on its port, too
+//     (at the default concurrency of 16 the slow one takes 160 events/s
+//     per router: two minutes for 20 000 events, so once).
 
 // fanoutEndpoints is how many healthy endpoints the fanout run has.
 const fanoutEndpoints = 3
@@ -46,11 +49,6 @@ const isolationSlowDelay = 100 * time.Millisecond
 // alone that issue #12 asks.
 const isolationWant = 0.9
 
-// DefaultIsolationW is the concurrency of the delivering buses of the
-// isolation runs (--isolation-w): with 100 ms answers an endpoint takes at
-// most concurrency×10 events/s per router.
-const DefaultIsolationW = 256
-
 // fanoutDetail is what a fan-out run reports beside its row.
 type fanoutDetail struct {
 	Transport   string `json:"transport"`
@@ -58,8 +56,14 @@ type fanoutDetail struct {
 	Concurrency int    `json:"concurrency"`
 	// AlonePerSec: the healthy endpoint's events/s when it is the only
 	// endpoint, in the same round.
-	AlonePerSec float64           `json:"healthy_alone_events_per_sec,omitempty"`
-	Endpoints   []endpointOutcome `json:"endpoints"`
+	AlonePerSec float64 `json:"healthy_alone_events_per_sec,omitempty"`
+	// AloneCPU and CPU are the share of the machine's cores this process
+	// and its children used while the healthy endpoint's events went
+	// through, alone and among the three: well below 1 on a CPU-bound run
+	// means other processes had the cores, and the ratio says little.
+	AloneCPU  float64           `json:"alone_cpu_share,omitempty"`
+	CPU       float64           `json:"cpu_share,omitempty"`
+	Endpoints []endpointOutcome `json:"endpoints"`
 }
 
 // endpointOutcome is what one endpoint's receiver got in a fan-out run.
@@ -97,7 +101,7 @@ func (f *fanoutRig) close() {
 // receivers returns k healthy receivers: rcv and k-1 more.
 func (f *fanoutRig) receivers(rcv *benchReceiver, k int) ([]*benchReceiver, error) {
 	for len(f.healthy) < k-1 {
-		r, err := startBenchReceiver()
+		r, err := startBenchReceiverAt("fanout-"+strconv.Itoa(len(f.healthy)+2), "127.0.0.1:0", 0)
 		if err != nil {
 			return nil, err
 		}
@@ -108,7 +112,7 @@ func (f *fanoutRig) receivers(rcv *benchReceiver, k int) ([]*benchReceiver, erro
 
 func (f *fanoutRig) slowReceiver() (*benchReceiver, error) {
 	if f.slow == nil {
-		r, err := startBenchReceiverAt("127.0.0.1:0", isolationSlowDelay)
+		r, err := startBenchReceiverAt("slow", "127.0.0.1:0", isolationSlowDelay)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +229,13 @@ type isolationBus struct {
 // openIsolation starts what delivers to eps. On Redis it empties the
 // database first and starts the routers (each waits until ready: joined
 // its groups).
-func openIsolation(s isolationSetup, phase string, n, w int, eps []bus.Endpoint) (*isolationBus, error) {
+func openIsolation(s isolationSetup, phase string, n, w int, eps []bus.Endpoint) (ib *isolationBus, err error) {
+	// The goroutines of the buses carry the CPU profile label phase.
+	pprof.Do(context.Background(), pprof.Labels("phase", phase), func(context.Context) { ib, err = openIsolationBus(s, phase, n, w, eps) })
+	return ib, err
+}
+
+func openIsolationBus(s isolationSetup, phase string, n, w int, eps []bus.Endpoint) (*isolationBus, error) {
 	quiet := bus.WithLogger(slog.New(slog.DiscardHandler))
 	if s.redis == nil {
 		// Room for the slow endpoint's whole backlog beside the dead
@@ -403,7 +413,12 @@ func freeAddr() (string, error) {
 // bus.DefaultPauseAfter failures in a row, its events held (none
 // poisoned) while probes go out (5 s, doubling); the first probe after
 // its receiver is back resumes it.
-func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rate int, s isolationSetup) benchResult {
+//
+// With drain (the last round) it then waits until the slow endpoint has
+// every event, and brings the dead one back and waits until it has every
+// event too; without, it closes the buses once the healthy endpoint's
+// events are through (what the others have left is dropped).
+func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rate int, s isolationSetup, drain bool) benchResult {
 	fail := func(format string, args ...any) benchResult {
 		return benchResult{Name: s.name, Error: fmt.Sprintf(format, args...)}
 	}
@@ -420,6 +435,7 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	if err != nil {
 		return fail("the healthy endpoint alone: %v", err)
 	}
+	cpuA0, _ := cpuAndRSS(ib.pids()...)
 	start := time.Now()
 	if err := emitAll(ib.pub, e, n, w, rate); err != nil {
 		_ = ib.close(ctx)
@@ -427,6 +443,7 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	}
 	alone := rcv.finish(s.name, n, 0, 5*time.Minute)
 	aloneTook := time.Since(start)
+	cpuA1, _ := cpuAndRSS(ib.pids()...)
 	if err := ib.close(ctx); err != nil {
 		return fail("the healthy endpoint alone: %v", err)
 	}
@@ -466,13 +483,23 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	if alonePerSec > 0 {
 		res.HealthyRatio = res.EventsPerSec / alonePerSec
 	}
-	detail := &fanoutDetail{Transport: "memory", Concurrency: s.w, AlonePerSec: alonePerSec}
+	share := func(cpu float64, took time.Duration) float64 { return cpu / took.Seconds() / float64(runtime.NumCPU()) }
+	detail := &fanoutDetail{Transport: "memory", Concurrency: s.w, AlonePerSec: alonePerSec,
+		AloneCPU: share(cpuA1-cpuA0, aloneTook), CPU: share(cpu1-cpu0, took)}
 	if s.redis != nil {
 		detail.Transport, detail.Routers = "redis", s.routers
 	}
 	res.Fanout = detail
 	detail.Endpoints = append(detail.Endpoints, endpointOutcome{Name: healthy.Name, Role: "healthy",
 		Received: res.Received, Duplicates: res.Duplicates, Missing: res.Missing, Seconds: took.Seconds()})
+	if !drain {
+		cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond) // the slow and dead ones' events are left
+		defer cancel()
+		if err := ib.close(cctx); err != nil {
+			res.Error = err.Error()
+		}
+		return res
+	}
 
 	// The dead one comes back now that the healthy one's events are
 	// through: a probe finds it (the probe interval doubles from 5 s, so
@@ -483,7 +510,7 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	// router.
 	var problems []string
 	var deadOut *endpointOutcome
-	back, err := startBenchReceiverAt(deadAddr, 0)
+	back, err := startBenchReceiverAt("dead", deadAddr, 0)
 	if err != nil {
 		problems = append(problems, fmt.Sprintf("the dead endpoint's receiver could not listen on %s after the run: %v", deadAddr, err))
 	} else {
@@ -531,6 +558,23 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	return res
 }
 
+// isolationSummary gives the row of an isolation run (median, the run
+// median chose) the slow and dead endpoints' outcomes of the round that
+// waited for them (the last).
+func isolationSummary(res *benchResult, runs []benchResult) {
+	if res.Fanout == nil {
+		return
+	}
+	for i := len(runs) - 1; i >= 0; i-- {
+		if d := runs[i].Fanout; d != nil && len(d.Endpoints) > 1 {
+			c := *res.Fanout
+			c.Endpoints = append([]endpointOutcome{res.Fanout.Endpoints[0]}, d.Endpoints[1:]...)
+			res.Fanout = &c
+			return
+		}
+	}
+}
+
 // printFanout writes the detail line of a fan-out run.
 func printFanout(w io.Writer, r benchResult) {
 	d := r.Fanout
@@ -549,8 +593,8 @@ func printFanout(w io.Writer, r benchResult) {
 	if r.HealthyRatio < isolationWant {
 		verdict = "BELOW"
 	}
-	fmt.Fprintf(w, "%s: the healthy endpoint at %.2f of its events/s alone (rounds %.2f-%.2f; alone %.0f/s), %s the %.1f wanted; concurrency %d",
-		r.Name, r.HealthyRatio, r.HealthyRatioMin, r.HealthyRatioMax, d.AlonePerSec, verdict, isolationWant, d.Concurrency)
+	fmt.Fprintf(w, "%s: the healthy endpoint at %.2f of its events/s alone (rounds %.2f-%.2f; alone %.0f/s), %s the %.1f wanted; cores used %.0f%% alone, %.0f%% among the three; concurrency %d",
+		r.Name, r.HealthyRatio, r.HealthyRatioMin, r.HealthyRatioMax, d.AlonePerSec, verdict, isolationWant, 100*d.AloneCPU, 100*d.CPU, d.Concurrency)
 	if d.Routers > 0 {
 		fmt.Fprintf(w, " per router, %d routers", d.Routers)
 	}
