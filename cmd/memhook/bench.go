@@ -303,6 +303,12 @@ signer with a token and secret) with logs discarded and with a log line per
 delivery, memhook through the direct-HTTP transport into a 'memhook serve'
 child process, and through Redis Streams (a private redis-server unless
 --redis-url names one). Checks that every event arrived exactly once.
+The fan-out runs deliver to several endpoints: fanout to three healthy
+ones (deliveries/s of all three); fanout-isolation and
+fanout-isolation-redis to a healthy, a dead and a slow one, reporting the
+healthy one's events/s against its events/s alone in the same round, and
+(in the last round) that the slow and, once back, the dead one get every
+event.
 Flags:`)
 		fs.PrintDefaults()
 	}

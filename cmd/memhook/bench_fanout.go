@@ -58,9 +58,10 @@ type fanoutDetail struct {
 	// endpoint, in the same round.
 	AlonePerSec float64 `json:"healthy_alone_events_per_sec,omitempty"`
 	// AloneCPU and CPU are the share of the machine's cores this process
-	// and its children used while the healthy endpoint's events went
-	// through, alone and among the three: well below 1 on a CPU-bound run
-	// means other processes had the cores, and the ratio says little.
+	// and its children (not redis-server) used while the healthy
+	// endpoint's events went through, alone and among the three: well
+	// below 1 on a CPU-bound run means other processes had the cores, and
+	// the ratio says little.
 	AloneCPU  float64           `json:"alone_cpu_share,omitempty"`
 	CPU       float64           `json:"cpu_share,omitempty"`
 	Endpoints []endpointOutcome `json:"endpoints"`
@@ -69,7 +70,7 @@ type fanoutDetail struct {
 // endpointOutcome is what one endpoint's receiver got in a fan-out run.
 type endpointOutcome struct {
 	Name       string `json:"name"`
-	Role       string `json:"role"` // healthy, slow (answers after 100 ms) or dead (refusing connections, back after the run)
+	Role       string `json:"role"` // healthy, slow (answers after 100 ms) or dead (refusing connections until the healthy one is through)
 	Received   int    `json:"received"`
 	Duplicates int    `json:"duplicates"`
 	Missing    int    `json:"missing"`
@@ -518,7 +519,9 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 		back.reset(n)
 	}
 	cameBack := time.Now()
-	slowLast := slow.waitArrivals(time.Now().Add(5*time.Minute), 10*time.Second)
+	routers := max(s.routers, 1)
+	slowTakes := time.Duration(float64(n) / float64(s.w*routers) * float64(isolationSlowDelay)) // at best
+	slowLast := slow.waitArrivals(start.Add(2*slowTakes+time.Minute), 10*time.Second)
 	if back != nil {
 		deadLast := back.waitArrivals(cameBack.Add(cameBack.Sub(start)*5/2+15*time.Second), 0)
 		p := back.finish(dead.Name, n, 0, 0)
