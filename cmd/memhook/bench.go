@@ -86,6 +86,8 @@ type benchReceiver struct {
 	start       time.Time
 	healthy     int
 	lastHealthy time.Time
+
+	lastNew time.Time // when the last id not seen before arrived
 }
 
 // failing reports whether the half-failing run fails id.
@@ -131,7 +133,7 @@ func (r *benchReceiver) reset(want int) { r.resetFailing(want, 0) }
 func (r *benchReceiver) resetFailing(want, failFirst int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.failFirst, r.attempts, r.start, r.healthy, r.lastHealthy = failFirst, map[string]int{}, time.Now(), 0, time.Time{}
+	r.failFirst, r.attempts, r.start, r.healthy, r.lastHealthy, r.lastNew = failFirst, map[string]int{}, time.Now(), 0, time.Time{}, time.Time{}
 	r.seen = make(map[string]int, want)
 	r.latency = make([]time.Duration, 0, want)
 	r.done = make(chan struct{})
@@ -168,6 +170,9 @@ func (r *benchReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !bad && r.seen[id] == 0 {
 		r.healthy++
 		r.lastHealthy = now
+	}
+	if r.seen[id] == 0 {
+		r.lastNew = now
 	}
 	r.seen[id]++
 	if r.seen[id] == 1 && lat >= 0 {

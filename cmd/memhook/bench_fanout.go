@@ -62,9 +62,14 @@ type fanoutDetail struct {
 	// endpoint's events went through, alone and among the three: well
 	// below 1 on a CPU-bound run means other processes had the cores, and
 	// the ratio says little.
-	AloneCPU  float64           `json:"alone_cpu_share,omitempty"`
-	CPU       float64           `json:"cpu_share,omitempty"`
-	Endpoints []endpointOutcome `json:"endpoints"`
+	AloneCPU float64 `json:"alone_cpu_share,omitempty"`
+	CPU      float64 `json:"cpu_share,omitempty"`
+	// AloneCPUPer1000 is the CPU seconds per 1000 events of the healthy
+	// endpoint alone (the row's CPU s/1000 is among the three): their
+	// quotient is what the ratio would be on cores of its own, where
+	// both phases are bound by CPU.
+	AloneCPUPer1000 float64           `json:"alone_cpu_seconds_per_1000,omitempty"`
+	Endpoints       []endpointOutcome `json:"endpoints"`
 }
 
 // endpointOutcome is what one endpoint's receiver got in a fan-out run.
@@ -157,7 +162,9 @@ func benchFanout(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rate i
 	parts := make([]benchResult, len(rcvs))
 	for i, r := range rcvs {
 		parts[i] = r.finish(eps[i].Name, n, 0, 5*time.Minute)
-		parts[i].Seconds = time.Since(start).Seconds()
+		r.mu.Lock()
+		parts[i].Seconds = since(start, r.lastNew) // to its last event
+		r.mu.Unlock()
 	}
 	took := time.Since(start)
 	cpu1, rss := cpuAndRSS()
@@ -370,18 +377,23 @@ func (ib *isolationBus) stats(name string) (st bus.EndpointStats, err error) {
 
 // waitArrivals waits until r has every event of its run, until deadline,
 // or (stall above 0), once some arrived, until none arrived for stall; it
-// returns when the last one arrived (now if not all did).
+// returns when the last event not seen before arrived (zero if none did).
 func (r *benchReceiver) waitArrivals(deadline time.Time, stall time.Duration) time.Time {
 	r.mu.Lock()
 	done := r.done
 	r.mu.Unlock()
+	lastNew := func() time.Time {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.lastNew
+	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	last, lastN := time.Now(), 0
 	for {
 		select {
 		case <-done:
-			return time.Now()
+			return lastNew()
 		case <-tick.C:
 		}
 		r.mu.Lock()
@@ -391,7 +403,7 @@ func (r *benchReceiver) waitArrivals(deadline time.Time, stall time.Duration) ti
 		case k != lastN:
 			last, lastN = time.Now(), k
 		case time.Now().After(deadline), stall > 0 && k > 0 && time.Since(last) > stall:
-			return time.Now()
+			return lastNew()
 		}
 	}
 }
@@ -486,7 +498,7 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	}
 	share := func(cpu float64, took time.Duration) float64 { return cpu / took.Seconds() / float64(runtime.NumCPU()) }
 	detail := &fanoutDetail{Transport: "memory", Concurrency: s.w, AlonePerSec: alonePerSec,
-		AloneCPU: share(cpuA1-cpuA0, aloneTook), CPU: share(cpu1-cpu0, took)}
+		AloneCPU: share(cpuA1-cpuA0, aloneTook), CPU: share(cpu1-cpu0, took), AloneCPUPer1000: (cpuA1 - cpuA0) / float64(n) * 1000}
 	if s.redis != nil {
 		detail.Transport, detail.Routers = "redis", s.routers
 	}
@@ -526,11 +538,11 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 		deadLast := back.waitArrivals(cameBack.Add(cameBack.Sub(start)*5/2+15*time.Second), 0)
 		p := back.finish(dead.Name, n, 0, 0)
 		deadOut = &endpointOutcome{Name: dead.Name, Role: "dead", Received: p.Received, Duplicates: p.Duplicates, Missing: p.Missing,
-			Seconds: deadLast.Sub(cameBack).Seconds()}
+			Seconds: since(cameBack, deadLast)}
 	}
 	sp := slow.finish(slowEp.Name, n, 0, 0)
 	slowOut := endpointOutcome{Name: slowEp.Name, Role: "slow", Received: sp.Received, Duplicates: sp.Duplicates, Missing: sp.Missing,
-		Seconds: slowLast.Sub(start).Seconds()}
+		Seconds: since(start, slowLast)}
 	for _, o := range []*endpointOutcome{deadOut, &slowOut} {
 		if o == nil {
 			continue
@@ -561,12 +573,21 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	return res
 }
 
+// since returns the seconds from from to t, 0 when t is zero (nothing
+// arrived).
+func since(from, t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Sub(from).Seconds()
+}
+
 // isolationSummary gives the row of an isolation run (median, the run
 // median chose) the slow and dead endpoints' outcomes of the round that
 // waited for them (the last).
 func isolationSummary(res *benchResult, runs []benchResult) {
-	if res.Fanout == nil {
-		return
+	if res.Fanout == nil || res.Fanout.AlonePerSec == 0 {
+		return // not an isolation run
 	}
 	for i := len(runs) - 1; i >= 0; i-- {
 		if d := runs[i].Fanout; d != nil && len(d.Endpoints) > 1 {
@@ -596,8 +617,10 @@ func printFanout(w io.Writer, r benchResult) {
 	if r.HealthyRatio < isolationWant {
 		verdict = "BELOW"
 	}
-	fmt.Fprintf(w, "%s: the healthy endpoint at %.2f of its events/s alone (rounds %.2f-%.2f; alone %.0f/s), %s the %.1f wanted; cores used %.0f%% alone, %.0f%% among the three; concurrency %d",
-		r.Name, r.HealthyRatio, r.HealthyRatioMin, r.HealthyRatioMax, d.AlonePerSec, verdict, isolationWant, 100*d.AloneCPU, 100*d.CPU, d.Concurrency)
+	fmt.Fprintf(w, "%s: the healthy endpoint at %.2f of its events/s alone (rounds %.2f-%.2f; alone %.0f/s), %s the %.1f wanted; "+
+		"cores used %.0f%% alone, %.0f%% among the three; CPU s/1000 events %.3f alone, %.3f among the three; concurrency %d",
+		r.Name, r.HealthyRatio, r.HealthyRatioMin, r.HealthyRatioMax, d.AlonePerSec, verdict, isolationWant,
+		100*d.AloneCPU, 100*d.CPU, d.AloneCPUPer1000, r.CPUPer1000, d.Concurrency)
 	if d.Routers > 0 {
 		fmt.Fprintf(w, " per router, %d routers", d.Routers)
 	}
