@@ -58,8 +58,10 @@ type benchResult struct {
 	HealthyRatioMin float64 `json:"healthy_ratio_min,omitempty"`
 	HealthyRatioMax float64 `json:"healthy_ratio_max,omitempty"`
 	PacedAt         int     `json:"paced_at,omitempty"`
-	Error           string  `json:"error,omitempty"`
-	Configuration   string  `json:"configuration"`
+	// Fanout, for the fan-out runs: each endpoint's outcome (bench_fanout.go).
+	Fanout        *fanoutDetail `json:"fanout,omitempty"`
+	Error         string        `json:"error,omitempty"`
+	Configuration string        `json:"configuration"`
 }
 
 // benchReceiver answers 200 at once and records, per webhook id, how many
@@ -84,6 +86,8 @@ type benchReceiver struct {
 	start       time.Time
 	healthy     int
 	lastHealthy time.Time
+
+	lastNew time.Time // when the last id not seen before arrived
 }
 
 // failing reports whether the half-failing run fails id.
@@ -94,17 +98,31 @@ func failing(id string) bool {
 }
 
 func startBenchReceiver() (*benchReceiver, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startBenchReceiverAt("main", "127.0.0.1:0", 0)
+}
+
+// startBenchReceiverAt starts a receiver listening on addr that waits
+// delay before it answers each request (0: answers at once). Its
+// goroutines carry the CPU profile label receiver=role (pprof -tagfocus).
+func startBenchReceiverAt(role, addr string, delay time.Duration) (*benchReceiver, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	r := &benchReceiver{url: "http://" + ln.Addr().String() + "/hook"}
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ConnState: func(_ net.Conn, s http.ConnState) {
+	var h http.Handler = r
+	if delay > 0 {
+		h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			time.Sleep(delay)
+			r.ServeHTTP(w, req)
+		})
+	}
+	r.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ConnState: func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			r.conns.Add(1)
 		}
 	}}
-	go func() { _ = r.srv.Serve(ln) }()
+	go pprof.Do(context.Background(), pprof.Labels("receiver", role), func(context.Context) { _ = r.srv.Serve(ln) })
 	return r, nil
 }
 
@@ -115,7 +133,7 @@ func (r *benchReceiver) reset(want int) { r.resetFailing(want, 0) }
 func (r *benchReceiver) resetFailing(want, failFirst int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.failFirst, r.attempts, r.start, r.healthy, r.lastHealthy = failFirst, map[string]int{}, time.Now(), 0, time.Time{}
+	r.failFirst, r.attempts, r.start, r.healthy, r.lastHealthy, r.lastNew = failFirst, map[string]int{}, time.Now(), 0, time.Time{}, time.Time{}
 	r.seen = make(map[string]int, want)
 	r.latency = make([]time.Duration, 0, want)
 	r.done = make(chan struct{})
@@ -152,6 +170,9 @@ func (r *benchReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !bad && r.seen[id] == 0 {
 		r.healthy++
 		r.lastHealthy = now
+	}
+	if r.seen[id] == 0 {
+		r.lastNew = now
 	}
 	r.seen[id]++
 	if r.seen[id] == 1 && lat >= 0 {
@@ -266,9 +287,12 @@ func bench(args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("n", 20000, "events per run")
 	workers := fs.Int("w", 16, "concurrency: keep-alive workers of the floor; goroutines calling Emit and deliveries in flight of memhook")
 	size := fs.Int("payload-size", 400, "approximate envelope size in bytes")
-	which := fs.String("transports", "floor,memory,memory-logs,memory-slog,half-fail,http,redis1,redis2",
+	which := fs.String("transports", "floor,memory,memory-logs,memory-slog,half-fail,fanout,http,redis1,redis2",
 		"comma list of: floor, memory (logs discarded), memory-noattemptlog (memory without the attempt log), memory-logs (INFO logs through serve's buffered writer to a file), "+
-			"memory-slog (INFO logs through an untouched slog.Default() to a file), half-fail (half of the events answered 503 three times: the other half's rate against a run where none fails), http, redis1, redis2 (1 or 2 router processes), outage")
+			"memory-slog (INFO logs through an untouched slog.Default() to a file), half-fail (half of the events answered 503 three times: the other half's rate against a run where none fails), "+
+			"fanout (three healthy endpoints: deliveries/s of all three), fanout-isolation, fanout-isolation-redis (a healthy, a dead and a slow endpoint, on memory or on Redis with 2 routers: the healthy one's rate against its rate alone; the slow and the dead one get every event), "+
+			"http, redis1, redis2 (1 or 2 router processes), outage")
+	isoW := fs.Int("isolation-w", 0, "concurrency of the delivering buses of the fanout-isolation runs (0: -w); the slow endpoint takes at most this ×10 events/s per router")
 	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	rate := fs.Int("rate", 0, "events per second to send at (0: as fast as possible); use e.g. 1000 to measure latency without a backlog")
@@ -284,6 +308,12 @@ signer with a token and secret) with logs discarded and with a log line per
 delivery, memhook through the direct-HTTP transport into a 'memhook serve'
 child process, and through Redis Streams (a private redis-server unless
 --redis-url names one). Checks that every event arrived exactly once.
+The fan-out runs deliver to several endpoints: fanout to three healthy
+ones (deliveries/s of all three); fanout-isolation and
+fanout-isolation-redis to a healthy, a dead and a slow one, reporting the
+healthy one's events/s against its events/s alone in the same round, and
+(in the last round) that the slow and, once back, the dead one get every
+event.
 Flags:`)
 		fs.PrintDefaults()
 	}
@@ -293,8 +323,8 @@ Flags:`)
 		}
 		return exitUsage
 	}
-	if *n <= 0 || *workers <= 0 || *size <= 0 || *repeat <= 0 {
-		fmt.Fprintln(stderr, "memhook bench: -n, -w, --payload-size and --runs must be positive")
+	if *n <= 0 || *workers <= 0 || *size <= 0 || *repeat <= 0 || *isoW < 0 {
+		fmt.Fprintln(stderr, "memhook bench: -n, -w, --payload-size and --runs must be positive, --isolation-w not negative")
 		return exitUsage
 	}
 	if *cpuProfile != "" {
@@ -320,7 +350,8 @@ Flags:`)
 		names[i] = strings.TrimSpace(names[i])
 	}
 	var target *redisTarget
-	if slices.Contains(names, "redis1") || slices.Contains(names, "redis2") {
+	redisRun := func(n string) bool { return n == "redis1" || n == "redis2" || n == "fanout-isolation-redis" }
+	if slices.ContainsFunc(names, redisRun) {
 		var skip string
 		target, skip, err = openRedisTarget(context.Background(), *redisURL)
 		switch {
@@ -332,7 +363,7 @@ Flags:`)
 			return exitFailed
 		case skip != "":
 			fmt.Fprintf(stderr, "memhook bench: redis runs skipped: %s\n", skip)
-			names = slices.DeleteFunc(names, func(n string) bool { return n == "redis1" || n == "redis2" })
+			names = slices.DeleteFunc(names, redisRun)
 		default:
 			if target.private != nil {
 				fmt.Fprintf(stderr, "memhook bench: redis runs on a private redis-server at %s\n", target.private.Addr())
@@ -354,6 +385,8 @@ Flags:`)
 		runs []benchResult
 	}
 	var plan []*planned
+	rig := &fanoutRig{}
+	defer rig.close()
 	for _, name := range names {
 		var one func() benchResult
 		switch name {
@@ -377,6 +410,18 @@ Flags:`)
 			one = func() benchResult { return benchRedis(rcv, e, *n, *workers, *rate, routers, target, *cpuProfile) }
 		case "outage":
 			one = func() benchResult { return benchOutage(e, *workers) }
+		case "fanout":
+			one = func() benchResult { return benchFanout(rig, rcv, e, *n, *workers, *rate) }
+		case "fanout-isolation", "fanout-isolation-redis":
+			s := isolationSetup{name: "fanout isolation (memory)", w: cmp.Or(*isoW, *workers)}
+			if name == "fanout-isolation-redis" {
+				s = isolationSetup{name: "fanout isolation (redis, 2 routers)", redis: target, routers: 2, w: s.w, profile: *cpuProfile}
+			}
+			rounds := 0
+			one = func() benchResult {
+				rounds++
+				return benchIsolation(rig, rcv, e, *n, *workers, *rate, s, rounds == *repeat) // the last round drains
+			}
 		case "half-fail":
 			// Paced at --rate, or at half of the same round's memory
 			// run: a load the chain sustains with the failing half's
@@ -428,7 +473,7 @@ Flags:`)
 			slices.Sort(ratios)
 			res.RatioToFloor, res.RatioMin, res.RatioMax = ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1]
 		}
-		if p.name == "half-fail" {
+		{
 			var hr []float64
 			for _, r := range p.runs {
 				if r.HealthyRatio > 0 {
@@ -440,6 +485,7 @@ Flags:`)
 				res.HealthyRatio, res.HealthyRatioMin, res.HealthyRatioMax = hr[len(hr)/2], hr[0], hr[len(hr)-1]
 			}
 		}
+		isolationSummary(&res, p.runs)
 		res.Configuration = config
 		results = append(results, res)
 	}
@@ -466,7 +512,8 @@ Flags:`)
 		}
 		_ = tw.Flush()
 		for _, r := range results {
-			if r.HealthyRatio > 0 {
+			printFanout(stdout, r)
+			if r.HealthyRatio > 0 && r.Fanout == nil {
 				fmt.Fprintf(stdout, "%s: the healthy half at %.2f of its events/s when no event fails (rounds %.2f-%.2f), both paced at %d/s; the failing half answered 503 %d times each, then delivered\n",
 					r.Name, r.HealthyRatio, r.HealthyRatioMin, r.HealthyRatioMax, r.PacedAt, halfFailFirst)
 			}
@@ -803,28 +850,9 @@ func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, w, ra
 	ctx := context.Background()
 	cpu0, _ := cpuAndRSS(pids...)
 	start := time.Now()
-	pace := newPacer(rate)
-	var next atomic.Int64
-	var errOnce sync.Once
-	var firstErr error
-	var wg sync.WaitGroup
-	for range w {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				pace.wait(i)
-				if err := b.Emit(ctx, e); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
+	if err := emitAll(b, e, n, w, rate); err != nil {
 		_ = b.Close(ctx)
-		return benchResult{Name: name, Error: firstErr.Error()}
+		return benchResult{Name: name, Error: err.Error()}
 	}
 	res := rcv.finish(name, n, 0, 5*time.Minute)
 	took := time.Since(start)
@@ -839,6 +867,33 @@ func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, w, ra
 		res.Error = err.Error()
 	}
 	return res
+}
+
+// emitAll emits n events through b from w goroutines, paced at rate, and
+// returns the first error of Emit (the goroutine that met it stops). The
+// goroutines carry the CPU profile label emit=1.
+func emitAll(b *bus.Bus, e event.Event, n, w, rate int) error {
+	ctx := context.Background()
+	pace := newPacer(rate)
+	var next atomic.Int64
+	var errOnce sync.Once
+	var firstErr error
+	var wg sync.WaitGroup
+	for range w {
+		wg.Add(1)
+		go pprof.Do(ctx, pprof.Labels("emit", "1"), func(ctx context.Context) {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				pace.wait(i)
+				if err := b.Emit(ctx, e); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
 }
 
 // benchHTTP starts `memhook serve` as a child process delivering to the

@@ -2,10 +2,12 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -180,5 +182,123 @@ func TestBenchMemoryWithLogs(t *testing.T) {
 		if row := benchRow(stdout, name); !strings.Contains(row, " 300 ") {
 			t.Errorf("no %q row with 300 received:\n%s", name, stdout)
 		}
+	}
+}
+
+// benchJSONRow is the part of a `memhook bench --json` row the fan-out
+// tests read.
+type benchJSONRow struct {
+	Name         string  `json:"name"`
+	Events       int     `json:"events"`
+	Received     int     `json:"received"`
+	Duplicates   int     `json:"duplicates"`
+	Missing      int     `json:"missing"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	HealthyRatio float64 `json:"healthy_ratio"`
+	Error        string  `json:"error"`
+	Fanout       *struct {
+		Endpoints []struct {
+			Name       string `json:"name"`
+			Role       string `json:"role"`
+			Received   int    `json:"received"`
+			Duplicates int    `json:"duplicates"`
+			Missing    int    `json:"missing"`
+			Retried    uint64 `json:"retried"`
+			Poisoned   uint64 `json:"poisoned"`
+		} `json:"endpoints"`
+	} `json:"fanout"`
+}
+
+// benchJSON runs `memhook bench --json` with args and returns its rows
+// and exit code.
+func benchJSON(t *testing.T, args ...string) ([]benchJSONRow, int) {
+	t.Helper()
+	code, stdout, stderr := run(t, env{}, benchTimeout, append([]string{"bench", "--json"}, args...)...)
+	var rows []benchJSONRow
+	if err := json.Unmarshal([]byte(stdout), &rows); err != nil {
+		t.Fatalf("exit %d; stdout is not the JSON rows: %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout, stderr)
+	}
+	if code != 0 {
+		t.Logf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	return rows, code
+}
+
+func findRow(t *testing.T, rows []benchJSONRow, prefix string) benchJSONRow {
+	t.Helper()
+	for _, r := range rows {
+		if strings.HasPrefix(r.Name, prefix) {
+			return r
+		}
+	}
+	t.Fatalf("no %q row in %+v", prefix, rows)
+	return benchJSONRow{}
+}
+
+// TestBenchFanout: the fanout run delivers every event to each of its
+// three endpoints once; the memory isolation run reports the healthy
+// endpoint's ratio to its rate alone, and (in its last round) its slow
+// endpoint gets every event, and its dead one, refused until the healthy
+// one is through, every event once back (having failed while dead).
+func TestBenchFanout(t *testing.T) {
+	const n = 200
+	rows, code := benchJSON(t, "-n", strconv.Itoa(n), "--runs", "2", "--transports", "fanout,fanout-isolation")
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+
+	fo := findRow(t, rows, "fanout (3 endpoints")
+	if fo.Events != 3*n || fo.Received != 3*n || fo.Duplicates != 0 || fo.Missing != 0 || fo.Error != "" {
+		t.Errorf("fanout row: %+v, want %d of %d received, none missing or twice", fo, 3*n, 3*n)
+	}
+	if fo.Fanout == nil || len(fo.Fanout.Endpoints) != 3 {
+		t.Fatalf("fanout row has not its three endpoints: %+v", fo)
+	}
+	for _, ep := range fo.Fanout.Endpoints {
+		if ep.Received != n || ep.Missing != 0 {
+			t.Errorf("fanout endpoint %s got %d of %d", ep.Name, ep.Received, n)
+		}
+	}
+	checkIsolation(t, findRow(t, rows, "fanout isolation (memory)"), n)
+}
+
+// TestBenchFanoutIsolationRedis is TestBenchFanout's isolation run on
+// Redis with two routers.
+func TestBenchFanoutIsolationRedis(t *testing.T) {
+	needRedisServer(t)
+	const n = 200
+	rows, code := benchJSON(t, "-n", strconv.Itoa(n), "--transports", "fanout-isolation-redis")
+	r := findRow(t, rows, "fanout isolation (redis")
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	checkIsolation(t, r, n)
+}
+
+func checkIsolation(t *testing.T, r benchJSONRow, n int) {
+	t.Helper()
+	if r.Received != n || r.Missing != 0 || r.Duplicates != 0 || r.EventsPerSec <= 0 || r.HealthyRatio <= 0 {
+		t.Errorf("healthy endpoint: %+v, want %d received once each, a rate and its ratio to its rate alone", r, n)
+	}
+	if r.Fanout == nil {
+		t.Fatalf("no endpoints in %+v", r)
+	}
+	roles := map[string]bool{}
+	for _, ep := range r.Fanout.Endpoints {
+		roles[ep.Role] = true
+		if ep.Received != n || ep.Missing != 0 || ep.Poisoned != 0 {
+			t.Errorf("%s endpoint: %+v, want all %d received, none poisoned", ep.Role, ep, n)
+		}
+		if ep.Role == "dead" && ep.Retried == 0 {
+			t.Errorf("dead endpoint: no retry scheduled: it was not refusing during the run")
+		}
+	}
+	for _, role := range []string{"healthy", "slow", "dead"} {
+		if !roles[role] {
+			t.Errorf("no %s endpoint in %+v", role, r.Fanout.Endpoints)
+		}
+	}
+	if r.Error != "" {
+		t.Errorf("run error: %s", r.Error)
 	}
 }
