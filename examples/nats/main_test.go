@@ -366,7 +366,8 @@ func TestRetriesThroughJetStream(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	}))
 	t.Cleanup(srv.Close)
-	env := []string{"NATS_URL=" + url, "MEM0_WEBHOOK_URL=" + srv.URL, "MEM0_WEBHOOK_RETRY_DELAY=100ms", "MEM0_WEBHOOK_RETRY_COUNT=3"}
+	env := []string{"NATS_URL=" + url, "MEM0_WEBHOOK_URL=" + srv.URL, "MEM0_WEBHOOK_RETRY_DELAY=100ms", "MEM0_WEBHOOK_RETRY_COUNT=3",
+		"MEMHOOK_PAUSE_AFTER=0"} // retries, not the endpoint pausing after 10 failures in a row
 	p := start(t, "deliver", bin, []string{"deliver"}, env)
 	if err := p.waitLine("memhook-nats: delivering", 30*time.Second); err != nil {
 		t.Fatal(err)
