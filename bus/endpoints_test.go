@@ -17,6 +17,7 @@ import (
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/receiver"
 	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 	"github.com/memhook/memhook/verify"
 )
 
@@ -177,15 +178,24 @@ func TestEndpointsIsolated(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The dead endpoint: paused by its health after 10 failures, every
-	// one of its events waiting in the delay store, none poisoned.
+	// one of its events waiting, none poisoned: those taken before it
+	// paused in the delay store, the others unread in its queue (its
+	// workers take nothing while it is paused: at most one each before
+	// they stopped).
+	var dead bus.EndpointStats
 	eventually(t, "the dead endpoint paused, all its events waiting", func() bool {
 		for _, s := range b.EndpointStats() {
 			if s.Name == "dead" {
-				return s.State == "paused" && b.Stats().RetriesWaiting == n
+				dead = s
+				return s.State == "paused" && s.Retrying+s.Backlog == n
 			}
 		}
 		return false
 	})
+	t.Logf("dead endpoint paused: %d held in the delay store, %d unread", dead.Retrying, dead.Backlog)
+	if max := 10 + 2*transports.DefaultWorkers; dead.Retrying > max {
+		t.Errorf("paused: %d events taken and held in the delay store, want at most %d (the rest unread)", dead.Retrying, max)
+	}
 	for _, s := range b.EndpointStats() {
 		if s.Poisoned != 0 {
 			t.Errorf("endpoint %s: %d poisoned", s.Name, s.Poisoned)
@@ -327,8 +337,12 @@ func TestEndpointBacklogShedsToPoison(t *testing.T) {
 				dead = s
 			}
 		}
-		return dead.Shed > 0 && int(dead.Shed)+b.Stats().RetriesWaiting == n
+		// paused, most of its events wait unread in its queue
+		return dead.Shed > 0 && int(dead.Shed)+dead.Retrying+dead.Backlog == n
 	})
+	if dead.Retrying+dead.Backlog > 50 {
+		t.Errorf("dead endpoint: %d waiting and %d queued, over its bound of 50", dead.Retrying, dead.Backlog)
+	}
 	if dead.Poisoned != dead.Shed {
 		t.Errorf("dead endpoint: %d poisoned, %d shed: a shed event is a poisoned one", dead.Poisoned, dead.Shed)
 	}

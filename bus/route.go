@@ -151,6 +151,12 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint, added bool) (*route, 
 			r.closeSubs()
 			return nil, fmt.Errorf("bus: endpoint %s: subscribing to %s: %w", e.Name, h.topic, err)
 		}
+		if g, ok := sub.(transports.Gated); ok {
+			// A paused endpoint's events stay unread in the transport
+			// until a probe is due, instead of being taken and held
+			// one by one (Health still holds what was taken).
+			g.SetGate(r.breaker.Wait)
+		}
 		r.subs = append(r.subs, sub)
 		name := h.name
 		if e.Name != DefaultEndpoint {

@@ -135,7 +135,8 @@ type Breaker struct {
 	nextProbe time.Time
 	probing   bool // a probe attempt is in flight
 	pending   []stateChange
-	flushing  bool // a goroutine is calling OnChange with pending
+	flushing  bool          // a goroutine is calling OnChange with pending
+	changed   chan struct{} // closed (and replaced) when Wait's answer may change; nil until Wait needs it
 }
 
 type stateChange struct {
@@ -238,6 +239,61 @@ func (b *Breaker) set(to State, manual bool, reason string) {
 	}
 	if b.cfg.OnChange != nil {
 		b.pending = append(b.pending, stateChange{from, to, reason})
+	}
+	b.signalLocked()
+}
+
+// signalLocked wakes the goroutines in Wait, under b.mu.
+func (b *Breaker) signalLocked() {
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
+}
+
+// waitRecheck caps how long Wait sleeps without looking at the state
+// again: a clock of BreakerConfig.Now other than the wall clock's still
+// opens the gate within it.
+const waitRecheck = time.Second
+
+// Wait blocks while the endpoint takes no attempt — paused (until a probe
+// is due, or while one is in flight), operator-paused or disabled — and
+// returns nil once it does (active, or a probe due), or ctx's error.
+// Subscriptions call it before they take a message (transports.Gate), so
+// that the events of an endpoint that is down stay where they are,
+// unread, instead of being taken and held one by one by Health: once a
+// probe is due, every waiter returns; the first message Health sees is
+// the probe, the few others taken at that moment are held as before.
+func (b *Breaker) Wait(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		if b.state == StateActive {
+			b.mu.Unlock()
+			return nil
+		}
+		sleep := waitRecheck
+		if b.state == StatePaused && !b.manual && !b.probing {
+			until := b.nextProbe.Sub(b.cfg.Now())
+			if until <= 0 {
+				b.mu.Unlock()
+				return nil
+			}
+			sleep = min(sleep, until)
+		}
+		if b.changed == nil {
+			b.changed = make(chan struct{})
+		}
+		changed := b.changed
+		b.mu.Unlock()
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
@@ -363,6 +419,7 @@ func (b *Breaker) record(o outcome, probe bool, err error, hold time.Duration) (
 	defer b.mu.Unlock()
 	if probe {
 		b.probing = false
+		b.signalLocked()
 	}
 	auto := b.state == StatePaused && !b.manual
 	switch o {
@@ -406,6 +463,7 @@ func (b *Breaker) record(o outcome, probe bool, err error, hold time.Duration) (
 func (b *Breaker) endProbe() {
 	b.mu.Lock()
 	b.probing = false
+	b.signalLocked()
 	b.mu.Unlock()
 }
 

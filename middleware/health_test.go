@@ -1100,3 +1100,98 @@ func ExampleHealth() {
 	//    attempt e3: <nil>
 	// e3 -> <nil> (active)
 }
+
+// waitReturns runs b.Wait(ctx) and returns a channel that receives its
+// result.
+func waitReturns(ctx context.Context, b *middleware.Breaker) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- b.Wait(ctx) }()
+	return done
+}
+
+// notYet fails the test if done has a result within d.
+func notYet(t *testing.T, done <-chan error, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("%s: Wait returned (%v), want it blocked", what, err)
+	case <-time.After(d):
+	}
+}
+
+// within fails the test unless done has a nil result within d.
+func within(t *testing.T, done <-chan error, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s: Wait returned %v", what, err)
+		}
+	case <-time.After(d):
+		t.Fatalf("%s: Wait still blocked after %s", what, d)
+	}
+}
+
+// Wait, the gate subscriptions ask before they take a message, lets them
+// take while the endpoint is active or a probe is due, and holds them
+// while it is paused, a probe is in flight, an operator paused it or a 410
+// disabled it.
+func TestBreakerWait(t *testing.T) {
+	ctx := context.Background()
+	r := newHealthRig(t, middleware.BreakerConfig{Threshold: 1}, middleware.Health{})
+	within(t, waitReturns(ctx, r.breaker), time.Second, "active")
+
+	// Paused by the breaker: blocked until the probe is due on its clock
+	// (a fake one here: Wait looks again within a second).
+	r.pause(t, 1)
+	done := waitReturns(ctx, r.breaker)
+	notYet(t, done, 100*time.Millisecond, "paused, probe not due")
+	r.clock.Advance(middleware.DefaultMinProbe)
+	within(t, done, 2*time.Second, "probe due")
+
+	// The probe in flight: blocked until it ends; it fails, so blocked
+	// until the next probe is due.
+	release := make(chan struct{})
+	r2 := newHealthRig(t, middleware.BreakerConfig{Threshold: 1}, middleware.Health{})
+	r2.pause(t, 1)
+	r2.clock.Advance(middleware.DefaultMinProbe)
+	inProbe := make(chan struct{})
+	probe := middleware.Health{Breaker: r2.breaker, Store: r2.store}.Middleware(func(*message.Message) ([]*message.Message, error) {
+		close(inProbe)
+		<-release
+		return nil, &middleware.StatusError{Code: 503}
+	})
+	go func() { _, _ = probe(newMessage()) }()
+	<-inProbe
+	done = waitReturns(ctx, r2.breaker)
+	notYet(t, done, 100*time.Millisecond, "probe in flight")
+	close(release)
+	notYet(t, done, 100*time.Millisecond, "probe failed, next not due")
+	r2.clock.Advance(2 * middleware.DefaultMinProbe)
+	within(t, done, 2*time.Second, "next probe due")
+
+	// Operator-paused: blocked, whatever the clock says, until Resume.
+	r.breaker.Resume()
+	r.breaker.Pause("maintenance")
+	r.clock.Advance(time.Hour)
+	done = waitReturns(ctx, r.breaker)
+	notYet(t, done, 1200*time.Millisecond, "operator-paused")
+	r.breaker.Resume()
+	within(t, done, 100*time.Millisecond, "resumed") // at once: woken, not polled
+
+	// Disabled: blocked until Resume; a context that ends ends Wait.
+	r.answerWith(&middleware.StatusError{Code: http.StatusGone})
+	r.handle(t, newMessage())
+	cctx, cancel := context.WithCancel(ctx)
+	done = waitReturns(cctx, r.breaker)
+	notYet(t, done, 100*time.Millisecond, "disabled")
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Wait after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Wait did not end with its context")
+	}
+}

@@ -498,16 +498,24 @@ type MemoryGroup struct {
 	group  string
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
+	gate   Gate
 }
 
-var _ message.Subscriber = (*MemoryGroup)(nil)
+var (
+	_ message.Subscriber = (*MemoryGroup)(nil)
+	_ Gated              = (*MemoryGroup)(nil)
+)
+
+// SetGate makes the group's subscriptions made from then on ask gate
+// before each worker takes a message.
+func (g *MemoryGroup) SetGate(gate Gate) { g.gate = gate }
 
 // Subscribe is Memory.Subscribe for the group: it ends when ctx is done,
 // the group subscriber is closed or the transport shuts down.
 func (g *MemoryGroup) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(g.ctx, cancel)
-	out, err := g.m.subscribe(ctx, topic, g.group)
+	out, err := g.m.subscribe(ctx, topic, g.group, g.gate)
 	if err != nil {
 		stop()
 		cancel()
@@ -528,10 +536,10 @@ func (g *MemoryGroup) Close() error {
 // message handed out carries a context that Shutdown cancels when its
 // deadline passes.
 func (m *Memory) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	return m.subscribe(ctx, topic, "")
+	return m.subscribe(ctx, topic, "", nil)
 }
 
-func (m *Memory) subscribe(ctx context.Context, topic, group string) (<-chan *message.Message, error) {
+func (m *Memory) subscribe(ctx context.Context, topic, group string, gate Gate) (<-chan *message.Message, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -541,13 +549,29 @@ func (m *Memory) subscribe(ctx context.Context, topic, group string) (<-chan *me
 	q.subscribed = true
 	out := make(chan *message.Message)
 	var wg sync.WaitGroup
+	var gctx context.Context // ends with ctx or at Shutdown: what gate waits under
+	if gate != nil {
+		var gcancel context.CancelFunc
+		gctx, gcancel = context.WithCancel(ctx)
+		wg.Add(1)
+		m.workers.Add(1)
+		go func() {
+			defer m.workers.Done()
+			defer wg.Done()
+			select {
+			case <-gctx.Done():
+			case <-m.closing:
+				gcancel()
+			}
+		}()
+	}
 	for range m.cfg.Workers {
 		wg.Add(1)
 		m.workers.Add(1)
 		go func() {
 			defer m.workers.Done()
 			defer wg.Done()
-			m.work(ctx, topic, q, out)
+			m.work(ctx, topic, q, out, gctx, gate)
 		}()
 	}
 	m.workers.Add(1) // Shutdown returns only after out is closed
@@ -559,13 +583,16 @@ func (m *Memory) subscribe(ctx context.Context, topic, group string) (<-chan *me
 	return out, nil
 }
 
-func (m *Memory) work(ctx context.Context, topic string, q *queue, out chan<- *message.Message) {
+func (m *Memory) work(ctx context.Context, topic string, q *queue, out chan<- *message.Message, gctx context.Context, gate Gate) {
 	// Each message's context is a child of this worker's, not of m.ctx
 	// directly: the parent's list of children is then per worker, and the
 	// workers do not contend for one lock. Shutdown still cancels them all.
 	wctx, cancel := context.WithCancel(m.ctx)
 	defer cancel()
 	for {
+		if gate != nil && gate(gctx) != nil {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return

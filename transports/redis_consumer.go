@@ -209,6 +209,9 @@ func (sub *subscription) readLoop() {
 	threshold := max(1, s.cfg.Consumers/2)
 	failures := 0
 	for {
+		if s.gate != nil && s.gate(sub.intake) != nil {
+			return
+		}
 		n := sub.waitReadSlots(threshold)
 		if n == 0 {
 			return

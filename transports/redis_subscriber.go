@@ -73,6 +73,7 @@ type RedisSubscriber struct {
 	decode flaggingUnmarshaller
 	alive  *heartbeat // announces cfg.Consumer alive while subscribing
 	owns   bool       // alive is this subscriber's own, stopped at Close
+	gate   Gate       // asked before each read of new entries; nil: none
 
 	mu           sync.Mutex // guards closed, subs and s.wg.Add
 	closed       bool
@@ -89,7 +90,14 @@ type RedisSubscriber struct {
 	closeErr  error
 }
 
-var _ message.Subscriber = (*RedisSubscriber)(nil)
+var (
+	_ message.Subscriber = (*RedisSubscriber)(nil)
+	_ Gated              = (*RedisSubscriber)(nil)
+)
+
+// SetGate makes the subscriptions made from then on ask gate before each
+// read of new entries; call it before Subscribe.
+func (s *RedisSubscriber) SetGate(gate Gate) { s.gate = gate }
 
 // NewRedisSubscriber returns a subscriber with its own Redis client:
 // closing it closes that client only. cfg.MaxIdleTime is required (see

@@ -71,3 +71,19 @@ type Delayer interface {
 	// (zero when none).
 	Waiting() (int, time.Time)
 }
+
+// Gate is called by a subscription before it takes messages: it blocks
+// while the subscription should take none — its endpoint is paused — and
+// returns nil once it may, or ctx's error when the subscription ends
+// first. middleware.Breaker.Wait is one.
+type Gate func(ctx context.Context) error
+
+// Gated is implemented by the subscribers of the built-in transports: once
+// SetGate is called (before Subscribe), each subscription asks gate before
+// it takes a message — a memory worker before it takes the next one from
+// its queue, a Redis subscription before each read of new entries (it
+// still claims those of gone consumers) — so that the events of an endpoint that takes no attempts stay
+// unread in the transport rather than being taken and put back.
+type Gated interface {
+	SetGate(gate Gate)
+}
