@@ -70,7 +70,7 @@ type waiting struct {
 // RedisTransport) appends it to the stream topic at due: any topic, such
 // as RetryTopic or an endpoint's retry topic (EndpointRetryTopic). While
 // no router subscribes to topic its retries wait (ListDelayed shows them).
-// It returns once Redis holds it (MULTI: the entry's hash and its score).
+// It returns once Redis holds it (one script: the entry's hash and its score).
 // It refuses with ErrStreamFull while MaxLen retries wait for topic.
 func (t *RedisTransport) PublishAt(topic string, due time.Time, msg *message.Message) error {
 	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(topic, msg)
@@ -80,26 +80,36 @@ func (t *RedisTransport) PublishAt(topic string, due time.Time, msg *message.Mes
 	id := msg.UUID + ":" + msg.Metadata.Get(middleware.AttemptKey)
 	ctx, cancel := context.WithTimeout(msg.Context(), t.cfg.publishTimeout())
 	defer cancel()
-	client := t.pub.client
-	if max := streamMaxLen(t.cfg.MaxLen); max > 0 {
-		n, err := client.ZCard(ctx, delayedKey(topic)).Result()
-		if err != nil {
-			return fmt.Errorf("redis transport: delaying %s: %w", msg.UUID, err)
-		}
-		if n >= max {
-			return fmt.Errorf("redis transport: delaying %s: %w", msg.UUID, ErrStreamFull)
-		}
+	args := make([]any, 0, 3+2*len(values))
+	args = append(args, streamMaxLen(t.cfg.MaxLen), due.UnixMilli(), id)
+	for k, v := range values {
+		args = append(args, k, v)
 	}
-	_, err = client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, delayedEntryPrefix(topic)+id, values)
-		p.ZAdd(ctx, delayedKey(topic), redis.Z{Score: float64(due.UnixMilli()), Member: id})
-		return nil
-	})
+	kept, err := keepDelayed.Run(ctx, t.pub.client, []string{delayedKey(topic), delayedEntryPrefix(topic) + id}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("redis transport: delaying %s: %w", msg.UUID, err)
 	}
+	if kept == 0 {
+		return fmt.Errorf("redis transport: delaying %s: %w", msg.UUID, ErrStreamFull)
+	}
 	return nil
 }
+
+// keepDelayed: KEYS[1] the sorted set, KEYS[2] the entry's hash; ARGV[1]
+// the most retries that may wait (0: no bound), ARGV[2] the due time in
+// ms, ARGV[3] the member, then the entry's fields and values. It keeps the
+// entry and returns 1, or returns 0 when the set is full (an entry
+// already kept is updated even then). One script is one round trip, and
+// as atomic as MULTI: the hash and the score are kept together or not.
+var keepDelayed = redis.NewScript(`
+local max = tonumber(ARGV[1])
+if max > 0 and redis.call('ZCARD', KEYS[1]) >= max and not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+return 1
+`)
 
 // Waiting returns how many retries waited and the earliest due time, over
 // every topic the mover moves (those subscribed here), when it last looked
