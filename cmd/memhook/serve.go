@@ -333,8 +333,8 @@ func serveWith(cfg bus.Config, sc serveConfig, stderr io.Writer) int {
 		"version", bus.Version,
 	)
 
-	if transport == bus.TransportRedis && cfg.WebhookURL == "" {
-		logger.Warn("memhook: transport redis without MEM0_WEBHOOK_URL: this process does not consume the events stream; "+
+	if transport == bus.TransportRedis && cfg.WebhookURL == "" && len(cfg.Endpoints) == 0 {
+		logger.Warn("memhook: transport redis without MEM0_WEBHOOK_URL or endpoints file: this process does not consume the events stream; "+
 			"applications' events wait in Redis (up to MEMHOOK_REDIS_MAXLEN) until a router with a webhook URL runs",
 			"stream", bus.Topic)
 	}

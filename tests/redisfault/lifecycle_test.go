@@ -3,6 +3,7 @@ package redisfault_test
 import (
 	"context"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,11 +75,31 @@ func TestRouterWithEventsNoneConsumes(t *testing.T) {
 
 	idle := serve(t, "MEMHOOK_TRANSPORT=redis", "MEMHOOK_REDIS_URL="+srv.URL(), "MEMHOOK_LOG_LEVEL=warn")
 	deadline = time.Now().Add(15 * time.Second)
-	for !strings.Contains(idle.log(), "without MEM0_WEBHOOK_URL: this process does not consume") {
+	for !strings.Contains(idle.log(), "without MEM0_WEBHOOK_URL or endpoints file: this process does not consume") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no warning from a router without a webhook URL:\n%s", idle.log())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+
+	// With an endpoints file and no MEM0_WEBHOOK_URL, a router consumes
+	// (its endpoint's group starts at the stream's oldest entry) and says
+	// nothing of the kind.
+	file := filepath.Join(t.TempDir(), "endpoints.yaml")
+	fileCnt, fileRcv := startCounting(t, 0, nil)
+	writeEndpoints(t, file, []string{"crm"}, map[string]string{"crm": fileRcv.URL})
+	fileOnly := serve(t, "MEMHOOK_TRANSPORT=redis", "MEMHOOK_REDIS_URL="+srv.URL(), "MEMHOOK_REDIS_CONSUMER=file-only",
+		"MEMHOOK_ENDPOINTS_FILE="+file, "MEMHOOK_LOG_LEVEL=warn")
+	fileOnly.waitReady(t, 30*time.Second)
+	deadline = time.Now().Add(15 * time.Second)
+	for fileCnt.distinct() < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a router with only an endpoints file delivered %d of 20:\n%s", fileCnt.distinct(), fileOnly.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.Contains(fileOnly.log(), "does not consume") {
+		t.Errorf("a router with an endpoints file warns that it does not consume:\n%s", fileOnly.log())
 	}
 }
 
