@@ -125,6 +125,9 @@ type Config struct {
 	// probe goes out now and then (5 s, doubling up to 5 min); the first
 	// success resumes it. 0 means 10, Disabled never pauses.
 	PauseAfter int
+	// Ordering is the default endpoint's Endpoint.Ordering
+	// (MEMHOOK_ORDERING): OrderingNone (empty means it) or OrderingUser.
+	Ordering string
 	// AttemptLogMax is how many delivery attempts the attempt log keeps
 	// (MEMHOOK_ATTEMPT_LOG_MAX; Bus.Attempts lists them): on transport
 	// redis in the stream memory.events:attempts every router shares,
@@ -285,6 +288,11 @@ func (c Config) Validate() error {
 	if c.QueueCapacity < 0 {
 		bad("QueueCapacity", "MEMHOOK_QUEUE_CAPACITY", "must not be negative, got %d", c.QueueCapacity)
 	}
+	switch c.Ordering {
+	case "", OrderingNone, OrderingUser:
+	default:
+		bad("Ordering", "MEMHOOK_ORDERING", "want none or user, got %q", c.Ordering)
+	}
 	if c.PauseAfter < 0 && c.PauseAfter != Disabled {
 		bad("PauseAfter", "MEMHOOK_PAUSE_AFTER", "must not be negative, got %d", c.PauseAfter)
 	}
@@ -442,6 +450,14 @@ func ConfigFromLookup(lookup func(string) (string, bool)) (Config, error) {
 	integer("MEMHOOK_QUEUE_CAPACITY", &c.QueueCapacity, 0)
 	integer("MEMHOOK_CONCURRENCY", &c.Concurrency, 0)
 	integer("MEMHOOK_PAUSE_AFTER", &c.PauseAfter, Disabled)
+	if v := get("MEMHOOK_ORDERING"); v != "" {
+		c.Ordering = strings.ToLower(v)
+		switch c.Ordering {
+		case OrderingNone, OrderingUser:
+		default:
+			bad("MEMHOOK_ORDERING", v, "must be none or user")
+		}
+	}
 	integer("MEMHOOK_ATTEMPT_LOG_MAX", &c.AttemptLogMax, Disabled)
 	integer("MEMHOOK_DLQ_MAX", &c.DeadLetterMax, Disabled)
 	duration("MEMHOOK_MAX_RETRY_AFTER", &c.MaxRetryAfter)

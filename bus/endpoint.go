@@ -53,6 +53,12 @@ type Endpoint struct {
 	// router on Redis; zero means no limit. An event over the limit waits
 	// without holding a worker.
 	RateLimit RateLimit
+	// Ordering is OrderingNone (or empty: events go out side by side, as
+	// they come) or OrderingUser: the endpoint's events of one user_id are
+	// attempted one at a time, in the order they were accepted; a retry
+	// that waits holds back that user's later events only. Transports
+	// memory and redis.
+	Ordering string
 	// Headers are added to every request. Authorization, Content-Type,
 	// Content-Length, Host, User-Agent, X-Webhook-Secret and webhook-* are
 	// memhook's own and refused.
@@ -110,6 +116,20 @@ func ParseRateLimit(s string) (RateLimit, error) {
 	}
 	return RateLimit{Events: events, Per: d}, nil
 }
+
+// The orderings of an endpoint's deliveries (Endpoint.Ordering,
+// MEMHOOK_ORDERING).
+const (
+	// OrderingNone: deliveries go side by side, retries wait on their
+	// own; an event may overtake an earlier one of the same user.
+	OrderingNone = "none"
+	// OrderingUser: one user's events are attempted one at a time, in
+	// the order accepted.
+	OrderingUser = "user"
+)
+
+// ordered reports whether e's events of one user go out one at a time.
+func (e Endpoint) ordered() bool { return e.Ordering == OrderingUser }
 
 var endpointName = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 
@@ -182,6 +202,11 @@ func (e Endpoint) Validate() error {
 	}
 	if !e.RateLimit.IsZero() && (e.RateLimit.Events < 0 || e.RateLimit.Per <= 0) {
 		bad("rate_limit", "want a number of events above 0 per a period above 0, got %d per %s", e.RateLimit.Events, e.RateLimit.Per)
+	}
+	switch e.Ordering {
+	case "", OrderingNone, OrderingUser:
+	default:
+		bad("ordering", "want none or user, got %q", e.Ordering)
 	}
 	for k, v := range e.Headers {
 		switch {

@@ -160,6 +160,8 @@ func (b *Bus) SetEndpoints(ctx context.Context, eps []Endpoint) error {
 			b.retired = append(b.retired, r.sink)
 			b.routesMu.Unlock()
 			continue
+		case r.version().ep.ordered() != e.ordered():
+			errs = append(errs, fmt.Errorf("bus: endpoint %s: ordering cannot change on a running bus (its subscription reads in turns or not); the endpoint is unchanged: restart, or add it under another name", name))
 		case !reflect.DeepEqual(r.version().ep, e):
 			if err := r.update(e); err != nil {
 				errs = append(errs, fmt.Errorf("bus: endpoint %s: %w", name, err))

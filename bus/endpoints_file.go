@@ -128,11 +128,12 @@ const (
 	keyTimeout            = "timeout"
 	keyRetrySchedule      = "retry_schedule"
 	keyRateLimit          = "rate_limit"
+	keyOrdering           = "ordering"
 	keyHeaders            = "headers"
 )
 
 var endpointKeys = []string{keyName, keyURL, keyEvents, keyToken, keySecret, keyLegacySecretHeader,
-	keyTimeout, keyRetrySchedule, keyRateLimit, keyHeaders}
+	keyTimeout, keyRetrySchedule, keyRateLimit, keyOrdering, keyHeaders}
 
 // endpointsParser collects every problem of one file.
 type endpointsParser struct {
@@ -453,6 +454,8 @@ func (p *endpointsParser) value(ep *parsedEndpoint, key string, v *yaml.Node) {
 		default:
 			ep.RateLimit = r
 		}
+	case keyOrdering:
+		ep.Ordering = strings.ToLower(p.expandedScalar(ep, key, v))
 	case keyHeaders:
 		ep.done[key] = true
 		p.headers(ep, v)

@@ -245,6 +245,8 @@ func TestParseEndpointsRefuses(t *testing.T) {
 	}{
 		{name: "an unknown key", file: edit(t, "rate_limit: 50/s", "rate_limt: 50/s"),
 			line: 10, endpoint: "crm", key: "rate_limt", problem: "unknown key (the keys are name, url,"},
+		{name: "an unknown ordering", file: edit(t, "rate_limit: 50/s", "rate_limit: 50/s\n    ordering: fifo"),
+			line: 11, endpoint: "crm", key: "ordering", problem: `want none or user, got "fifo"`},
 		{name: "an unknown top-level key", file: endpointsFile + "version: 2\n",
 			line: 14, problem: "version: unknown key"},
 		{name: "an unknown key that may be a value is not shown", file: edit(t, "    timeout: 15s\n", "    timeout: 15s\n    s3cr3t=value: x\n"),
@@ -335,7 +337,7 @@ func TestParseEndpointsRefuses(t *testing.T) {
 		{name: "a tag", file: edit(t, "timeout: 15s", "timeout: !!binary MTVz"),
 			line: 8, endpoint: "crm", key: "timeout", problem: "the YAML tag !!binary is not supported"},
 		{name: "an endpoint that is not a mapping", file: edit(t, "  - name: alerts\n    url: https://alerts.example.com/memhook\n", "  - alerts\n"),
-			line: 12, endpoint: "#2", key: "endpoint", problem: "want a mapping of name, url, events, token, secret, legacy_secret_header, timeout, retry_schedule, rate_limit, headers, got a single value"},
+			line: 12, endpoint: "#2", key: "endpoint", problem: "want a mapping of name, url, events, token, secret, legacy_secret_header, timeout, retry_schedule, rate_limit, ordering, headers, got a single value"},
 		{name: "endpoints not a list", file: "endpoints:\n  crm: {url: https://crm.example.com}\n",
 			line: 2, problem: "endpoints: want a list of endpoints, got a mapping"},
 		{name: "a file that is a list", file: "- name: crm\n",

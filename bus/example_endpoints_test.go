@@ -70,7 +70,7 @@ func ExampleParseEndpoints_errors() {
 	// endpoints.yaml:3: endpoint crm: url: the value of ${CRM_URL} (not shown, it comes from a variable) is not an http or https URL (http[s]://host[:port]/path)
 	// endpoints.yaml:4: endpoint crm: secret: ${CRM_SECRET} is not set
 	// endpoints.yaml:5: endpoint crm: timeout: "soon" is not a Go duration such as 15s or a number of seconds
-	// endpoints.yaml:6: endpoint crm: retries: unknown key (the keys are name, url, events, token, secret, legacy_secret_header, timeout, retry_schedule, rate_limit, headers)
+	// endpoints.yaml:6: endpoint crm: retries: unknown key (the keys are name, url, events, token, secret, legacy_secret_header, timeout, retry_schedule, rate_limit, ordering, headers)
 	// endpoints.yaml:7: endpoint crm: name: already the name of the endpoint at line 2
 	// first: line 3, endpoint crm, key url
 }

@@ -34,6 +34,12 @@ type route struct {
 
 	handlers []*message.Handler   // the router's, for a removal
 	subs     []message.Subscriber // theirs: the router does not close a stopped handler's
+
+	// ordered: the endpoint's events of one user go one at a time
+	// (OrderingUser), through orderer; fixed for the route's life.
+	ordered bool // or ordering was on before, turns are left in Redis: they pass on (DrainTurns)
+	orderer transports.Orderer
+	held    sync.Map // UUIDs of messages handed to the delay store during their handling (ordered only)
 }
 
 // routeVersion is one version of a route's settings and the chains built
@@ -101,6 +107,7 @@ func (cfg Config) defaultEndpoint() (Endpoint, bool) {
 		LegacySecretHeader: !cfg.DisableLegacySecretHeader,
 		Timeout:            cfg.Timeout,
 		RetrySchedule:      cfg.RetryDelays(),
+		Ordering:           cfg.Ordering,
 	}, true
 }
 
@@ -138,6 +145,33 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint, added bool) (*route, 
 		return nil, err
 	}
 	r.cur = v
+	if e.ordered() {
+		o, ok := b.transport.(transports.Orderer)
+		if !ok {
+			_ = v.deliver.Close()
+			return nil, fmt.Errorf("bus: endpoint %s: ordering %s needs transport memory or redis, not %s", e.Name, e.Ordering, b.cfg.Transport)
+		}
+		if err := o.Order(Topic, r.group, event.MetaUserID, r.retryTopic); err != nil {
+			_ = v.deliver.Close()
+			return nil, fmt.Errorf("bus: endpoint %s: %w", e.Name, err)
+		}
+		r.ordered, r.orderer = true, o
+	} else if rt, ok := b.transport.(*transports.RedisTransport); ok && rt.Delivers() {
+		// Ordering was on for this endpoint before (a router restarted
+		// with it off): pass the turns on until what they parked is out.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		left, err := rt.HasTurns(ctx, Topic, r.group)
+		cancel()
+		if err != nil {
+			b.log.Warn("memhook: could not look for events parked by ordering; if ordering was on for this endpoint before, some may wait",
+				"endpoint", e.Name, "error", err.Error())
+		}
+		if left {
+			b.log.Warn("memhook: ordering is off but events parked while it was on remain; they are sent as the turns pass", "endpoint", e.Name)
+			rt.DrainTurns(Topic, r.group, r.retryTopic)
+			r.ordered, r.orderer = true, rt
+		}
+	}
 	for _, h := range []struct {
 		name, topic string
 		handle      func(v *routeVersion) message.HandlerFunc
@@ -166,6 +200,9 @@ func (b *Bus) newRoute(router *message.Router, e Endpoint, added bool) (*route, 
 		r.handlers = append(r.handlers, router.AddConsumerHandler(name, h.topic, sub, func(msg *message.Message) error {
 			v := r.acquire()
 			defer v.inflight.Done()
+			if r.ordered {
+				return r.handleInTurn(msg, handle(v))
+			}
 			_, err := handle(v)(msg)
 			return err
 		}))
@@ -459,7 +496,37 @@ func (r *route) delay(msg *message.Message, due time.Time) error {
 	err := r.b.transport.(transports.Delayer).PublishAt(r.retryTopic, due, msg) // every transport that delivers has one
 	if errors.Is(err, transports.ErrQueueFull) && r.b.fannedOut() {
 		r.b.onShed(r.retryTopic, r.group, msg)
-		return nil
+		return nil // given up: its turn ends (handleInTurn)
+	}
+	if err == nil && r.ordered {
+		r.held.Store(msg.UUID, struct{}{})
 	}
 	return err
+}
+
+// handleInTurn handles msg of an ordered endpoint: it has its user's turn
+// (the transport hands out one event per user at a time). Once it ends
+// delivered, filtered out or poisoned, the turn passes to the user's next
+// event; held for later (a retry, a pause, the rate limit) it keeps the
+// turn; nacked (an error) it keeps it too, and comes back. An event
+// poisoned carries OrderBrokenKey: the user's later events went on
+// without it.
+func (r *route) handleInTurn(msg *message.Message, h message.HandlerFunc) error {
+	user := msg.Metadata.Get(event.MetaUserID)
+	if user == "" {
+		_, err := h(msg)
+		return err
+	}
+	msg.Metadata[middleware.OrderBrokenKey] = "user " + user + ": the user's later events were sent after this one was given up"
+	_, err := h(msg)
+	_, held := r.held.LoadAndDelete(msg.UUID)
+	if err != nil || held {
+		return err
+	}
+	if err := r.orderer.Next(msg.Context(), Topic, r.group, user, msg.UUID); err != nil {
+		r.b.log.Warn("memhook: passing on a user's turn failed; the event comes back and the turn passes then",
+			"endpoint", r.displayName(), "id", msg.UUID, "error", err.Error())
+		return err
+	}
+	return nil
 }

@@ -29,6 +29,10 @@ const (
 	// event, an event shed from a backlog past its bound. A replay goes to
 	// that endpoint only.
 	EndpointKey = "memhook_endpoint"
+	// OrderBrokenKey, on an event of an endpoint with ordering user, says
+	// in a poisoned entry that the user's order was broken there: the
+	// user's later events went on without it.
+	OrderBrokenKey = "order_broken"
 )
 
 // DefaultPoisonRetryFor is PoisonQueue.RetryFor's default.

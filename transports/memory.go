@@ -165,6 +165,52 @@ type queue struct {
 	ch          chan *message.Message
 	outstanding int                           // accepted and not yet acked; guarded by Memory.mu
 	held        map[*message.Message]struct{} // taken by a worker and not yet acked
+	lines       *lines                        // set by Order: one message per key at a time
+}
+
+// lines are the turns of an ordered queue (Memory.Order): per key, the
+// message whose turn it is and those parked behind it, in the order
+// accepted. Guarded by Memory.mu.
+type lines struct {
+	metaKey    string // the metadata key whose value is a message's key
+	retryTopic string // where Next publishes a key's next message
+	byKey      map[string]*line
+	parked     int // messages parked behind another of their key
+}
+
+type line struct {
+	turn    string             // UUID of the message whose turn it is
+	waiting []*message.Message // parked, oldest first
+}
+
+// admitLocked reports whether msg goes into q's queue now: always on an
+// unordered queue or for a message without a key; on an ordered one,
+// when no message of its key has the turn (msg takes it). Otherwise msg
+// is parked behind its key's last message. The caller holds m.mu.
+func (q *queue) admitLocked(msg *message.Message) bool {
+	o := q.lines
+	if o == nil {
+		return true
+	}
+	k := msg.Metadata.Get(o.metaKey)
+	if k == "" {
+		return true
+	}
+	if l := o.byKey[k]; l != nil {
+		l.waiting = append(l.waiting, msg)
+		o.parked++
+		return false
+	}
+	o.byKey[k] = &line{turn: msg.UUID}
+	return true
+}
+
+// parkedLocked returns how many messages q parks (Order).
+func (q *queue) parkedLocked() int {
+	if q.lines == nil {
+		return 0
+	}
+	return q.lines.parked
 }
 
 var (
@@ -249,6 +295,11 @@ func (m *Memory) Publish(topic string, messages ...*message.Message) error {
 func (m *Memory) PublishAt(topic string, due time.Time, msg *message.Message) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.publishAtLocked(topic, due, msg)
+}
+
+// publishAtLocked is PublishAt; the caller holds m.mu.
+func (m *Memory) publishAtLocked(topic string, due time.Time, msg *message.Message) error {
 	if m.closed {
 		return ErrClosed
 	}
@@ -364,7 +415,7 @@ func (m *Memory) publishLocked(topic string, messages []*message.Message, countD
 		g = m.topics[topic]
 	}
 	room := func(q *queue) int {
-		n := cap(q.ch) - len(q.ch)
+		n := cap(q.ch) - len(q.ch) - q.parkedLocked()
 		if countDelayed {
 			n -= m.waitGroup[q.name]
 		}
@@ -394,8 +445,10 @@ func (m *Memory) publishLocked(topic string, messages []*message.Message, countD
 					continue queues
 				}
 			}
-			q.ch <- msg // handOut sends copies; the original stays here
 			q.outstanding++
+			if q.admitLocked(msg) {
+				q.ch <- msg // handOut sends copies; the original stays here
+			}
 		}
 		accepted++
 	}
@@ -414,12 +467,111 @@ func (m *Memory) handShed(shed []shedMsg) {
 		return
 	}
 	for _, s := range shed {
+		m.passTurn(s.topic, s.group, s.msg)
 		m.cfg.OnShed(s.topic, s.group, s.msg.Copy())
 	}
 	m.mu.Lock()
 	m.shedding -= len(shed)
 	m.idle.Broadcast()
 	m.mu.Unlock()
+}
+
+// takeParkedLocked empties q's lines (Order) and returns what they parked,
+// key by key, oldest first. The caller holds m.mu.
+func (q *queue) takeParkedLocked() []*message.Message {
+	if q.lines == nil {
+		return nil
+	}
+	var out []*message.Message
+	for _, l := range q.lines.byKey {
+		out = append(out, l.waiting...)
+	}
+	clear(q.lines.byKey)
+	q.lines.parked = 0
+	return out
+}
+
+// Order makes the queue of group on topic ordered by metaKey: of the
+// messages published from then on that carry a value for metaKey (their
+// key), one per key at a time is in the queue or out with a subscription
+// — it has its key's turn — and the others wait, parked in the order
+// Publish accepted them, counted against the group's Capacity. Next ends
+// a turn: it hands the key's next message to retryTopic, where it has
+// the turn in turn. Messages without the key are not held. Call Order
+// before publishing to the group (an endpoint's group, made by it).
+func (m *Memory) Order(topic, group, metaKey, retryTopic string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q := m.group(topic, group)
+	if q.lines == nil {
+		q.lines = &lines{byKey: map[string]*line{}}
+	}
+	q.lines.metaKey, q.lines.retryTopic = metaKey, retryTopic
+}
+
+// Next ends the turn of the message uuid of key on the ordered queue of
+// group on topic (Order), once it is delivered or given up: the key's
+// next parked message, if any, gets the turn and is published to the
+// queue's retry topic at once (through the delay store, so that it keeps
+// its room). A message that does not have its key's turn (a replayed
+// dead letter, a second Next) changes nothing. When the retry topic has
+// no room the turn stays and Next returns the error: call it again.
+func (m *Memory) Next(topic, group, key, uuid string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nextLocked(topic, group, key, uuid)
+}
+
+func (m *Memory) nextLocked(topic, group, key, uuid string) error {
+	g := m.topics[topic]
+	if g == nil {
+		return nil
+	}
+	q := g.byName[group]
+	if q == nil || q.lines == nil {
+		return nil
+	}
+	o := q.lines
+	l := o.byKey[key]
+	if l == nil || l.turn != uuid {
+		return nil
+	}
+	if len(l.waiting) == 0 {
+		delete(o.byKey, key)
+		return nil
+	}
+	next := l.waiting[0]
+	if err := m.publishAtLocked(o.retryTopic, time.Time{}, next); err != nil {
+		return err
+	}
+	l.waiting[0] = nil
+	l.waiting = l.waiting[1:]
+	l.turn = next.UUID
+	o.parked--
+	q.outstanding--
+	m.idle.Broadcast()
+	return nil
+}
+
+// passTurn passes on the turn of msg, shed from an ordered queue, so that
+// its key's next message is not held back for ever; a failure is logged
+// (the turn stays with a message that is gone: that key waits until
+// Shutdown reports its parked messages).
+func (m *Memory) passTurn(topic, group string, msg *message.Message) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := m.topics[topic]
+	if g == nil || g.byName[group] == nil || g.byName[group].lines == nil {
+		return
+	}
+	key := msg.Metadata.Get(g.byName[group].lines.metaKey)
+	if key == "" {
+		return
+	}
+	if err := m.nextLocked(topic, group, key, msg.UUID); err != nil {
+		m.cfg.Logger.Error("memory transport: passing on the turn of a shed message failed", err,
+			watermill.LogFields{"topic": topic, "group": group, "uuid": msg.UUID})
+	}
 }
 
 // RemoveGroup ends consumer group group of topic (an endpoint removed):
@@ -454,6 +606,7 @@ func (m *Memory) RemoveGroup(topic, group string) []*message.Message {
 			taken = false
 		}
 	}
+	left = append(left, q.takeParkedLocked()...)
 	q.outstanding -= len(left)
 	g.retired = slices.DeleteFunc(g.retired, func(r *queue) bool { return r.outstanding == 0 })
 	if q.outstanding > 0 {
@@ -864,6 +1017,9 @@ func (m *Memory) Shutdown() Left {
 			}
 			for len(q.ch) > 0 {
 				add(<-q.ch)
+			}
+			for _, msg := range q.takeParkedLocked() {
+				add(msg)
 			}
 		}
 	}

@@ -60,6 +60,9 @@ type subscription struct {
 	joinedAt time.Time     // set before joined is closed
 	joinMu   sync.Mutex
 	joinErr  error // why the last try to join failed
+
+	order    *orderSpec // set: the group is ordered (RedisTransport.Order); read with readOrdered
+	lastSeen string     // ordered: the last entry id seen, to wait for newer ones
 }
 
 // join creates the consumer group (and the stream) until it exists or the
@@ -216,6 +219,22 @@ func (sub *subscription) readLoop() {
 		if n == 0 {
 			return
 		}
+		if sub.order != nil {
+			msgs, err := sub.readOrderedEntries(n)
+			if err == nil {
+				failures = 0
+				sub.enqueue(msgs, false)
+				continue
+			}
+			if sub.intake.Err() != nil {
+				return
+			}
+			failures++
+			if !sub.recover(err, "reading in order", failures) {
+				return
+			}
+			continue
+		}
 		streams, err := s.client.XReadGroup(sub.intake, &redis.XReadGroupArgs{
 			Group:    s.cfg.ConsumerGroup,
 			Consumer: s.cfg.Consumer,
@@ -266,7 +285,7 @@ func (sub *subscription) waitReadSlots(want int) int {
 func (sub *subscription) recover(err error, what string, failures int) bool {
 	s := sub.s
 	fields := watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup}
-	if groupLost(err) {
+	if groupLost(err) || sub.order != nil && scriptGroupLost(err) { // readOrdered's XREADGROUP
 		cerr := s.createGroup(sub.intake, sub.topic, GroupStartOldest.id())
 		if cerr == nil {
 			s.logger.Info("redis transport: consumer group lost, created again", fields)

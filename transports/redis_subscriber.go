@@ -71,9 +71,10 @@ type RedisSubscriber struct {
 	logger watermill.LoggerAdapter
 	mark   string // metadata key flagging an undecodable entry; random, so no producer can set it
 	decode flaggingUnmarshaller
-	alive  *heartbeat // announces cfg.Consumer alive while subscribing
-	owns   bool       // alive is this subscriber's own, stopped at Close
-	gate   Gate       // asked before each read of new entries; nil: none
+	alive  *heartbeat           // announces cfg.Consumer alive while subscribing
+	owns   bool                 // alive is this subscriber's own, stopped at Close
+	gate   Gate                 // asked before each read of new entries; nil: none
+	orders map[string]orderSpec // by topic: the ordered ones (RedisTransport.Order)
 
 	mu           sync.Mutex // guards closed, subs and s.wg.Add
 	closed       bool
@@ -238,6 +239,9 @@ func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		freed:   make(chan struct{}, 1),
 		ackKick: make(chan struct{}, 1),
 		joined:  make(chan struct{}),
+	}
+	if o, ok := s.orders[topic]; ok && !o.drainOnly {
+		sub.order = &o
 	}
 	s.subs = append(s.subs, sub)
 	s.alive.start()

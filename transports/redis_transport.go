@@ -56,8 +56,9 @@ type RedisTransport struct {
 	trimmed  chan struct{} // closed when the trim loop ends
 	moved    chan struct{} // closed when the move loop ends
 	delays   redisDelays
-	alive    *heartbeat // of every subscriber's consumer (one name per process)
-	bounds   bounds     // the backlog bounds of the events stream's groups
+	alive    *heartbeat                      // of every subscriber's consumer (one name per process)
+	bounds   bounds                          // the backlog bounds of the events stream's groups
+	orders   map[string]map[string]orderSpec // by group and topic (Order); guarded by mu
 }
 
 var (
@@ -153,6 +154,7 @@ func (t *RedisTransport) SubscriberFrom(group string, start GroupStart) (message
 	if err != nil {
 		return nil, err
 	}
+	sub.orders = t.orders[group]
 	t.subs = append(t.subs, sub)
 	t.trimOnce.Do(func() {
 		go t.trimLoop()

@@ -1,0 +1,266 @@
+package transports
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Orderer is implemented by the transports that can hand out a consumer
+// group's messages one per key at a time, in the order they were
+// accepted: memory (the order Publish took them) and Redis (the
+// stream's order, whichever router reads them).
+//
+// Of an ordered group's messages on topic that carry a value for the
+// metadata key (their key), one per key has the turn: it is handed out
+// (and retried, through the retry topic) while the others of its key
+// wait, parked. Next ends a turn, once its message is delivered or given
+// up: the key's next message is published to the retry topic at once,
+// where it has the turn in its own right. Messages without the key are
+// not held.
+type Orderer interface {
+	// Order makes group's subscriptions of topic ordered by metaKey,
+	// passing turns on through retryTopic. Call it before the group's
+	// subscriber subscribes.
+	Order(topic, group, metaKey, retryTopic string) error
+	// Next ends the turn of the message uuid of key in group on topic. A
+	// message that does not have the turn (a replayed dead letter, a
+	// second call) changes nothing. On an error the turn stays: call it
+	// again (the bus nacks the message, whose handling comes back).
+	Next(ctx context.Context, topic, group, key, uuid string) error
+}
+
+var (
+	_ Orderer = (*MemoryTransport)(nil)
+	_ Orderer = (*RedisTransport)(nil)
+)
+
+// Order implements Orderer (Memory.Order).
+func (t *MemoryTransport) Order(topic, group, metaKey, retryTopic string) error {
+	t.m.Order(topic, group, metaKey, retryTopic)
+	return nil
+}
+
+// Next implements Orderer (Memory.Next).
+func (t *MemoryTransport) Next(_ context.Context, topic, group, key, uuid string) error {
+	return t.m.Next(topic, group, key, uuid)
+}
+
+// orderSpec is how a Redis subscription of an ordered group reads.
+type orderSpec struct {
+	metaKey    string
+	retryTopic string
+	drainOnly  bool // read as usual; only Next works (DrainTurns)
+}
+
+// On Redis a group's turns live in one list per key, KEYS of the form
+// turnsKey: the UUIDs of the key's messages, oldest first, the first one
+// having the turn; a parked message's stream entry waits in the hash
+// parkedKey until its turn comes. Reading and taking the turn is one
+// script (readOrdered) that reads the group's new entries with
+// XREADGROUP itself, so that every router takes turns in the stream's
+// order; passing the turn on is another (nextTurn).
+
+// turnsPrefix prefixes the turn lists of group on topic.
+func turnsPrefix(topic, group string) string { return topic + ":turns:" + group + ":" }
+
+// parkedPrefix prefixes the hashes of the entries parked for group on
+// topic.
+func parkedPrefix(topic, group string) string { return topic + ":parked:" + group + ":" }
+
+// Order implements Orderer: the subscriptions of group on topic made from
+// then on read with readOrdered.
+func (t *RedisTransport) Order(topic, group, metaKey, retryTopic string) error {
+	if metaKey == "" || retryTopic == "" {
+		return errors.New("redis transport: Order needs a metadata key and a retry topic")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.orders == nil {
+		t.orders = map[string]map[string]orderSpec{}
+	}
+	if t.orders[group] == nil {
+		t.orders[group] = map[string]orderSpec{}
+	}
+	t.orders[group][topic] = orderSpec{metaKey: metaKey, retryTopic: retryTopic}
+	return nil
+}
+
+// DrainTurns makes Next pass on the turns group left on topic when it was
+// ordered (HasTurns), while its subscriptions read as usual: the parked
+// entries go out one by one as their predecessors are delivered.
+func (t *RedisTransport) DrainTurns(topic, group, retryTopic string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.orders == nil {
+		t.orders = map[string]map[string]orderSpec{}
+	}
+	if t.orders[group] == nil {
+		t.orders[group] = map[string]orderSpec{}
+	}
+	t.orders[group][topic] = orderSpec{retryTopic: retryTopic, drainOnly: true}
+}
+
+// Next implements Orderer: one script checks the turn, passes it on and
+// appends the next entry to the retry stream.
+func (t *RedisTransport) Next(ctx context.Context, topic, group, key, uuid string) error {
+	t.mu.Lock()
+	spec, ok := t.orders[group][topic]
+	t.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.publishTimeout())
+	defer cancel()
+	err := nextTurn.Run(ctx, t.pub.client, []string{turnsPrefix(topic, group) + key, spec.retryTopic},
+		uuid, parkedPrefix(topic, group)).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redis transport: passing on the turn of %s: %w", uuid, err)
+	}
+	return nil
+}
+
+// nextTurn: KEYS[1] the key's turn list, KEYS[2] the retry stream;
+// ARGV[1] the UUID ending its turn, ARGV[2] the prefix of the parked
+// entries' hashes. It returns 0 when ARGV[1] did not have the turn, 1
+// otherwise.
+var nextTurn = redis.NewScript(`
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 0 end
+redis.call('LPOP', KEYS[1])
+local nxt = redis.call('LINDEX', KEYS[1], 0)
+if nxt then
+  local h = ARGV[2] .. nxt
+  local f = redis.call('HGETALL', h)
+  if #f > 0 then
+    redis.call('XADD', KEYS[2], '*', unpack(f))
+  end
+  redis.call('DEL', h)
+end
+return 1
+`)
+
+// readOrdered: KEYS[1] the stream; ARGV[1] the group, ARGV[2] the
+// consumer, ARGV[3] the count, ARGV[4] the metadata key, ARGV[5] the
+// prefix of the turn lists, ARGV[6] that of the parked hashes. It reads
+// up to ARGV[3] new entries for the group; each whose key (the metadata
+// key's value, from the msgpack metadata field watermill-redisstream
+// writes) has no turn taken takes it and is returned, pending for the
+// consumer as XREADGROUP left it; each whose key's turn is taken is
+// parked (its fields in a hash, its UUID at the end of the key's list)
+// and acknowledged. Entries without a key are returned. It returns the
+// entries and, when it read none, the group's last delivered id.
+var readOrdered = redis.NewScript(`
+local res = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]), 'STREAMS', KEYS[1], '>')
+local out = {}
+if res and res[1] then
+  for _, e in ipairs(res[1][2]) do
+    local f = e[2]
+    local uuid, md
+    for i = 1, #f, 2 do
+      if f[i] == '_watermill_message_uuid' then uuid = f[i+1] elseif f[i] == 'metadata' then md = f[i+1] end
+    end
+    local key
+    if md and md ~= '' then
+      local ok, t = pcall(cmsgpack.unpack, md)
+      if ok and type(t) == 'table' then key = t[ARGV[4]] end
+    end
+    if type(key) == 'string' and key ~= '' and uuid then
+      if redis.call('RPUSH', ARGV[5] .. key, uuid) == 1 then
+        out[#out+1] = e
+      else
+        redis.call('HSET', ARGV[6] .. uuid, unpack(f))
+        redis.call('XACK', KEYS[1], ARGV[1], e[1])
+      end
+    else
+      out[#out+1] = e
+    end
+  end
+end
+if #out > 0 or (res and res[1] and #res[1][2] > 0) then return {out, ''} end
+local last = ''
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, id
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i+1] elseif g[i] == 'last-delivered-id' then id = g[i+1] end
+  end
+  if name == ARGV[1] then last = id end
+end
+return {out, last}
+`)
+
+// readOrderedEntries reads new entries of an ordered subscription: those
+// readOrdered returns; when it read none, it waits (up to blockTime) for
+// an entry after the group's last delivered id, without taking it, and
+// returns none: the caller reads again.
+func (sub *subscription) readOrderedEntries(n int) ([]redis.XMessage, error) {
+	s := sub.s
+	res, err := readOrdered.Run(sub.intake, s.client, []string{sub.topic},
+		s.cfg.ConsumerGroup, s.cfg.Consumer, n, sub.order.metaKey,
+		turnsPrefix(sub.topic, s.cfg.ConsumerGroup), parkedPrefix(sub.topic, s.cfg.ConsumerGroup)).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != 2 {
+		return nil, fmt.Errorf("redis transport: reading in order: unexpected answer %v", res)
+	}
+	entries, _ := res[0].([]any)
+	msgs := make([]redis.XMessage, 0, len(entries))
+	for _, e := range entries {
+		pair, ok := e.([]any)
+		if !ok || len(pair) != 2 {
+			continue
+		}
+		id, _ := pair[0].(string)
+		fields, _ := pair[1].([]any)
+		values := make(map[string]any, len(fields)/2)
+		for i := 0; i+1 < len(fields); i += 2 {
+			k, _ := fields[i].(string)
+			values[k] = fields[i+1]
+		}
+		msgs = append(msgs, redis.XMessage{ID: id, Values: values})
+	}
+	if len(entries) > 0 {
+		return msgs, nil
+	}
+	if last, _ := res[1].(string); last != "" {
+		sub.lastSeen = last
+	}
+	if sub.lastSeen == "" {
+		sub.lastSeen = "0-0"
+	}
+	got, err := s.client.XRead(sub.intake, &redis.XReadArgs{
+		Streams: []string{sub.topic, sub.lastSeen}, Count: 1, Block: blockTime,
+	}).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	for _, st := range got {
+		for _, m := range st.Messages {
+			sub.lastSeen = m.ID
+		}
+	}
+	return nil, nil
+}
+
+// HasTurns reports whether group keeps turns on topic in Redis: parked
+// entries of an ordered group, left by a router whose endpoint has
+// ordering off now. Such a group's deliveries must still pass turns on
+// (Next) until the parked entries are out, or they would wait for ever.
+func (t *RedisTransport) HasTurns(ctx context.Context, topic, group string) (bool, error) {
+	var cursor uint64
+	for {
+		keys, next, err := t.pub.client.Scan(ctx, cursor, turnsPrefix(topic, group)+"*", 1000).Result()
+		if err != nil {
+			return false, fmt.Errorf("redis transport: looking for turns of group %s: %w", group, err)
+		}
+		if len(keys) > 0 {
+			return true, nil
+		}
+		if next == 0 {
+			return false, nil
+		}
+		cursor = next
+	}
+}
