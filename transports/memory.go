@@ -623,14 +623,15 @@ func (m *Memory) RemoveGroup(topic, group string) []*message.Message {
 }
 
 // QueuedOf returns how many messages wait in the queue of group on topic,
-// not yet handed out: an endpoint's backlog on the events topic or on its
-// retry topic. 0 when the group does not exist.
+// not yet handed out, parked ones (Order) included: an endpoint's backlog
+// on the events topic or on its retry topic. 0 when the group does not
+// exist.
 func (m *Memory) QueuedOf(topic, group string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if g := m.topics[topic]; g != nil {
 		if q := g.byName[group]; q != nil {
-			return len(q.ch)
+			return len(q.ch) + q.parkedLocked()
 		}
 	}
 	return 0
