@@ -290,3 +290,37 @@ func TestOrderingConfig(t *testing.T) {
 		t.Errorf("turning ordering on by SetEndpoints: %v, want a refusal", err)
 	}
 }
+
+// Removing an ordered endpoint on Redis keeps what it parked: the parked
+// events join its waiting retries (they resume if it comes back), and no
+// turn is left to wait for.
+func TestOrderingRemovedEndpointKeepsParkedOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	rcv := startReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) int { return http.StatusServiceUnavailable })
+	ep := bus.Endpoint{Name: "crm", URL: rcv.URL + "/hook", Ordering: bus.OrderingUser, RetrySchedule: []time.Duration{time.Hour}}
+	b, _ := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL(), PauseAfter: bus.Disabled,
+		Endpoints: []bus.Endpoint{ep}}, bus.WithDelivery())
+	waitReady(t, 15*time.Second, b)
+	const perUser = 5
+	emitUsers(t, b, 2, perUser)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	ctx := context.Background()
+	delayed := "memory.events.retry.crm:delayed"
+	eventually(t, "each user's first event waiting to retry, the others parked", func() bool {
+		n, _ := c.ZCard(ctx, delayed).Result()
+		parked, _ := c.Keys(ctx, bus.Topic+":parked:*").Result()
+		return n == 2 && len(parked) == 2*(perUser-1)
+	})
+	if err := b.SetEndpoints(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.ZCard(ctx, delayed).Result(); n != 2*perUser {
+		t.Errorf("%d retries wait for the removed endpoint, want all %d of its events", n, 2*perUser)
+	}
+	turns, _ := c.Keys(ctx, bus.Topic+":turns:*").Result()
+	parked, _ := c.Keys(ctx, bus.Topic+":parked:*").Result()
+	if len(turns)+len(parked) != 0 {
+		t.Errorf("left in Redis: turns %v, parked %v", turns, parked)
+	}
+}

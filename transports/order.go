@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -260,6 +261,57 @@ func (t *RedisTransport) HasTurns(ctx context.Context, topic, group string) (boo
 		}
 		if next == 0 {
 			return false, nil
+		}
+		cursor = next
+	}
+}
+
+// dissolveTurns: KEYS[1] a key's turn list, KEYS[2] the retry topic's
+// delayed set; ARGV[1] the prefix of the parked hashes, ARGV[2] that of
+// the delayed entries' hashes, ARGV[3] now in ms. Each parked entry
+// becomes a retry due now (its hash renamed to a delayed entry's); the
+// list goes. The first UUID, whose turn it was, is left out: its entry
+// was in flight with the group (or waits as a retry already).
+var dissolveTurns = redis.NewScript(`
+local ids = redis.call('LRANGE', KEYS[1], 1, -1)
+for _, id in ipairs(ids) do
+  local h = ARGV[1] .. id
+  if redis.call('EXISTS', h) == 1 then
+    redis.call('RENAME', h, ARGV[2] .. 'o:' .. id)
+    redis.call('ZADD', KEYS[2], ARGV[3], 'o:' .. id)
+  end
+end
+redis.call('DEL', KEYS[1])
+return #ids
+`)
+
+// dissolveTurns hands what group parked on topic (ordered) to its retry
+// topic's delay set, due now, and removes its turns: called once the group
+// is removed, so that a parked event is neither lost nor waits for a turn
+// that will never pass. The retries wait for the endpoint as its others
+// do (they resume if it comes back).
+func (t *RedisTransport) dissolveTurns(ctx context.Context, topic, group string) error {
+	t.mu.Lock()
+	spec, ok := t.orders[group][topic]
+	t.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	var cursor uint64
+	for {
+		keys, next, err := t.pub.client.Scan(ctx, cursor, turnsPrefix(topic, group)+"*", 1000).Result()
+		if err != nil {
+			return fmt.Errorf("redis transport: removing the turns of group %s: %w", group, err)
+		}
+		for _, k := range keys {
+			err := dissolveTurns.Run(ctx, t.pub.client, []string{k, delayedKey(spec.retryTopic)},
+				parkedPrefix(topic, group), delayedEntryPrefix(spec.retryTopic), time.Now().UnixMilli()).Err()
+			if err != nil {
+				return fmt.Errorf("redis transport: removing the turns of group %s: %w", group, err)
+			}
+		}
+		if next == 0 {
+			return nil
 		}
 		cursor = next
 	}

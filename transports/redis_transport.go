@@ -284,7 +284,8 @@ var ErrGroupInUse = errors.New("redis transport: the consumer group is still sub
 // later starts afresh (SubscriberFrom GroupStartNewest). Removing a group
 // that does not exist is no error. Its retry stream and the retries
 // waiting for it are left alone: they resume if the endpoint comes back,
-// and ListDelayed shows them.
+// and ListDelayed shows them. An ordered group's parked entries join them
+// (dissolveTurns).
 func (t *RedisTransport) RemoveGroup(ctx context.Context, group string) error {
 	for _, s := range t.liveSubs() {
 		if s.cfg.ConsumerGroup != group {
@@ -301,5 +302,5 @@ func (t *RedisTransport) RemoveGroup(ctx context.Context, group string) error {
 	if err != nil && !redis.HasErrorPrefix(err, "The XGROUP subcommand requires the key to exist") { // no stream: no group
 		return fmt.Errorf("redis transport: removing group %s from %s: %w", group, t.cfg.EventsTopic, err)
 	}
-	return nil
+	return t.dissolveTurns(ctx, t.cfg.EventsTopic, group)
 }
