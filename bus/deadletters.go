@@ -238,7 +238,7 @@ func (b *Bus) resend(endpoint string, msg *message.Message) error {
 // poison keys and the attempt's, so that it starts again from attempt 1.
 var replayResetKeys = []string{
 	middleware.PoisonReasonKey, middleware.PoisonTopicKey, middleware.PoisonStatusKey, middleware.PoisonAttemptsKey,
-	middleware.AttemptKey, middleware.RateSlotKey, middleware.RateLimitedKey,
+	middleware.AttemptKey, middleware.RateSlotKey, middleware.RateLimitedKey, middleware.OrderBrokenKey,
 }
 
 // deadLetterOf reads a poisoned copy. Its endpoint is
@@ -247,16 +247,17 @@ func deadLetterOf(id string, at time.Time, msg *message.Message) DeadLetter {
 	status, _ := strconv.Atoi(msg.Metadata.Get(middleware.PoisonStatusKey))
 	attempts, _ := strconv.Atoi(msg.Metadata.Get(middleware.PoisonAttemptsKey))
 	return DeadLetter{
-		ID:         id,
-		EventID:    msg.UUID,
-		EventType:  msg.Metadata.Get(event.MetaType),
-		UserID:     msg.Metadata.Get(event.MetaUserID),
-		Endpoint:   cmp.Or(msg.Metadata.Get(middleware.EndpointKey), DefaultEndpoint),
-		Reason:     msg.Metadata.Get(middleware.PoisonReasonKey),
-		Status:     status,
-		Attempts:   attempts,
-		PoisonedAt: at.UTC(),
-		Payload:    jsonPayload(msg.Payload),
+		ID:          id,
+		EventID:     msg.UUID,
+		EventType:   msg.Metadata.Get(event.MetaType),
+		UserID:      msg.Metadata.Get(event.MetaUserID),
+		Endpoint:    cmp.Or(msg.Metadata.Get(middleware.EndpointKey), DefaultEndpoint),
+		Reason:      msg.Metadata.Get(middleware.PoisonReasonKey),
+		Status:      status,
+		Attempts:    attempts,
+		PoisonedAt:  at.UTC(),
+		OrderBroken: msg.Metadata.Get(middleware.OrderBrokenKey),
+		Payload:     jsonPayload(msg.Payload),
 	}
 }
 

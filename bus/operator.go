@@ -46,16 +46,19 @@ type AttemptPage = attemptlog.Page
 type DeadLetter struct {
 	// ID identifies the entry in the queue (a Redis stream id, or the
 	// memory ring's sequence); Replay takes it.
-	ID         string          `json:"id"`
-	EventID    string          `json:"event_id"`
-	EventType  string          `json:"event_type"`
-	UserID     string          `json:"user_id"`
-	Endpoint   string          `json:"endpoint"`
-	Reason     string          `json:"reason"`
-	Status     int             `json:"status"`
-	Attempts   int             `json:"attempts"`
-	PoisonedAt time.Time       `json:"poisoned_at"`
-	Payload    json.RawMessage `json:"payload"`
+	ID         string    `json:"id"`
+	EventID    string    `json:"event_id"`
+	EventType  string    `json:"event_type"`
+	UserID     string    `json:"user_id"`
+	Endpoint   string    `json:"endpoint"`
+	Reason     string    `json:"reason"`
+	Status     int       `json:"status"`
+	Attempts   int       `json:"attempts"`
+	PoisonedAt time.Time `json:"poisoned_at"`
+	// OrderBroken, on an endpoint with ordering user, says that the
+	// user's later events went on without this one.
+	OrderBroken string          `json:"order_broken,omitempty"`
+	Payload     json.RawMessage `json:"payload"`
 }
 
 // DeadLetterFilter selects dead letters, oldest first.

@@ -163,6 +163,10 @@ func TestOrderingPoisonedPassesTheTurn(t *testing.T) {
 	if got := seqs.accepted["user-0"]; fmt.Sprint(got) != "[0 2 3]" {
 		t.Errorf("accepted %v, want [0 2 3]", got)
 	}
+	dl, err := b.DeadLetters(context.Background(), bus.DeadLetterFilter{})
+	if err != nil || len(dl) != 1 || !strings.Contains(dl[0].OrderBroken, "user-0") {
+		t.Errorf("dead letters %+v, %v: want one saying the order was broken for user-0", dl, err)
+	}
 }
 
 // A user whose events keep failing holds back only its own later events:
