@@ -17,9 +17,12 @@ import (
 type EndpointStats struct {
 	Name string `json:"name"`
 	// URL is redacted: no credentials, no query.
-	URL         string `json:"url"`
-	State       string `json:"state"` // active, paused or disabled
-	Events      string `json:"events"`
+	URL    string `json:"url"`
+	State  string `json:"state"` // active, paused or disabled
+	Events string `json:"events"`
+	// Ordering is OrderingUser when the endpoint's events of one user go
+	// one at a time; empty otherwise.
+	Ordering    string `json:"ordering,omitempty"`
 	Delivered   uint64 `json:"delivered"`
 	Retried     uint64 `json:"retried"` // retry attempts scheduled
 	Filtered    uint64 `json:"filtered"`
@@ -59,6 +62,9 @@ func (b *Bus) EndpointStats() []EndpointStats {
 			Shed:        r.shed.Load(),
 			LastSuccess: unixNano(r.lastSuccess.Load()),
 			LastFailure: unixNano(r.lastFailure.Load()),
+		}
+		if v.ep.ordered() {
+			es.Ordering = OrderingUser
 		}
 		if e := r.lastError.Load(); e != nil {
 			es.LastError = *e
