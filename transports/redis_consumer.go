@@ -74,6 +74,9 @@ func (sub *subscription) join() bool {
 	for {
 		err := s.createGroup(sub.intake, sub.topic, s.cfg.GroupStart.id())
 		if err == nil {
+			// This router's endpoints want the group: one removed before
+			// is wanted again.
+			_ = s.client.Del(sub.intake, removedKey(sub.topic, s.cfg.ConsumerGroup)).Err()
 			sub.joinMu.Lock()
 			sub.joinErr = nil
 			sub.joinMu.Unlock()
@@ -286,7 +289,7 @@ func (sub *subscription) recover(err error, what string, failures int) bool {
 	s := sub.s
 	fields := watermill.LogFields{"topic": sub.topic, "group": s.cfg.ConsumerGroup}
 	if groupLost(err) || sub.order != nil && scriptGroupLost(err) { // readOrdered's XREADGROUP
-		cerr := s.createGroup(sub.intake, sub.topic, GroupStartOldest.id())
+		cerr := s.recreateLost(sub.intake, sub.topic)
 		if cerr == nil {
 			s.logger.Info("redis transport: consumer group lost, created again", fields)
 			if failures == 1 {
@@ -345,7 +348,7 @@ func (sub *subscription) claimLoop() {
 			default:
 				aliveFailures++
 				if scriptGroupLost(err) {
-					cerr := s.createGroup(sub.intake, sub.topic, GroupStartOldest.id())
+					cerr := s.recreateLost(sub.intake, sub.topic)
 					if cerr == nil {
 						break
 					}

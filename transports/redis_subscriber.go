@@ -186,6 +186,31 @@ func (s *RedisSubscriber) createGroup(ctx context.Context, topic, start string) 
 		ErrRedisFull, s.cfg.ConsumerGroup, err)
 }
 
+// ErrGroupRemoved: the consumer group was removed on purpose (its
+// endpoint removed, RedisTransport.RemoveGroup, by this router or
+// another), so a subscription that lost it does not create it again.
+var ErrGroupRemoved = errors.New("the consumer group was removed (its endpoint removed, by this router or another): not created again; reload this router's endpoints")
+
+// removedKey marks group removed from topic (RemoveGroup) for
+// removedFor, so that routers whose endpoints file is not reloaded yet
+// do not create it again at the stream's start — delivering the whole
+// stream again to an endpoint being removed.
+func removedKey(topic, group string) string { return topic + ":removed:" + group }
+
+const removedFor = time.Hour
+
+// recreateLost creates again a consumer group found missing while
+// subscribed: at the stream's start (GroupStartOldest: a stream made
+// again, by a Redis restarted without persistence, loses nothing), unless
+// it was removed on purpose (ErrGroupRemoved).
+func (s *RedisSubscriber) recreateLost(ctx context.Context, topic string) error {
+	n, err := s.client.Exists(ctx, removedKey(topic, s.cfg.ConsumerGroup)).Result()
+	if err == nil && n > 0 {
+		return ErrGroupRemoved
+	}
+	return s.createGroup(ctx, topic, GroupStartOldest.id())
+}
+
 // groupExists reports whether topic's stream has the consumer group.
 func (s *RedisSubscriber) groupExists(ctx context.Context, topic string) (bool, error) {
 	groups, err := s.client.XInfoGroups(ctx, topic).Result()

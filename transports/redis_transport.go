@@ -279,9 +279,14 @@ var ErrGroupInUse = errors.New("redis transport: the consumer group is still sub
 // are closed (their attempts in flight done); it returns ErrGroupInUse
 // while a subscriber of this transport still reads the events stream as
 // group. A router process that still subscribes as group (its endpoints
-// file not reloaded yet) creates it again, with the entries the stream
-// holds, so remove an endpoint from every router. An endpoint added again
-// later starts afresh (SubscriberFrom GroupStartNewest). Removing a group
+// file not reloaded yet) does not create it again at the stream's start,
+// delivering the whole stream again to the endpoint being removed: the
+// group is marked removed for an hour (set just before XGROUP DESTROY),
+// and a subscription that finds its group missing and marked stops
+// reading it (ErrGroupRemoved, logged) until its router reloads; one that
+// joins the group (a router started with the endpoint) clears the mark.
+// An endpoint added again later starts afresh (SubscriberFrom
+// GroupStartNewest). Removing a group
 // that does not exist is no error. Its retry stream and the retries
 // waiting for it are left alone: they resume if the endpoint comes back,
 // and ListDelayed shows them. An ordered group's parked entries join them
@@ -298,6 +303,11 @@ func (t *RedisTransport) RemoveGroup(ctx context.Context, group string) error {
 	t.Unbound(group)
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.publishTimeout())
 	defer cancel()
+	// Marked first: a router that sees the group missing then knows it
+	// was removed, and does not create it again.
+	if err := t.pub.client.Set(ctx, removedKey(t.cfg.EventsTopic, group), time.Now().UTC().Format(time.RFC3339), removedFor).Err(); err != nil {
+		return fmt.Errorf("redis transport: removing group %s from %s: %w", group, t.cfg.EventsTopic, err)
+	}
 	err := t.pub.client.XGroupDestroy(ctx, t.cfg.EventsTopic, group).Err()
 	if err != nil && !redis.HasErrorPrefix(err, "The XGROUP subcommand requires the key to exist") { // no stream: no group
 		return fmt.Errorf("redis transport: removing group %s from %s: %w", group, t.cfg.EventsTopic, err)

@@ -538,11 +538,11 @@ const (
 // router has reloaded, and its consumer group goes; none is poisoned, the
 // stream is trimmed to nothing. The numbers and duplicates are logged
 // (go test -v -run TestEndpointsReloaded ./tests/redisfault/). In a
-// rolling reload A gets duplicates, logged and not bounded: the first
-// router to reload removes A's consumer group while the other still
-// delivers to A, and that one makes the group again at the stream's
-// start (transports.RedisTransport.RemoveGroup says so), so A gets again
-// what the stream still holds until that router reloads too.
+// rolling reload the first router to reload removes A's consumer group
+// while the other still delivers to A: that one finds the group missing
+// and marked removed, and stops reading it rather than make it again at
+// the stream's start (transports.RedisTransport.RemoveGroup), so A gets
+// no duplicate either.
 func TestEndpointsReloadedOnSIGHUPWhileEventsFlow(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
@@ -756,6 +756,9 @@ func reloadWhileEventsFlow(t *testing.T, stagger time.Duration) {
 	}
 	if prefix(an) == 0 {
 		t.Errorf("endpoint A got %s, want a prefix", runs(an))
+	}
+	if d := a.duplicates(); d != 0 {
+		t.Errorf("endpoint A got %d duplicates: its group, removed by one router, was made again by another", d)
 	}
 	if last := an[len(an)-1]; last > int(w.last()) {
 		t.Errorf("endpoint A got event %d, emitted once every router had reloaded (event %d): a removed endpoint stops", last, w.last())
