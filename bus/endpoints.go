@@ -36,6 +36,12 @@ type EndpointStats struct {
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	LastFailure time.Time `json:"last_failure,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
+	// Failures counts the attempts that failed in a row.
+	Failures int `json:"failures"`
+	// NextProbe is, paused after failures, when this router lets its
+	// next probe out; zero otherwise. Probing is true while one is out.
+	NextProbe time.Time `json:"next_probe,omitzero"`
+	Probing   bool      `json:"probing,omitempty"`
 }
 
 // EndpointStats returns the endpoints this process delivers to, the
@@ -66,6 +72,8 @@ func (b *Bus) EndpointStats() []EndpointStats {
 		if v.ep.ordered() {
 			es.Ordering = OrderingUser
 		}
+		snap := r.breaker.Snapshot()
+		es.Failures, es.NextProbe, es.Probing = snap.Failures, snap.NextProbe, snap.Probing
 		if e := r.lastError.Load(); e != nil {
 			es.LastError = *e
 		}

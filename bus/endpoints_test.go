@@ -193,6 +193,9 @@ func TestEndpointsIsolated(t *testing.T) {
 		return false
 	})
 	t.Logf("dead endpoint paused: %d held in the delay store, %d unread", dead.Retrying, dead.Backlog)
+	if dead.Failures < 10 || dead.NextProbe.IsZero() && !dead.Probing {
+		t.Errorf("paused after failures: %d failures, next probe %v, probing %v; want 10 or more and a probe time", dead.Failures, dead.NextProbe, dead.Probing)
+	}
 	if max := 10 + 2*transports.DefaultWorkers; dead.Retrying > max {
 		t.Errorf("paused: %d events taken and held in the delay store, want at most %d (the rest unread)", dead.Retrying, max)
 	}

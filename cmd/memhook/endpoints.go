@@ -134,8 +134,18 @@ func endpoints(args []string, stdout, stderr io.Writer, lookup func(string) (str
 		if last == "" {
 			last = "-"
 		}
+		state := e.State
+		switch {
+		case e.Probing:
+			state += " (probing)"
+		case !e.NextProbe.IsZero():
+			state += " (probe " + e.NextProbe.Local().Format(time.TimeOnly) + ")"
+		}
+		if e.Ordering != "" {
+			state += ", ordered by " + e.Ordering
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n",
-			e.Name, e.State, e.Delivered, e.Retrying, e.Poisoned, e.Shed, e.Backlog, last, e.URL)
+			e.Name, state, e.Delivered, e.Retrying, e.Poisoned, e.Shed, e.Backlog, last, e.URL)
 	}
 	_ = tw.Flush()
 	return exitOK
