@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/memhook/memhook/bus"
@@ -66,6 +67,39 @@ type ui struct {
 	scrub  *strings.Replacer
 	now    func() time.Time
 	static http.Handler
+
+	failMu   sync.Mutex
+	failures []time.Time // refused logins within loginWindow, oldest first
+}
+
+// At most loginFailures logins are refused within loginWindow: past them
+// the login form answers 429, without looking at the token, until the
+// oldest leaves the window — a guessing attack gets ten tries a minute.
+// The API's bearer token (and the CLI) are not affected.
+const (
+	loginFailures = 10
+	loginWindow   = time.Minute
+)
+
+// loginLockedFor returns how long logins stay refused: 0 when they are
+// not.
+func (u *ui) loginLockedFor() time.Duration {
+	u.failMu.Lock()
+	defer u.failMu.Unlock()
+	now := u.now()
+	for len(u.failures) > 0 && now.Sub(u.failures[0]) >= loginWindow {
+		u.failures = u.failures[1:]
+	}
+	if len(u.failures) < loginFailures {
+		return 0
+	}
+	return loginWindow - now.Sub(u.failures[0])
+}
+
+func (u *ui) loginFailed() {
+	u.failMu.Lock()
+	u.failures = append(u.failures, u.now())
+	u.failMu.Unlock()
 }
 
 // NewUI returns the dashboard of b: server-rendered HTML pages under
@@ -334,7 +368,16 @@ func (u *ui) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostFormValue("next"))
+	if wait := u.loginLockedFor(); wait > 0 {
+		secs := int(wait.Round(time.Second) / time.Second)
+		u.log.Warn("memhook: dashboard: login refused: too many wrong tokens", "remote", r.RemoteAddr, "retry_in", wait.Round(time.Second))
+		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		p := &page{Title: "Log in", Error: fmt.Sprintf("Too many wrong tokens: logins are refused for %d s.", max(secs, 1)), Content: loginData{Next: next}}
+		u.render(w, http.StatusTooManyRequests, "login", p)
+		return
+	}
 	if !u.s.tokenOK(r.PostFormValue("token")) {
+		u.loginFailed()
 		u.log.Warn("memhook: dashboard: login refused: wrong admin token", "remote", r.RemoteAddr)
 		p := &page{Title: "Log in", Error: "Wrong token.", Content: loginData{Next: next}}
 		u.render(w, http.StatusUnauthorized, "login", p)

@@ -519,3 +519,22 @@ func newUIFixtureOnce(t *testing.T) http.Handler {
 	}
 	return onceUI
 }
+
+// Past ten refused logins in a minute the login form answers 429 with
+// Retry-After, the right token too, without looking at it.
+func TestUILoginThrottled(t *testing.T) {
+	f := newUIFixture(t)
+	for i := range 10 {
+		if a := f.do(t, "POST", "/ui/login", url.Values{"token": {"wrong-token"}}, "", nil); a.status != http.StatusUnauthorized {
+			t.Fatalf("refused login %d: status %d, want 401", i+1, a.status)
+		}
+	}
+	a := f.do(t, "POST", "/ui/login", url.Values{"token": {uiAdminToken}}, "", map[string]string{"Origin": f.srv.URL})
+	if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") == "" || len(a.header.Values("Set-Cookie")) != 0 {
+		t.Fatalf("after 10 refusals: status %d, Retry-After %q, cookies %v; want 429, a Retry-After and no session",
+			a.status, a.header.Get("Retry-After"), a.header.Values("Set-Cookie"))
+	}
+	if !strings.Contains(a.body, "Too many wrong tokens") {
+		t.Fatalf("no reason on the page: %s", a.body)
+	}
+}
