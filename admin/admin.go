@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -315,13 +316,8 @@ func (a *api) attempts(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("status=%q: must be failed or succeeded", s))
 		return
 	}
-	var err error
-	if f.Since, err = queryTime(q.Get("since")); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if f.Limit, err = queryLimit(q.Get("limit")); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	var ok bool
+	if f.Since, f.Limit, ok = sinceAndLimit(w, q); !ok {
 		return
 	}
 	page, err := a.Bus.Attempts(r.Context(), f)
@@ -341,13 +337,8 @@ func (a *api) deadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := bus.DeadLetterFilter{Endpoint: q.Get("endpoint")}
-	var err error
-	if f.Since, err = queryTime(q.Get("since")); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if f.Limit, err = queryLimit(q.Get("limit")); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	var ok bool
+	if f.Since, f.Limit, ok = sinceAndLimit(w, q); !ok {
 		return
 	}
 	dls, err := a.Bus.DeadLetters(r.Context(), f)
@@ -541,6 +532,20 @@ func parseTime(name, v string) (time.Time, error) {
 }
 
 func queryTime(v string) (time.Time, error) { return parseTime("since", v) }
+
+// sinceAndLimit reads the query's since and limit, answering 400 naming
+// the bad one (ok false).
+func sinceAndLimit(w http.ResponseWriter, q url.Values) (since time.Time, limit int, ok bool) {
+	var err error
+	if since, err = queryTime(q.Get("since")); err == nil {
+		limit, err = queryLimit(q.Get("limit"))
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return time.Time{}, 0, false
+	}
+	return since, limit, true
+}
 
 func queryLimit(v string) (int, error) {
 	if v == "" {
