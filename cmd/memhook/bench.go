@@ -62,6 +62,9 @@ type benchResult struct {
 	Fanout        *fanoutDetail `json:"fanout,omitempty"`
 	Error         string        `json:"error,omitempty"`
 	Configuration string        `json:"configuration"`
+
+	// Ordering, for the ordering runs: the ratio to ordering off (bench_ordering.go).
+	Ordering *orderingDetail `json:"ordering,omitempty"`
 }
 
 // benchReceiver answers 200 at once and records, per webhook id, how many
@@ -291,7 +294,8 @@ func bench(args []string, stdout, stderr io.Writer) int {
 		"comma list of: floor, memory (logs discarded), memory-noattemptlog (memory without the attempt log), memory-logs (INFO logs through serve's buffered writer to a file), "+
 			"memory-slog (INFO logs through an untouched slog.Default() to a file), half-fail (half of the events answered 503 three times: the other half's rate against a run where none fails), "+
 			"fanout (three healthy endpoints: deliveries/s of all three), fanout-isolation, fanout-isolation-redis (a healthy, a dead and a slow endpoint, on memory or on Redis with 2 routers: the healthy one's rate against its rate alone; the slow and the dead one get every event), "+
-			"http, redis1, redis2 (1 or 2 router processes), outage")
+			"http, redis1, redis2 (1 or 2 router processes), outage, "+
+			"ordering, ordering-redis (events over 10 000 users, ordering per user against ordering off, on memory or on Redis with 2 routers)")
 	isoW := fs.Int("isolation-w", 0, "concurrency of the delivering buses of the fanout-isolation runs (0: -w); the slow endpoint takes at most this ×10 events/s per router")
 	redisURL := fs.String("redis-url", "", "Redis for the redis runs: an empty database, left empty (unset: a private redis-server the bench starts on a free port and stops; the redis runs are skipped without redis-server on PATH)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
@@ -350,7 +354,9 @@ Flags:`)
 		names[i] = strings.TrimSpace(names[i])
 	}
 	var target *redisTarget
-	redisRun := func(n string) bool { return n == "redis1" || n == "redis2" || n == "fanout-isolation-redis" }
+	redisRun := func(n string) bool {
+		return n == "redis1" || n == "redis2" || n == "fanout-isolation-redis" || n == "ordering-redis"
+	}
 	if slices.ContainsFunc(names, redisRun) {
 		var skip string
 		target, skip, err = openRedisTarget(context.Background(), *redisURL)
@@ -422,6 +428,13 @@ Flags:`)
 				rounds++
 				return benchIsolation(rig, rcv, e, *n, *workers, *rate, s, rounds == *repeat) // the last round drains
 			}
+		case "ordering", "ordering-redis":
+			s := orderingSetup{name: "ordering per user (memory)"}
+			if name == "ordering-redis" {
+				s = orderingSetup{name: "ordering per user (redis, 2 routers)", redis: target, routers: 2, profile: *cpuProfile}
+			}
+			round := 0
+			one = func() benchResult { round++; return benchOrdering(rcv, e, *n, *workers, *rate, round-1, s) }
 		case "half-fail":
 			// Paced at --rate, or at half of the same round's memory
 			// run: a load the chain sustains with the failing half's
@@ -486,6 +499,7 @@ Flags:`)
 			}
 		}
 		isolationSummary(&res, p.runs)
+		orderingSummary(&res, p.runs)
 		res.Configuration = config
 		results = append(results, res)
 	}
@@ -513,6 +527,7 @@ Flags:`)
 		_ = tw.Flush()
 		for _, r := range results {
 			printFanout(stdout, r)
+			printOrdering(stdout, r)
 			if r.HealthyRatio > 0 && r.Fanout == nil {
 				fmt.Fprintf(stdout, "%s: the healthy half at %.2f of its events/s when no event fails (rounds %.2f-%.2f), both paced at %d/s; the failing half answered 503 %d times each, then delivered\n",
 					r.Name, r.HealthyRatio, r.HealthyRatioMin, r.HealthyRatioMax, r.PacedAt, halfFailFirst)
