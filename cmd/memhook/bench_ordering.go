@@ -115,7 +115,9 @@ func orderingPhase(rcv *benchReceiver, e event.Event, n, w, rate int, users []st
 	rcv.reset(n)
 	if s.redis == nil {
 		cfg := bus.Config{WebhookURL: rcv.url, Token: "bench-token", Secret: "bench-secret", Concurrency: w, QueueCapacity: n}
-		setOrdering(&cfg, ordered)
+		if ordered {
+			cfg.Ordering = bus.OrderingUser
+		}
 		b, err := bus.New(cfg, quiet)
 		if err != nil {
 			return benchResult{Error: err.Error()}
@@ -131,7 +133,7 @@ func orderingPhase(rcv *benchReceiver, e event.Event, n, w, rate int, users []st
 			"MEM0_WEBHOOK_TOKEN=bench-token", "MEM0_WEBHOOK_SECRET=bench-secret", "MEMHOOK_CONCURRENCY=" + strconv.Itoa(w),
 			"MEMHOOK_REDIS_CONSUMER=bench-" + strconv.Itoa(i), "MEMHOOK_REDIS_MAXLEN=" + strconv.Itoa(n+1)}
 		if ordered {
-			env = append(env, "MEMHOOK_ORDERING=user")
+			env = append(env, "MEMHOOK_ORDERING="+bus.OrderingUser)
 		}
 		cmd, _, err := startRouter(childProfile(s.profile, fmt.Sprintf("ordering-%t-%d", ordered, i)), env...)
 		if err != nil {
@@ -148,12 +150,6 @@ func orderingPhase(rcv *benchReceiver, e event.Event, n, w, rate int, users []st
 		return benchResult{Error: err.Error()}
 	}
 	return runUsers(rcv, b, e, n, w, rate, users, pids...)
-}
-
-// setOrdering sets the default endpoint's ordering per user.
-func setOrdering(cfg *bus.Config, ordered bool) {
-	_ = cfg
-	_ = ordered
 }
 
 // runUsers is runBus with the i-th event's user id users[i % len(users)].
