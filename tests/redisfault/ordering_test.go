@@ -44,6 +44,7 @@ type orderRecorder struct {
 	attempts  int
 	refused   int
 	distinct  int
+	stale     int      // duplicate deliveries of an event after a later one of its user was delivered
 	overlaps  []string // attempts of a user while another of theirs was at the receiver
 	early     []string // attempts of (user, seq) before every earlier seq of the user was delivered
 	lastNew   map[string]time.Time
@@ -106,6 +107,9 @@ func (o *orderRecorder) respond(_ http.ResponseWriter, r *http.Request, _ int) i
 		o.delivered[u] = map[int]int{}
 	}
 	o.delivered[u][s]++
+	if o.delivered[u][s] > 1 && slices.Max(o.firsts[u]) > s {
+		o.stale++
+	}
 	if o.delivered[u][s] == 1 {
 		o.distinct++
 		o.firsts[u] = append(o.firsts[u], s)
@@ -303,15 +307,16 @@ func TestOrderingPerUserSurvivesSIGKILL(t *testing.T) {
 			last = l
 		}
 	}
-	attempts, refused := rec.attempts, rec.refused
+	attempts, refused, stale := rec.attempts, rec.refused, rec.stale
 	rec.mu.Unlock()
 	dups := rec.check(t, users, perUser)
 	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rc.Close()
 	poisoned, _ := rc.XLen(context.Background(), bus.PoisonTopic).Result()
 	t.Logf("%d users × %d events on 2 routers: router a SIGKILLed with %d deliveries in flight after %d events had arrived; "+
-		"all %d arrived in %s (the last %s after the kill); %d attempts, %d answered 503, %d duplicate deliveries, %d poisoned",
-		len(users), perUser, inFlight, arrived, n, took.Round(time.Millisecond), last.Sub(killedAt).Round(time.Millisecond), attempts, refused, dups, poisoned)
+		"all %d arrived in %s (the last %s after the kill); %d attempts, %d answered 503, %d duplicate deliveries "+
+		"(%d of them after a later event of their user), %d poisoned",
+		len(users), perUser, inFlight, arrived, n, took.Round(time.Millisecond), last.Sub(killedAt).Round(time.Millisecond), attempts, refused, dups, stale, poisoned)
 	if poisoned != 0 {
 		t.Errorf("%d events poisoned: the retries were meant to outlast the random refusals", poisoned)
 	}
