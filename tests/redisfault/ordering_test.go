@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,8 @@ import (
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/receiver"
 	"github.com/memhook/memhook/internal/redistest"
+	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 )
 
 // The proofs of issue #14, ordered delivery per user: `memhook serve`
@@ -36,11 +39,15 @@ import (
 type orderRecorder struct {
 	fail  func(user string, seq int) bool // answer 503 to this attempt; nil: never
 	delay func() time.Duration            // before answering; nil: none
+	// poisoned are the events fail refuses every time: not expected to
+	// arrive, and the user's later ones may go once they are given up.
+	poisoned func(user string, seq int) bool
 
 	mu        sync.Mutex
 	firsts    map[string][]int       // user → seqs in the order of their first 2xx
 	delivered map[string]map[int]int // user → seq → 2xx answers
 	inFlight  map[string]int         // user → attempts at the receiver now
+	tried     map[string][]int       // user → seqs of every attempt, in arrival order
 	attempts  int
 	refused   int
 	distinct  int
@@ -53,13 +60,14 @@ type orderRecorder struct {
 
 func newOrderRecorder(fail func(string, int) bool, delay func() time.Duration) *orderRecorder {
 	return &orderRecorder{fail: fail, delay: delay, firsts: map[string][]int{}, delivered: map[string]map[int]int{},
-		inFlight: map[string]int{}, lastNew: map[string]time.Time{}, latency: map[string][]time.Duration{}}
+		inFlight: map[string]int{}, tried: map[string][]int{}, lastNew: map[string]time.Time{}, latency: map[string][]time.Duration{}}
 }
 
-// prefix is how many of user's events 0, 1, … were delivered without a gap.
+// prefix is how many of user's events 0, 1, … were delivered (or are
+// poisoned) without a gap.
 func (o *orderRecorder) prefix(user string) int {
 	n := 0
-	for o.delivered[user][n] > 0 {
+	for o.delivered[user][n] > 0 || o.poisoned != nil && o.poisoned(user, n) {
 		n++
 	}
 	return n
@@ -80,6 +88,7 @@ func (o *orderRecorder) respond(_ http.ResponseWriter, r *http.Request, _ int) i
 	u, s := env.UserID, env.Data.Seq
 	o.mu.Lock()
 	o.attempts++
+	o.tried[u] = append(o.tried[u], s)
 	o.inFlight[u]++
 	if o.inFlight[u] > 1 && len(o.overlaps) < 20 {
 		o.overlaps = append(o.overlaps, fmt.Sprintf("%s seq %d with %d attempts of the user at the receiver", u, s, o.inFlight[u]))
@@ -153,6 +162,10 @@ func (o *orderRecorder) check(t *testing.T, users []string, events int) (dups in
 		}
 		for s := range events {
 			switch n := o.delivered[u][s]; {
+			case o.poisoned != nil && o.poisoned(u, s):
+				if n != 0 {
+					t.Errorf("%s seq %d, refused every time, was delivered", u, s)
+				}
 			case n == 0:
 				missing = append(missing, fmt.Sprintf("%s seq %d", u, s))
 			case n > 1:
@@ -422,5 +435,88 @@ func TestOrderingFailingUserDoesNotDelayOthers(t *testing.T) {
 		with.others.Round(time.Millisecond), with.p99.Round(time.Millisecond), with.slow.Round(time.Millisecond), badEvents, failFor, with.bad.Round(time.Millisecond))
 	if d := with.others - without.others; d > allowed {
 		t.Errorf("the failing user delayed the others' last event by %s, want under %s", d.Round(time.Millisecond), allowed)
+	}
+}
+
+// Issue #14's poison rule on Redis: two ordering routers, 20 users × 5
+// events, the receiver refusing every attempt of seq 2 of every other user
+// (one retry: two attempts, then poisoned). Those users' seqs 3 and 4 go
+// once seq 2 is given up, not before; every poison entry carries
+// order_broken naming its user; everything else arrives, in order.
+func TestOrderingPoisonedEventPassesTheTurn(t *testing.T) {
+	srv := redistest.Start(t)
+	users := userNames("user", 20)
+	bad := map[string]bool{}
+	for i, u := range users {
+		bad[u] = i%2 == 0
+	}
+	poisoned := func(u string, s int) bool { return bad[u] && s == 2 }
+	rec := newOrderRecorder(poisoned, nil)
+	rec.poisoned = poisoned
+	rcv, err := receiver.Start(rec.respond, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rcv.Close() })
+	for _, name := range []string{"a", "b"} {
+		serve(t, append(routerEnv(srv.URL(), rcv.URL, "poison-"+name),
+			"MEMHOOK_ORDERING=user", "MEMHOOK_PAUSE_AFTER=0", "MEMHOOK_LOG_LEVEL=error")...).waitReady(t, 15*time.Second)
+	}
+	const perUser = 5
+	if err := emitUsers(srv.URL(), users, 0, perUser, 4, 0); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitDistinct(t, len(users)*perUser-len(users)/2, 30*time.Second)
+	if dups := rec.check(t, users, perUser); dups != 0 {
+		t.Errorf("%d duplicates without a crash", dups)
+	}
+	rec.mu.Lock()
+	for _, u := range users {
+		want := []int{0, 1, 2, 3, 4}
+		if bad[u] {
+			want = []int{0, 1, 2, 2, 3, 4} // seq 2 tried twice, then given up
+		}
+		if !slices.Equal(rec.tried[u], want) {
+			t.Errorf("%s: attempts of seqs %v, want %v", u, rec.tried[u], want)
+		}
+	}
+	rec.mu.Unlock()
+
+	q, err := transports.NewDLQ(transports.RedisConfig{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	var entries []transports.PoisonEntry
+	for {
+		entries, err = q.List(context.Background(), 100)
+		if err == nil && len(entries) >= len(users)/2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(users)/2 {
+		t.Fatalf("%d poison entries, want %d", len(entries), len(users)/2)
+	}
+	for _, e := range entries {
+		var env struct {
+			UserID string `json:"user_id"`
+			Data   struct {
+				Seq int `json:"seq"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(e.Payload, &env); err != nil {
+			t.Fatalf("poison entry %s: payload %q: %v", e.ID, e.Payload, err)
+		}
+		if !poisoned(env.UserID, env.Data.Seq) {
+			t.Errorf("poison entry %s is %s seq %d, not one the receiver refused", e.ID, env.UserID, env.Data.Seq)
+		}
+		if broken := e.Metadata.Get(middleware.OrderBrokenKey); !strings.Contains(broken, env.UserID) {
+			t.Errorf("poison entry %s (%s seq %d): %s = %q, want it naming the user", e.ID, env.UserID, env.Data.Seq, middleware.OrderBrokenKey, broken)
+		}
 	}
 }
