@@ -507,8 +507,10 @@ func (r *route) delay(msg *message.Message, due time.Time) error {
 // handleInTurn handles msg of an ordered endpoint: it has its user's turn
 // (the transport hands out one event per user at a time). Once it ends
 // delivered, filtered out or poisoned, the turn passes to the user's next
-// event; held for later (a retry, a pause, the rate limit) it keeps the
-// turn; nacked (an error) it keeps it too, and comes back. An event
+// event — on Redis with msg's ack, in the script that acknowledges it
+// (transports.TurnOnAck), elsewhere at once (Next); held for later (a
+// retry, a pause, the rate limit) it keeps the turn; nacked (an error) it
+// keeps it too, and comes back. An event
 // poisoned carries OrderBrokenKey: the user's later events went on
 // without it.
 func (r *route) handleInTurn(msg *message.Message, h message.HandlerFunc) error {
@@ -522,6 +524,10 @@ func (r *route) handleInTurn(msg *message.Message, h message.HandlerFunc) error 
 	_, held := r.held.LoadAndDelete(msg.UUID)
 	if err != nil || held {
 		return err
+	}
+	if _, onAck := r.orderer.(transports.TurnOnAck); onAck {
+		msg.Metadata[transports.PassTurnKey] = user // passed on with the ack, in one step
+		return nil
 	}
 	if err := r.orderer.Next(msg.Context(), Topic, r.group, user, msg.UUID); err != nil {
 		r.b.log.Warn("memhook: passing on a user's turn failed; the event comes back and the turn passes then",

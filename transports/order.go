@@ -49,12 +49,88 @@ func (t *MemoryTransport) Next(_ context.Context, topic, group, key, uuid string
 	return t.m.Next(topic, group, key, uuid)
 }
 
-// orderSpec is how a Redis subscription of an ordered group reads.
+// orderSpec is how a Redis subscription of an ordered group reads and
+// passes turns on.
 type orderSpec struct {
-	metaKey    string
-	retryTopic string
-	drainOnly  bool // read as usual; only Next works (DrainTurns)
+	metaKey     string
+	eventsTopic string // where the turns are taken (the lists are its)
+	retryTopic  string // where a turn passes on
+	drainOnly   bool   // read as usual; only passing turns on works (DrainTurns, and the retry topic)
 }
+
+// PassTurnKey, set by a handler to the message's key on a message of an
+// ordered group whose turn ends, makes a transport that passes turns on
+// with acks (TurnOnAck) pass it on when it acknowledges the message.
+const PassTurnKey = "memhook_pass_turn"
+
+// TurnOnAck is implemented by Orderers that pass a turn on with the ack
+// of its message (PassTurnKey) — Redis: in the script that acknowledges
+// the entry, in the same batch as other acks — instead of on Next. An
+// entry is then acknowledged with its turn passed on, or neither: a
+// router killed between the two leaves its turn, and its redelivery
+// (a duplicate) arrives before the key's next event.
+type TurnOnAck interface {
+	Orderer
+	TurnOnAck()
+}
+
+// TurnOnAck implements TurnOnAck.
+func (t *RedisTransport) TurnOnAck() {}
+
+// turnPass is a turn passed on with an ack.
+type turnPass struct{ key, uuid string }
+
+// ackPassing acks ids on the subscription's stream and passes passes on,
+// in one script (ackPass), in chunks that keep its arguments few.
+func (sub *subscription) ackPassing(ctx context.Context, ids []string, passes []turnPass) error {
+	const chunk = 500
+	spec := sub.pass
+	for len(ids) > 0 || len(passes) > 0 {
+		ni, np := min(len(ids), chunk), min(len(passes), chunk)
+		args := make([]any, 0, 4+ni+2*np)
+		args = append(args, sub.s.cfg.ConsumerGroup, turnsPrefix(spec.eventsTopic, sub.s.cfg.ConsumerGroup),
+			parkedPrefix(spec.eventsTopic, sub.s.cfg.ConsumerGroup), ni)
+		for _, id := range ids[:ni] {
+			args = append(args, id)
+		}
+		for _, p := range passes[:np] {
+			args = append(args, p.key, p.uuid)
+		}
+		if err := ackPass.Run(ctx, sub.s.client, []string{sub.topic, spec.retryTopic}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		ids, passes = ids[ni:], passes[np:]
+	}
+	return nil
+}
+
+// ackPass: KEYS[1] the stream acked, KEYS[2] the retry stream; ARGV[1]
+// the group, ARGV[2] the prefix of its turn lists, ARGV[3] that of its
+// parked hashes, ARGV[4] how many ids follow, then the ids, then pairs of
+// key and UUID whose turn ends. It acks the ids and, for each pair whose
+// UUID has its key's turn, passes the turn on (as nextTurn).
+var ackPass = redis.NewScript(`
+local n = tonumber(ARGV[4])
+if n > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 5, 4 + n))
+end
+for i = 5 + n, #ARGV, 2 do
+  local line = ARGV[2] .. ARGV[i]
+  if redis.call('LINDEX', line, 0) == ARGV[i + 1] then
+    redis.call('LPOP', line)
+    local nxt = redis.call('LINDEX', line, 0)
+    if nxt then
+      local h = ARGV[3] .. nxt
+      local f = redis.call('HGETALL', h)
+      if #f > 0 then
+        redis.call('XADD', KEYS[2], '*', unpack(f))
+      end
+      redis.call('DEL', h)
+    end
+  end
+end
+return n
+`)
 
 // On Redis a group's turns live in one list per key, KEYS of the form
 // turnsKey: the UUIDs of the key's messages, oldest first, the first one
@@ -85,7 +161,8 @@ func (t *RedisTransport) Order(topic, group, metaKey, retryTopic string) error {
 	if t.orders[group] == nil {
 		t.orders[group] = map[string]orderSpec{}
 	}
-	t.orders[group][topic] = orderSpec{metaKey: metaKey, retryTopic: retryTopic}
+	t.orders[group][topic] = orderSpec{metaKey: metaKey, eventsTopic: topic, retryTopic: retryTopic}
+	t.orders[group][retryTopic] = orderSpec{metaKey: metaKey, eventsTopic: topic, retryTopic: retryTopic, drainOnly: true}
 	return nil
 }
 
@@ -101,7 +178,8 @@ func (t *RedisTransport) DrainTurns(topic, group, retryTopic string) {
 	if t.orders[group] == nil {
 		t.orders[group] = map[string]orderSpec{}
 	}
-	t.orders[group][topic] = orderSpec{retryTopic: retryTopic, drainOnly: true}
+	t.orders[group][topic] = orderSpec{eventsTopic: topic, retryTopic: retryTopic, drainOnly: true}
+	t.orders[group][retryTopic] = orderSpec{eventsTopic: topic, retryTopic: retryTopic, drainOnly: true}
 }
 
 // Next implements Orderer: one script checks the turn, passes it on and

@@ -54,6 +54,7 @@ type subscription struct {
 
 	ackMu   sync.Mutex
 	acks    []string      // ids to XACK
+	passes  []turnPass    // turns passed on with the acks (ordered groups)
 	ackKick chan struct{} // signalled when acks grows
 
 	joined   chan struct{} // closed once the consumer group exists
@@ -62,6 +63,7 @@ type subscription struct {
 	joinErr  error // why the last try to join failed
 
 	order    *orderSpec // set: the group is ordered (RedisTransport.Order); read with readOrdered
+	pass     *orderSpec // set: turns of the group pass on with acks (PassTurnKey); on its events and retry topics
 	lastSeen string     // ordered: the last entry id seen, to wait for newer ones
 }
 
@@ -541,7 +543,7 @@ func (sub *subscription) deliver(d delivery) {
 	for {
 		switch sub.handOut(k, msg) {
 		case handedAcked:
-			sub.ack(d.id)
+			sub.ack(d.id, sub.passOf(msg))
 			return
 		case handedEnded:
 			return
@@ -589,13 +591,28 @@ func (sub *subscription) handOut(k string, msg *message.Message) handed {
 	}
 }
 
-// ack queues id for the acker.
-func (sub *subscription) ack(id string) {
+// passOf returns the turn an acked msg passes on (PassTurnKey), if any.
+func (sub *subscription) passOf(msg *message.Message) *turnPass {
+	if sub.pass == nil {
+		return nil
+	}
+	key := msg.Metadata.Get(PassTurnKey)
+	if key == "" {
+		return nil
+	}
+	return &turnPass{key: key, uuid: msg.UUID}
+}
+
+// ack queues id for the acker, and the turn it passes on.
+func (sub *subscription) ack(id string, pass *turnPass) {
 	sub.mu.Lock()
 	delete(sub.unacked, id)
 	sub.mu.Unlock()
 	sub.ackMu.Lock()
 	sub.acks = append(sub.acks, id)
+	if pass != nil {
+		sub.passes = append(sub.passes, *pass)
+	}
 	sub.ackMu.Unlock()
 	select {
 	case sub.ackKick <- struct{}{}:
@@ -603,12 +620,12 @@ func (sub *subscription) ack(id string) {
 	}
 }
 
-func (sub *subscription) takeAcks() []string {
+func (sub *subscription) takeAcks() ([]string, []turnPass) {
 	sub.ackMu.Lock()
 	defer sub.ackMu.Unlock()
-	ids := sub.acks
-	sub.acks = nil
-	return ids
+	ids, passes := sub.acks, sub.passes
+	sub.acks, sub.passes = nil, nil
+	return ids, passes
 }
 
 // ackLoop sends one XACK for every id queued, as soon as the previous one
@@ -617,20 +634,22 @@ func (sub *subscription) takeAcks() []string {
 func (sub *subscription) ackLoop(stop <-chan struct{}) {
 	backoff := ackRetryMin
 	var ids []string
+	var passes []turnPass
 	for {
-		ids = append(ids, sub.takeAcks()...)
+		moreIDs, morePasses := sub.takeAcks()
+		ids, passes = append(ids, moreIDs...), append(passes, morePasses...)
 		if len(ids) == 0 {
 			select {
 			case <-sub.ackKick:
 				continue
 			case <-stop:
-				sub.flushAcks(nil)
+				sub.flushAcks(nil, nil)
 				return
 			}
 		}
-		err := sub.xack(context.Background(), ids)
+		err := sub.xack(context.Background(), ids, passes)
 		if err == nil {
-			ids, backoff = ids[:0], ackRetryMin
+			ids, passes, backoff = ids[:0], passes[:0], ackRetryMin
 			continue
 		}
 		sub.s.logger.Error("redis transport: acking failed, will retry", err,
@@ -639,7 +658,7 @@ func (sub *subscription) ackLoop(stop <-chan struct{}) {
 		case <-time.After(backoff):
 			backoff = min(2*backoff, ackRetryMax)
 		case <-stop:
-			sub.flushAcks(ids)
+			sub.flushAcks(ids, passes)
 			return
 		}
 	}
@@ -647,21 +666,31 @@ func (sub *subscription) ackLoop(stop <-chan struct{}) {
 
 // flushAcks sends ids and whatever else is queued in one last XACK,
 // within ackFlushTimeout.
-func (sub *subscription) flushAcks(ids []string) {
-	ids = append(ids, sub.takeAcks()...)
+func (sub *subscription) flushAcks(ids []string, passes []turnPass) {
+	moreIDs, morePasses := sub.takeAcks()
+	ids, passes = append(ids, moreIDs...), append(passes, morePasses...)
 	if len(ids) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ackFlushTimeout)
 	defer cancel()
-	if err := sub.xack(ctx, ids); err != nil {
+	if err := sub.xack(ctx, ids, passes); err != nil {
 		sub.s.logger.Error("redis transport: acking failed, entries left pending", err,
 			watermill.LogFields{"topic": sub.topic, "entries": len(ids)})
 	}
 }
 
-// xack acks ids; when the group is gone there is nothing left to ack.
-func (sub *subscription) xack(ctx context.Context, ids []string) error {
+// xack acks ids, passing on the turns passes (one script: an entry is
+// acknowledged with its turn passed on, or neither); when the group is
+// gone there is nothing left to ack.
+func (sub *subscription) xack(ctx context.Context, ids []string, passes []turnPass) error {
+	if len(passes) > 0 {
+		err := sub.ackPassing(ctx, ids, passes)
+		if scriptGroupLost(err) {
+			return nil
+		}
+		return err
+	}
 	err := sub.s.client.XAck(ctx, sub.topic, sub.s.cfg.ConsumerGroup, ids...).Err()
 	if groupLost(err) {
 		return nil

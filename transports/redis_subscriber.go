@@ -265,8 +265,11 @@ func (s *RedisSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 		ackKick: make(chan struct{}, 1),
 		joined:  make(chan struct{}),
 	}
-	if o, ok := s.orders[topic]; ok && !o.drainOnly {
-		sub.order = &o
+	if o, ok := s.orders[topic]; ok {
+		sub.pass = &o
+		if !o.drainOnly {
+			sub.order = &o
+		}
 	}
 	s.subs = append(s.subs, sub)
 	s.alive.start()
