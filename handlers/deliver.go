@@ -5,17 +5,18 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/memhook/memhook/middleware"
@@ -46,7 +47,10 @@ type DeliverConfig struct {
 	// attempt log. It must not block. Unset, response bodies are not
 	// kept at all.
 	OnAttempt func(msg *message.Message, r AttemptResult)
-	// Logger for watermill-http's publisher; nil means none.
+	// Logger is not used: Deliver sends each attempt with its
+	// RoundTripper itself, without watermill-http's publisher (whose
+	// only lines were at TRACE). Kept so that configurations still
+	// compile.
 	Logger watermill.LoggerAdapter
 }
 
@@ -84,13 +88,16 @@ func (c DeliverConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Deliver POSTs each message's payload to the webhook URL through
-// watermill-http's Publisher, called inside the handler so that Retry and
-// PoisonQueue wrap the real HTTP call. Headers come from the context
-// (middleware.Signer). Its http.Client has the attempt timeout, follows no
-// redirect, and a RoundTripper that turns every non-2xx answer into a
-// *middleware.StatusError and drains (up to MaxResponseBytes) and closes
-// every response body so connections are reused.
+// Deliver POSTs each message's payload to the webhook URL, inside the
+// handler so that Retry and PoisonQueue wrap the real HTTP call. Headers
+// come from the context (middleware.Signer). Each attempt goes straight to
+// its RoundTripper, as http.Client would send it with no redirect
+// followed (a URL's user:password becomes Basic authorization unless an
+// Authorization header is set; errors are *url.Error "Post"), without a
+// client's or a publisher's per-request bookkeeping. The RoundTripper
+// turns every non-2xx answer into a *middleware.StatusError and drains
+// (up to MaxResponseBytes) and closes every response body so connections
+// are reused.
 //
 // Handle returns nil on 2xx (ack), the *middleware.StatusError of another
 // answer, or the transport error (timeout, connection refused) with the URL
@@ -99,7 +106,10 @@ func (c DeliverConfig) Validate() error {
 type Deliver struct {
 	cfg      DeliverConfig
 	redacted string
-	pub      *whttp.Publisher
+	target   *url.URL          // cfg.URL, parsed once; requests share it (read only)
+	host     string            // its Host as http.NewRequest sets it
+	basic    []string          // the Authorization of the URL's user:password, nil without
+	rt       http.RoundTripper // statusTransport over the base
 
 	// Attempts run on long-lived goroutines: the router runs each message
 	// on a new goroutine, whose stack would grow into net/http's depth for
@@ -129,23 +139,19 @@ func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
 		t.ResponseHeaderTimeout = cfg.Timeout
 		base = t
 	}
-	// The attempt timeout is a context deadline set in Handle, not
-	// Client.Timeout, which costs a timer goroutine per request.
-	client := &http.Client{
-		Transport: statusTransport{base: base, limit: cfg.MaxResponseBytes},
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-	pub, err := whttp.NewPublisher(whttp.PublisherConfig{
-		MarshalMessageFunc:                marshalRequest,
-		Client:                            client,
-		DoNotLogResponseBodyOnServerError: true,
-	}, cfg.Logger)
+	// The attempt timeout is a context deadline set in attempt: no timer
+	// goroutine per request.
+	target, err := url.Parse(cfg.URL)
 	if err != nil {
-		return nil, err
+		return nil, err // Validate parsed it: not reached
 	}
-	d := &Deliver{cfg: cfg, redacted: RedactURL(cfg.URL), pub: pub, jobs: make(chan deliverJob), stop: make(chan struct{})}
+	d := &Deliver{cfg: cfg, redacted: RedactURL(cfg.URL), target: target, host: strings.TrimSuffix(target.Host, ":"),
+		rt:   statusTransport{base: base, limit: cfg.MaxResponseBytes},
+		jobs: make(chan deliverJob), stop: make(chan struct{})}
+	if u := target.User; u != nil {
+		password, _ := u.Password()
+		d.basic = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+password))}
+	}
 	for range cfg.MaxIdleConns {
 		d.workers.Add(1)
 		go d.work()
@@ -201,7 +207,7 @@ func (d *Deliver) attempt(msg *message.Message) error {
 	msg.SetContext(actx)
 	defer msg.SetContext(ctx)
 	start := time.Now()
-	err := d.result(msg, d.pub.Publish(d.cfg.URL, msg))
+	err := d.result(msg, d.send(msg))
 	took := time.Since(start)
 	if err == nil && d.cfg.OnDelivered != nil {
 		d.cfg.OnDelivered(msg, rec.status, middleware.AttemptFromContext(ctx), took)
@@ -223,42 +229,47 @@ func (d *Deliver) attempt(msg *message.Message) error {
 // responsePool holds the buffers of the response excerpts OnAttempt sees.
 var responsePool = sync.Pool{New: func() any { return new([MaxAttemptResponse]byte) }}
 
-// result is what Handle returns for the publisher's err: nil, the
+// send makes the attempt's request and round trip, as http.Client.Do
+// would: the body of a 2xx answer is closed (drained) before it returns;
+// a failure is a *url.Error.
+func (d *Deliver) send(msg *message.Message) error {
+	req := d.request(msg)
+	resp, err := d.rt.RoundTrip(req)
+	if err != nil {
+		if tlsErr, ok := err.(tls.RecordHeaderError); ok && string(tlsErr.RecordHeader[:]) == "HTTP/" {
+			err = http.ErrSchemeMismatch // what http.Client makes of it
+		}
+		return &url.Error{Op: "Post", URL: d.redacted, Err: err}
+	}
+	if resp == nil {
+		return &url.Error{Op: "Post", URL: d.redacted, Err: fmt.Errorf("http: RoundTripper implementation (%T) returned a nil *Response with a nil error", d.cfg.Transport)}
+	}
+	return resp.Body.Close()
+}
+
+// result is what Handle returns for send's err: nil, the
 // *middleware.StatusError, or the transport error with the URL redacted.
 func (d *Deliver) result(msg *message.Message, err error) error {
 	if err == nil {
 		return nil
 	}
+	var se *middleware.StatusError
+	if errors.As(err, &se) {
+		return se // the wrapping adds nothing but the URL
+	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		ue.URL = d.redacted
 	}
-	var se *middleware.StatusError
-	if errors.As(err, &se) {
-		return se // the publisher's wrapping adds nothing but the message id
-	}
-	return fmt.Errorf("delivering %s: %w", msg.UUID, unwrapPublisher(err))
+	return fmt.Errorf("delivering %s: %w", msg.UUID, err)
 }
 
-// unwrapPublisher drops watermill-http's "publishing message X failed"
-// wrapper (pkg/errors) to keep the transport error short.
-func unwrapPublisher(err error) error {
-	if ue := (*url.Error)(nil); errors.As(err, &ue) {
-		return ue
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return ne
-	}
-	return err
-}
-
-// Close waits for the attempts running, then releases the publisher.
-// Deliveries after Close fail with ErrDeliverClosed.
+// Close waits for the attempts running. Deliveries after Close fail with
+// ErrDeliverClosed. It is idempotent.
 func (d *Deliver) Close() error {
 	d.stopOnce.Do(func() { close(d.stop) })
 	d.workers.Wait()
-	return d.pub.Close()
+	return nil
 }
 
 type recordKey struct{}
@@ -278,11 +289,12 @@ func (r *record) keep(p []byte) {
 	}
 }
 
-func marshalRequest(target string, msg *message.Message) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(msg.Context(), http.MethodPost, target, bytes.NewReader(msg.Payload))
-	if err != nil {
-		return nil, err
-	}
+// request is the POST of msg's payload to the URL with the context's
+// headers, the message's traceparent, and Content-Type application/json
+// unless the headers have one.
+func (d *Deliver) request(msg *message.Message) *http.Request {
+	req, _ := http.NewRequestWithContext(msg.Context(), http.MethodPost, "", bytes.NewReader(msg.Payload)) // "" parses: the URL is d.target
+	req.URL, req.Host = d.target, d.host
 	for k, v := range middleware.HeadersFromContext(msg.Context()) {
 		req.Header[k] = v
 	}
@@ -292,7 +304,10 @@ func marshalRequest(target string, msg *message.Message) (*http.Request, error) 
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	return req, nil
+	if d.basic != nil && req.Header.Get("Authorization") == "" {
+		req.Header["Authorization"] = d.basic
+	}
+	return req
 }
 
 // statusTransport turns non-2xx answers into *middleware.StatusError and
@@ -311,6 +326,9 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec, _ := req.Context().Value(recordKey{}).(*record)
 	if rec != nil {
 		rec.status = resp.StatusCode
+	}
+	if resp.Body == nil {
+		resp.Body = http.NoBody // a RoundTripper of the caller's may leave it nil
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		resp.Body = &drainBody{rc: resp.Body, limit: t.limit, rec: rec}

@@ -164,3 +164,43 @@ func TestDeliverWorkers(t *testing.T) {
 		t.Errorf("Handle after Close: %v, want ErrDeliverClosed", err)
 	}
 }
+
+// Without an Authorization header of the signer's, the URL's user and
+// password are sent as Basic authorization, as http.Client sends them;
+// with one, it stands.
+func TestDeliverURLUserinfoIsBasicAuth(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Authorization")
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: strings.Replace(srv.URL, "http://", "http://user:hunter2@", 1), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, tt := range []struct {
+		name    string
+		headers http.Header
+		want    string
+	}{
+		{"no Authorization", nil, "Basic dXNlcjpodW50ZXIy"},
+		{"the signer's", http.Header{"Authorization": {"Bearer tok"}}, "Bearer tok"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := message.NewMessage("id", []byte(`{}`))
+			msg.SetContext(middleware.WithHeaders(context.Background(), tt.headers))
+			if err := d.Handle(msg); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case a := <-got:
+				if a != tt.want {
+					t.Errorf("Authorization = %q, want %q", a, tt.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the receiver got nothing")
+			}
+		})
+	}
+}
