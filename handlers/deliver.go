@@ -114,16 +114,20 @@ type Deliver struct {
 	// Attempts run on long-lived goroutines: the router runs each message
 	// on a new goroutine, whose stack would grow into net/http's depth for
 	// every message.
-	jobs     chan deliverJob
+	jobs     chan *deliverJob
 	stop     chan struct{}
 	stopOnce sync.Once
 	workers  sync.WaitGroup
 }
 
+// deliverJob is one attempt handed to a worker, and its answer. Jobs are
+// pooled: Handle puts one back once it has the answer (or never sent it).
 type deliverJob struct {
 	msg  *message.Message
-	done chan error
+	done chan error // buffered 1
 }
+
+var jobPool = sync.Pool{New: func() any { return &deliverJob{done: make(chan error, 1)} }}
 
 // NewDeliver returns the delivery handler for cfg.
 func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
@@ -147,7 +151,7 @@ func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
 	}
 	d := &Deliver{cfg: cfg, redacted: RedactURL(cfg.URL), target: target, host: strings.TrimSuffix(target.Host, ":"),
 		rt:   statusTransport{base: base, limit: cfg.MaxResponseBytes},
-		jobs: make(chan deliverJob), stop: make(chan struct{})}
+		jobs: make(chan *deliverJob), stop: make(chan struct{})}
 	if u := target.User; u != nil {
 		password, _ := u.Password()
 		d.basic = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+password))}
@@ -178,7 +182,12 @@ func (d *Deliver) URL() string { return d.redacted }
 // returns msg's context error if that ends before the attempt starts, and
 // ErrDeliverClosed after Close.
 func (d *Deliver) Handle(msg *message.Message) error {
-	j := deliverJob{msg: msg, done: make(chan error, 1)}
+	j := jobPool.Get().(*deliverJob)
+	j.msg = msg
+	defer func() {
+		j.msg = nil
+		jobPool.Put(j)
+	}()
 	select {
 	case d.jobs <- j:
 		return <-j.done
@@ -194,16 +203,16 @@ var ErrDeliverClosed = errors.New("deliver: closed")
 
 // attempt is one delivery attempt, on a worker goroutine.
 func (d *Deliver) attempt(msg *message.Message) error {
-	rec := &record{}
-	var buf *[MaxAttemptResponse]byte
+	ctx := msg.Context()
+	tctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer cancel()
+	actx := &attemptCtx{Context: tctx}
+	rec := &actx.rec
 	if d.cfg.OnAttempt != nil {
-		buf = responsePool.Get().(*[MaxAttemptResponse]byte)
+		buf := responsePool.Get().(*[MaxAttemptResponse]byte)
 		rec.body = buf[:0]
 		defer responsePool.Put(buf)
 	}
-	ctx := msg.Context()
-	actx, cancel := context.WithTimeout(context.WithValue(ctx, recordKey{}, rec), d.cfg.Timeout)
-	defer cancel()
 	msg.SetContext(actx)
 	defer msg.SetContext(ctx)
 	start := time.Now()
@@ -274,12 +283,28 @@ func (d *Deliver) Close() error {
 
 type recordKey struct{}
 
+// attemptCtx is the context of one attempt: its deadline, and the record
+// the RoundTripper fills in (Value(recordKey{})), in one allocation.
+type attemptCtx struct {
+	context.Context
+	rec record
+}
+
+func (c *attemptCtx) Value(key any) any {
+	if key == (recordKey{}) {
+		return &c.rec
+	}
+	return c.Context.Value(key)
+}
+
 // record carries the status code of the answer and, when body has room
 // (OnAttempt is set), the start of the response body out of the
-// RoundTripper.
+// RoundTripper. It holds the 2xx body's wrapper, so that an attempt
+// allocates none.
 type record struct {
 	status int
 	body   []byte // len: kept so far; cap: at most MaxAttemptResponse
+	drain  drainBody
 }
 
 // keep appends what fits of p to the body excerpt.
@@ -331,7 +356,12 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = http.NoBody // a RoundTripper of the caller's may leave it nil
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		resp.Body = &drainBody{rc: resp.Body, limit: t.limit, rec: rec}
+		if rec == nil {
+			resp.Body = &drainBody{rc: resp.Body, limit: t.limit}
+			return resp, nil
+		}
+		rec.drain = drainBody{rc: resp.Body, limit: t.limit, rec: rec}
+		resp.Body = &rec.drain
 		return resp, nil
 	}
 	limit := t.limit
@@ -340,7 +370,7 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		rec.body = rec.body[:n]
 		limit -= int64(n)
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, limit))
+	_, _ = io.CopyN(io.Discard, resp.Body, limit)
 	_ = resp.Body.Close()
 	return nil, &middleware.StatusError{
 		Code:       resp.StatusCode,
@@ -355,6 +385,7 @@ type drainBody struct {
 	rc    io.ReadCloser
 	limit int64
 	rec   *record // nil, or without room, when nothing is kept
+	rest  io.LimitedReader
 }
 
 func (b *drainBody) Read(p []byte) (int, error) {
@@ -372,6 +403,7 @@ func (b *drainBody) Close() error {
 		r.body = r.body[:len(r.body)+n]
 		limit -= int64(n)
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(b.rc, limit))
+	b.rest = io.LimitedReader{R: b.rc, N: limit}
+	_, _ = io.Copy(io.Discard, &b.rest)
 	return b.rc.Close()
 }
