@@ -316,22 +316,36 @@ func (r *record) keep(p []byte) {
 
 // request is the POST of msg's payload to the URL with the context's
 // headers, the message's traceparent, and Content-Type application/json
-// unless the headers have one.
+// unless the headers have one. The context's header map becomes the
+// request's when nothing is to be added to it (the signer's always has
+// Content-Type); else a copy does: it is never written to.
 func (d *Deliver) request(msg *message.Message) *http.Request {
 	req, _ := http.NewRequestWithContext(msg.Context(), http.MethodPost, "", bytes.NewReader(msg.Payload)) // "" parses: the URL is d.target
 	req.URL, req.Host = d.target, d.host
-	for k, v := range middleware.HeadersFromContext(msg.Context()) {
-		req.Header[k] = v
+	hd := middleware.HeadersFromContext(msg.Context())
+	tp := msg.Metadata.Get(TraceparentKey)
+	if tp != "" && !ValidTraceparent(tp) {
+		tp = ""
 	}
-	if tp := msg.Metadata.Get(TraceparentKey); tp != "" && ValidTraceparent(tp) {
-		req.Header[TraceparentKey] = []string{tp} // lower case, as W3C writes it; http.Header.Get finds it
+	noType := hd.Get("Content-Type") == ""
+	basic := d.basic != nil && hd.Get("Authorization") == ""
+	if hd == nil || tp != "" || noType || basic {
+		own := make(http.Header, len(hd)+3)
+		for k, v := range hd {
+			own[k] = v
+		}
+		if tp != "" {
+			own[TraceparentKey] = []string{tp} // lower case, as W3C writes it; http.Header.Get finds it
+		}
+		if noType {
+			own["Content-Type"] = []string{"application/json"}
+		}
+		if basic {
+			own["Authorization"] = d.basic
+		}
+		hd = own
 	}
-	if req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if d.basic != nil && req.Header.Get("Authorization") == "" {
-		req.Header["Authorization"] = d.basic
-	}
+	req.Header = hd
 	return req
 }
 
