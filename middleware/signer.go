@@ -76,32 +76,40 @@ func (s Signer) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		stamps.Store(st)
 		return st.value
 	}
-	return func(msg *message.Message) ([]*message.Message, error) {
-		ts := now()
+	headers := func(msg *message.Message, ts int64, signature string) http.Header {
 		hd := make(http.Header, 7+len(s.Headers))
 		for k, v := range s.Headers {
 			hd[k] = v
 		}
 		// The two values of this attempt's own in one array; each slice's
 		// capacity ends at its value, so an append copies.
-		own := new([2]string)
-		own[0] = msg.UUID
+		own := &[2]string{msg.UUID, signature}
 		hd["Content-Type"] = contentType
 		hd["User-Agent"] = userAgent
 		hd[canonicalWebhookID] = own[0:1:1]
-		hd[canonicalWebhookTimestamp] = timestamp(ts.Unix())
+		hd[canonicalWebhookTimestamp] = timestamp(ts)
 		if auth != nil {
 			hd["Authorization"] = auth
 		}
 		if legacy != nil {
 			hd[HeaderLegacySecret] = legacy
 		}
-		if len(s.Secrets) > 0 {
-			own[1] = verify.Sign(s.Secrets, msg.UUID, ts, msg.Payload)
+		if signature != "" {
 			hd[canonicalWebhookSignature] = own[1:2:2]
 		}
+		return hd
+	}
+	return func(msg *message.Message) ([]*message.Message, error) {
+		// Signed here, in the smallest frame: the router runs each message
+		// on a new goroutine, whose stack the HMAC would otherwise grow
+		// (a copy of it, every message).
+		ts := now()
+		var signature string
+		if len(s.Secrets) > 0 {
+			signature = verify.Sign(s.Secrets, msg.UUID, ts, msg.Payload)
+		}
 		ctx := msg.Context()
-		msg.SetContext(WithHeaders(ctx, hd))
+		msg.SetContext(WithHeaders(ctx, headers(msg, ts.Unix(), signature)))
 		defer msg.SetContext(ctx)
 		return h(msg)
 	}
