@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -124,6 +125,7 @@ type Deliver struct {
 // pooled: Handle puts one back once it has the answer (or never sent it).
 type deliverJob struct {
 	msg  *message.Message
+	ctx  *attemptCtx
 	done chan error // buffered 1
 }
 
@@ -163,12 +165,29 @@ func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
 	return d, nil
 }
 
+// work runs attempts until Close. Its timer ends the attempt running at
+// its deadline: one timer per worker, not one per attempt.
 func (d *Deliver) work() {
 	defer d.workers.Done()
+	var running atomic.Pointer[attemptCtx]
+	timer := time.AfterFunc(time.Hour, func() {
+		if c := running.Load(); c != nil {
+			c.expire()
+		}
+	})
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		select {
 		case j := <-d.jobs:
-			j.done <- d.attempt(j.msg)
+			j.ctx.begin(time.Now().Add(d.cfg.Timeout))
+			running.Store(j.ctx)
+			timer.Reset(d.cfg.Timeout)
+			err := d.attempt(j.msg, j.ctx)
+			timer.Stop()
+			running.Store(nil)
+			j.ctx.cancel(context.Canceled) // as a context.WithTimeout's cancel at the end
+			j.done <- err
 		case <-d.stop:
 			return
 		}
@@ -180,33 +199,38 @@ func (d *Deliver) URL() string { return d.redacted }
 
 // Handle is a message.NoPublishHandlerFunc: one delivery attempt. It
 // returns msg's context error if that ends before the attempt starts, and
-// ErrDeliverClosed after Close.
+// ErrDeliverClosed after Close. When msg's context ends during the
+// attempt, Handle ends the attempt's context with it.
 func (d *Deliver) Handle(msg *message.Message) error {
+	ctx := msg.Context()
 	j := jobPool.Get().(*deliverJob)
-	j.msg = msg
+	j.msg, j.ctx = msg, newAttemptCtx(ctx)
 	defer func() {
-		j.msg = nil
+		j.msg, j.ctx = nil, nil
 		jobPool.Put(j)
 	}()
 	select {
 	case d.jobs <- j:
-		return <-j.done
-	case <-msg.Context().Done():
-		return msg.Context().Err()
+	case <-ctx.Done():
+		return ctx.Err()
 	case <-d.stop:
 		return ErrDeliverClosed
+	}
+	select {
+	case err := <-j.done:
+		return err
+	case <-ctx.Done():
+		j.ctx.cancel(ctx.Err())
+		return <-j.done
 	}
 }
 
 // ErrDeliverClosed is what Handle returns after Close.
 var ErrDeliverClosed = errors.New("deliver: closed")
 
-// attempt is one delivery attempt, on a worker goroutine.
-func (d *Deliver) attempt(msg *message.Message) error {
+// attempt is one delivery attempt, on a worker goroutine, in actx.
+func (d *Deliver) attempt(msg *message.Message, actx *attemptCtx) error {
 	ctx := msg.Context()
-	tctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
-	defer cancel()
-	actx := &attemptCtx{Context: tctx}
 	rec := &actx.rec
 	if d.cfg.OnAttempt != nil {
 		buf := responsePool.Get().(*[MaxAttemptResponse]byte)
@@ -283,18 +307,127 @@ func (d *Deliver) Close() error {
 
 type recordKey struct{}
 
-// attemptCtx is the context of one attempt: its deadline, and the record
-// the RoundTripper fills in (Value(recordKey{})), in one allocation.
+// attemptCtx is the context of one attempt: the message's, with the
+// attempt's deadline, and the record the RoundTripper fills in
+// (Value(recordKey{})), in one allocation. Unlike a context.WithTimeout it
+// registers with nothing: its worker's timer ends it at the deadline
+// (expire), Handle, which waits for the attempt anyway, ends it when the
+// message's context ends, and the contexts net/http derives from it
+// register through AfterFunc.
 type attemptCtx struct {
-	context.Context
-	rec record
+	parent context.Context
+	done   chan struct{}
+	rec    record
+
+	mu       sync.Mutex
+	deadline time.Time // set as the attempt starts
+	err      error
+	after    []afterFunc // registered by AfterFunc, not stopped
+	afterBuf [2]afterFunc
+	seq      uint64
+}
+
+type afterFunc struct {
+	seq uint64
+	f   func()
+}
+
+var _ context.Context = (*attemptCtx)(nil)
+
+func newAttemptCtx(parent context.Context) *attemptCtx {
+	c := &attemptCtx{parent: parent, done: make(chan struct{})}
+	c.after = c.afterBuf[:0]
+	return c
+}
+
+// begin sets the deadline, before the context is used.
+func (c *attemptCtx) begin(deadline time.Time) {
+	c.mu.Lock()
+	c.deadline = deadline
+	c.mu.Unlock()
+}
+
+// expire ends c with context.DeadlineExceeded if its deadline has passed
+// (a worker's timer may fire late, for the attempt before).
+func (c *attemptCtx) expire() {
+	c.mu.Lock()
+	due := !c.deadline.IsZero() && !time.Now().Before(c.deadline)
+	c.mu.Unlock()
+	if due {
+		c.cancel(context.DeadlineExceeded)
+	}
+}
+
+// cancel ends c with err (the first call only) and runs what AfterFunc
+// registered: the context package's cancellation of a child, which, like
+// a cancelCtx's children, it runs at once.
+func (c *attemptCtx) cancel(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	close(c.done)
+	after := c.after
+	c.after = nil
+	c.mu.Unlock()
+	for _, a := range after {
+		a.f()
+	}
+}
+
+// Deadline is the attempt's, or the parent's when that is earlier.
+func (c *attemptCtx) Deadline() (time.Time, bool) {
+	c.mu.Lock()
+	d := c.deadline
+	c.mu.Unlock()
+	if pd, ok := c.parent.Deadline(); ok && (d.IsZero() || pd.Before(d)) {
+		return pd, true
+	}
+	return d, !d.IsZero()
+}
+
+func (c *attemptCtx) Done() <-chan struct{} { return c.done }
+
+func (c *attemptCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 func (c *attemptCtx) Value(key any) any {
 	if key == (recordKey{}) {
 		return &c.rec
 	}
-	return c.Context.Value(key)
+	return c.parent.Value(key)
+}
+
+// AfterFunc arranges for f to run when c ends, the way the context
+// package registers a derived context with a parent that is not its own
+// kind (without it, it would start a goroutine per derived context).
+func (c *attemptCtx) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	c.seq++
+	seq := c.seq
+	c.after = append(c.after, afterFunc{seq: seq, f: f})
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, a := range c.after {
+			if a.seq == seq {
+				c.after = append(c.after[:i], c.after[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // record carries the status code of the answer and, when body has room

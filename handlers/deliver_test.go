@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -202,5 +203,89 @@ func TestDeliverURLUserinfoIsBasicAuth(t *testing.T) {
 				t.Fatal("the receiver got nothing")
 			}
 		})
+	}
+}
+
+// The attempt's deadline is its own: on one worker, an attempt that
+// times out is followed by attempts that take most of the timeout and
+// succeed (a late timer of an earlier attempt ends none of them).
+func TestDeliverTimeoutIsPerAttempt(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // from then on the server sees the client go
+		d, _ := time.ParseDuration(r.Header.Get("X-Delay"))
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: timeout, MaxIdleConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	send := func(delay time.Duration) error {
+		msg := message.NewMessage("id", []byte(`{}`))
+		msg.SetContext(middleware.WithHeaders(context.Background(), http.Header{"X-Delay": {delay.String()}}))
+		return d.Handle(msg)
+	}
+	start := time.Now()
+	if err := send(5 * time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("attempt past the timeout: %v, want DeadlineExceeded", err)
+	}
+	if took := time.Since(start); took > timeout+2*time.Second {
+		t.Fatalf("the timed-out attempt took %s", took)
+	}
+	for i := range 3 {
+		if err := send(timeout * 2 / 3); err != nil {
+			t.Fatalf("attempt %d within the timeout: %v", i+2, err)
+		}
+	}
+}
+
+// When the message's context ends during the attempt, the attempt ends:
+// Handle returns its context's error and the request is cancelled.
+func TestDeliverMessageContextEndsTheAttempt(t *testing.T) {
+	arrived, gone := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // from then on the server sees the client go
+		close(arrived)
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msg := message.NewMessage("id", []byte(`{}`))
+	msg.SetContext(ctx)
+	result := make(chan error, 1)
+	go func() { result <- d.Handle(msg) }()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not arrive")
+	}
+	cancel()
+	select {
+	case err := <-result:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Handle = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Handle did not return after its context ended")
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Error("the receiver's request was not cancelled")
 	}
 }
