@@ -240,7 +240,7 @@ func (d *Deliver) attempt(msg *message.Message, actx *attemptCtx) error {
 	msg.SetContext(actx)
 	defer msg.SetContext(ctx)
 	start := time.Now()
-	err := d.result(msg, d.send(msg))
+	err := d.result(msg, d.send(msg, actx))
 	took := time.Since(start)
 	if err == nil && d.cfg.OnDelivered != nil {
 		d.cfg.OnDelivered(msg, rec.status, middleware.AttemptFromContext(ctx), took)
@@ -265,8 +265,8 @@ var responsePool = sync.Pool{New: func() any { return new([MaxAttemptResponse]by
 // send makes the attempt's request and round trip, as http.Client.Do
 // would: the body of a 2xx answer is closed (drained) before it returns;
 // a failure is a *url.Error.
-func (d *Deliver) send(msg *message.Message) error {
-	req := d.request(msg)
+func (d *Deliver) send(msg *message.Message, actx *attemptCtx) error {
+	req := d.request(msg, actx)
 	resp, err := d.rt.RoundTrip(req)
 	if err != nil {
 		if tlsErr, ok := err.(tls.RecordHeaderError); ok && string(tlsErr.RecordHeader[:]) == "HTTP/" {
@@ -318,6 +318,7 @@ type attemptCtx struct {
 	parent context.Context
 	done   chan struct{}
 	rec    record
+	body   bytes.Reader // the request's
 
 	mu       sync.Mutex
 	deadline time.Time // set as the attempt starts
@@ -452,9 +453,28 @@ func (r *record) keep(p []byte) {
 // unless the headers have one. The context's header map becomes the
 // request's when nothing is to be added to it (the signer's always has
 // Content-Type); else a copy does: it is never written to.
-func (d *Deliver) request(msg *message.Message) *http.Request {
-	req, _ := http.NewRequestWithContext(msg.Context(), http.MethodPost, "", bytes.NewReader(msg.Payload)) // "" parses: the URL is d.target
-	req.URL, req.Host = d.target, d.host
+//
+// It is the request http.NewRequestWithContext makes, without parsing the
+// URL again or allocating the body's reader (it lives in actx).
+func (d *Deliver) request(msg *message.Message, actx *attemptCtx) *http.Request {
+	payload := msg.Payload
+	req := (&http.Request{
+		Method:     http.MethodPost,
+		URL:        d.target,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Host:       d.host,
+	}).WithContext(actx)
+	if len(payload) == 0 {
+		req.Body, req.GetBody = http.NoBody, func() (io.ReadCloser, error) { return http.NoBody, nil }
+	} else {
+		actx.body.Reset(payload)
+		// Behind io.NopCloser net/http still sees a *bytes.Reader, in
+		// memory: the headers and the body leave in one write.
+		req.Body, req.ContentLength = io.NopCloser(&actx.body), int64(len(payload))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(payload)), nil }
+	}
 	hd := middleware.HeadersFromContext(msg.Context())
 	tp := msg.Metadata.Get(TraceparentKey)
 	if tp != "" && !ValidTraceparent(tp) {

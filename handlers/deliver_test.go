@@ -289,3 +289,31 @@ func TestDeliverMessageContextEndsTheAttempt(t *testing.T) {
 		t.Error("the receiver's request was not cancelled")
 	}
 }
+
+// The request carries the payload whole, with its length, and an empty
+// payload as an empty body.
+func TestDeliverSendsThePayload(t *testing.T) {
+	type seen struct {
+		body   string
+		length int64
+	}
+	got := make(chan seen, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{string(b), r.ContentLength}
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, payload := range []string{`{"event":"memory_added"}`, ""} {
+		if err := d.Handle(message.NewMessage("id", []byte(payload))); err != nil {
+			t.Fatal(err)
+		}
+		if s := <-got; s.body != payload || s.length != int64(len(payload)) {
+			t.Errorf("receiver got %q (Content-Length %d), want %q", s.body, s.length, payload)
+		}
+	}
+}
