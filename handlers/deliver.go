@@ -145,8 +145,8 @@ func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
 		t.ResponseHeaderTimeout = cfg.Timeout
 		base = t
 	}
-	// The attempt timeout is a context deadline set in attempt: no timer
-	// goroutine per request.
+	// The attempt timeout is the attempt context's deadline (attemptCtx,
+	// ended by its worker's timer), not Client.Timeout's timer goroutine.
 	target, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, err // Validate parsed it: not reached
@@ -177,20 +177,18 @@ func (d *Deliver) work() {
 	})
 	timer.Stop()
 	defer timer.Stop()
-	for {
-		select {
-		case j := <-d.jobs:
-			j.ctx.begin(time.Now().Add(d.cfg.Timeout))
-			running.Store(j.ctx)
-			timer.Reset(d.cfg.Timeout)
-			err := d.attempt(j.msg, j.ctx)
-			timer.Stop()
-			running.Store(nil)
-			j.ctx.cancel(context.Canceled) // as a context.WithTimeout's cancel at the end
-			j.done <- err
-		case <-d.stop:
-			return
-		}
+	// A plain receive, not a select with d.stop: every worker's select
+	// would lock that one channel at each wake-up. Close sends each
+	// worker a nil job instead.
+	for j := <-d.jobs; j != nil; j = <-d.jobs {
+		j.ctx.begin(time.Now().Add(d.cfg.Timeout))
+		running.Store(j.ctx)
+		timer.Reset(d.cfg.Timeout)
+		err := d.attempt(j.msg, j.ctx)
+		timer.Stop()
+		running.Store(nil)
+		j.ctx.cancel(context.Canceled) // as a context.WithTimeout's cancel at the end
+		j.done <- err
 	}
 }
 
@@ -210,11 +208,15 @@ func (d *Deliver) Handle(msg *message.Message) error {
 		jobPool.Put(j)
 	}()
 	select {
-	case d.jobs <- j:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-d.stop:
-		return ErrDeliverClosed
+	case d.jobs <- j: // a worker was free: one channel locked, not three
+	default:
+		select {
+		case d.jobs <- j:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-d.stop:
+			return ErrDeliverClosed
+		}
 	}
 	select {
 	case err := <-j.done:
@@ -300,7 +302,12 @@ func (d *Deliver) result(msg *message.Message, err error) error {
 // Close waits for the attempts running. Deliveries after Close fail with
 // ErrDeliverClosed. It is idempotent.
 func (d *Deliver) Close() error {
-	d.stopOnce.Do(func() { close(d.stop) })
+	d.stopOnce.Do(func() {
+		close(d.stop)
+		for range d.cfg.MaxIdleConns {
+			d.jobs <- nil // each worker takes one once its attempt is done, and stops
+		}
+	})
 	d.workers.Wait()
 	return nil
 }

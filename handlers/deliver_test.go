@@ -317,3 +317,51 @@ func TestDeliverSendsThePayload(t *testing.T) {
 		}
 	}
 }
+
+// Close, from several goroutines at once, returns once the attempt
+// running is done, and that attempt's answer still counts.
+func TestDeliverCloseWaitsForTheAttemptRunning(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		close(arrived)
+		<-release
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: 10 * time.Second, MaxIdleConns: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	result := make(chan error, 1)
+	go func() { result <- d.Handle(message.NewMessage("id", []byte(`{}`))) }()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not arrive")
+	}
+	closed := make(chan error, 2)
+	for range 2 {
+		go func() { closed <- d.Close() }()
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while an attempt ran", err)
+	case <-time.After(100 * time.Millisecond): // shows that Close does not return yet
+	}
+	close(release)
+	for range 2 {
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close did not return after the attempt")
+		}
+	}
+	if err := <-result; err != nil {
+		t.Errorf("the attempt running at Close: %v", err)
+	}
+	if err := d.Handle(message.NewMessage("late", []byte(`{}`))); !errors.Is(err, handlers.ErrDeliverClosed) {
+		t.Errorf("Handle after Close: %v, want ErrDeliverClosed", err)
+	}
+}
