@@ -63,8 +63,10 @@ func (r *route) onAttempt(msg *message.Message, res handlers.AttemptResult, scru
 		Succeeded:  res.Err == nil,
 		Status:     res.Status,
 		ErrorClass: res.Class,
-		Response:   scrub.Replace(string(res.Response)),
 		TraceID:    handlers.TraceID(msg.Metadata.Get(handlers.TraceparentKey)),
+	}
+	if len(res.Response) > 0 { // the Replacer allocates even for ""
+		a.Response = scrub.Replace(string(res.Response))
 	}
 	if res.Err != nil {
 		a.Error = scrub.Replace(res.Err.Error())

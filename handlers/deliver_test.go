@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -159,6 +160,206 @@ func TestDeliverWorkers(t *testing.T) {
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if err := d.Handle(message.NewMessage("late", []byte(`{}`))); !errors.Is(err, handlers.ErrDeliverClosed) {
+		t.Errorf("Handle after Close: %v, want ErrDeliverClosed", err)
+	}
+}
+
+// Without an Authorization header of the signer's, the URL's user and
+// password are sent as Basic authorization, as http.Client sends them;
+// with one, it stands.
+func TestDeliverURLUserinfoIsBasicAuth(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Authorization")
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: strings.Replace(srv.URL, "http://", "http://user:hunter2@", 1), Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, tt := range []struct {
+		name    string
+		headers http.Header
+		want    string
+	}{
+		{"no Authorization", nil, "Basic dXNlcjpodW50ZXIy"},
+		{"the signer's", http.Header{"Authorization": {"Bearer tok"}}, "Bearer tok"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := message.NewMessage("id", []byte(`{}`))
+			msg.SetContext(middleware.WithHeaders(context.Background(), tt.headers))
+			if err := d.Handle(msg); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case a := <-got:
+				if a != tt.want {
+					t.Errorf("Authorization = %q, want %q", a, tt.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the receiver got nothing")
+			}
+		})
+	}
+}
+
+// The attempt's deadline is its own: on one worker, an attempt that
+// times out is followed by attempts that take most of the timeout and
+// succeed (a late timer of an earlier attempt ends none of them).
+func TestDeliverTimeoutIsPerAttempt(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // from then on the server sees the client go
+		d, _ := time.ParseDuration(r.Header.Get("X-Delay"))
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: timeout, MaxIdleConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	send := func(delay time.Duration) error {
+		msg := message.NewMessage("id", []byte(`{}`))
+		msg.SetContext(middleware.WithHeaders(context.Background(), http.Header{"X-Delay": {delay.String()}}))
+		return d.Handle(msg)
+	}
+	start := time.Now()
+	if err := send(5 * time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("attempt past the timeout: %v, want DeadlineExceeded", err)
+	}
+	if took := time.Since(start); took > timeout+2*time.Second {
+		t.Fatalf("the timed-out attempt took %s", took)
+	}
+	for i := range 3 {
+		if err := send(timeout * 2 / 3); err != nil {
+			t.Fatalf("attempt %d within the timeout: %v", i+2, err)
+		}
+	}
+}
+
+// When the message's context ends during the attempt, the attempt ends:
+// Handle returns its context's error and the request is cancelled.
+func TestDeliverMessageContextEndsTheAttempt(t *testing.T) {
+	arrived, gone := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // from then on the server sees the client go
+		close(arrived)
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msg := message.NewMessage("id", []byte(`{}`))
+	msg.SetContext(ctx)
+	result := make(chan error, 1)
+	go func() { result <- d.Handle(msg) }()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not arrive")
+	}
+	cancel()
+	select {
+	case err := <-result:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Handle = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Handle did not return after its context ended")
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Error("the receiver's request was not cancelled")
+	}
+}
+
+// The request carries the payload whole, with its length, and an empty
+// payload as an empty body.
+func TestDeliverSendsThePayload(t *testing.T) {
+	type seen struct {
+		body   string
+		length int64
+	}
+	got := make(chan seen, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{string(b), r.ContentLength}
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, payload := range []string{`{"event":"memory_added"}`, ""} {
+		if err := d.Handle(message.NewMessage("id", []byte(payload))); err != nil {
+			t.Fatal(err)
+		}
+		if s := <-got; s.body != payload || s.length != int64(len(payload)) {
+			t.Errorf("receiver got %q (Content-Length %d), want %q", s.body, s.length, payload)
+		}
+	}
+}
+
+// Close, from several goroutines at once, returns once the attempt
+// running is done, and that attempt's answer still counts.
+func TestDeliverCloseWaitsForTheAttemptRunning(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		close(arrived)
+		<-release
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: 10 * time.Second, MaxIdleConns: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	result := make(chan error, 1)
+	go func() { result <- d.Handle(message.NewMessage("id", []byte(`{}`))) }()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request did not arrive")
+	}
+	closed := make(chan error, 2)
+	for range 2 {
+		go func() { closed <- d.Close() }()
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while an attempt ran", err)
+	case <-time.After(100 * time.Millisecond): // shows that Close does not return yet
+	}
+	close(release)
+	for range 2 {
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close did not return after the attempt")
+		}
+	}
+	if err := <-result; err != nil {
+		t.Errorf("the attempt running at Close: %v", err)
 	}
 	if err := d.Handle(message.NewMessage("late", []byte(`{}`))); !errors.Is(err, handlers.ErrDeliverClosed) {
 		t.Errorf("Handle after Close: %v, want ErrDeliverClosed", err)

@@ -3,6 +3,7 @@ package middleware
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -56,7 +57,8 @@ func (s Signer) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		now = time.Now
 	}
 	// The values that never change are built once and shared by every
-	// attempt's header (net/http only reads them).
+	// attempt's header (net/http only reads them), the timestamp once a
+	// second.
 	contentType, userAgent := []string{"application/json"}, []string{ua}
 	var auth, legacy []string
 	if s.Token != "" {
@@ -65,30 +67,59 @@ func (s Signer) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	if s.LegacySecret != "" {
 		legacy = []string{s.LegacySecret}
 	}
-	return func(msg *message.Message) ([]*message.Message, error) {
-		ts := now()
+	var stamps atomic.Pointer[stamp] // the last second's webhook-timestamp value
+	timestamp := func(unix int64) []string {
+		if st := stamps.Load(); st != nil && st.unix == unix {
+			return st.value
+		}
+		st := &stamp{unix: unix, value: []string{strconv.FormatInt(unix, 10)}}
+		stamps.Store(st)
+		return st.value
+	}
+	headers := func(msg *message.Message, ts int64, signature string) http.Header {
 		hd := make(http.Header, 7+len(s.Headers))
 		for k, v := range s.Headers {
 			hd[k] = v
 		}
+		// The two values of this attempt's own in one array; each slice's
+		// capacity ends at its value, so an append copies.
+		own := &[2]string{msg.UUID, signature}
 		hd["Content-Type"] = contentType
 		hd["User-Agent"] = userAgent
-		hd[canonicalWebhookID] = []string{msg.UUID}
-		hd[canonicalWebhookTimestamp] = []string{strconv.FormatInt(ts.Unix(), 10)}
+		hd[canonicalWebhookID] = own[0:1:1]
+		hd[canonicalWebhookTimestamp] = timestamp(ts)
 		if auth != nil {
 			hd["Authorization"] = auth
 		}
 		if legacy != nil {
 			hd[HeaderLegacySecret] = legacy
 		}
+		if signature != "" {
+			hd[canonicalWebhookSignature] = own[1:2:2]
+		}
+		return hd
+	}
+	return func(msg *message.Message) ([]*message.Message, error) {
+		// Signed here, in the smallest frame: the router runs each message
+		// on a new goroutine, whose stack the HMAC would otherwise grow
+		// (a copy of it, every message).
+		ts := now()
+		var signature string
 		if len(s.Secrets) > 0 {
-			hd[canonicalWebhookSignature] = []string{verify.Sign(s.Secrets, msg.UUID, ts, msg.Payload)}
+			signature = verify.Sign(s.Secrets, msg.UUID, ts, msg.Payload)
 		}
 		ctx := msg.Context()
-		msg.SetContext(WithHeaders(ctx, hd))
+		msg.SetContext(WithHeaders(ctx, headers(msg, ts.Unix(), signature)))
 		defer msg.SetContext(ctx)
 		return h(msg)
 	}
+}
+
+// stamp is a webhook-timestamp value, kept while the second lasts: every
+// attempt in it shares the one slice (net/http only reads it).
+type stamp struct {
+	unix  int64
+	value []string
 }
 
 // Canonical forms (http.CanonicalHeaderKey) of the Standard Webhooks header
