@@ -3,9 +3,11 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,4 +155,42 @@ func BenchmarkHTTPTransportEndToEnd(b *testing.B) {
 	b.StopTimer()
 	_ = app.Close(ctx)
 	_ = router.Close(ctx)
+}
+
+// BenchmarkDeliverMemory is the whole memory path: Emit, the transport,
+// the chain, a signed POST to a loopback receiver, the delivery logged
+// (as users run it, through a buffered text handler); allocations per
+// event include the receiver's.
+func BenchmarkDeliverMemory(b *testing.B) {
+	var got atomic.Int64
+	done := make(chan struct{})
+	var target atomic.Int64
+	rcv, err := receiver.Start(func(_ http.ResponseWriter, r *http.Request, _ int) int {
+		if got.Add(1) == target.Load() {
+			close(done)
+		}
+		return http.StatusOK
+	}, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rcv.Close()
+	target.Store(int64(b.N))
+	bs, err := bus.New(bus.Config{WebhookURL: rcv.URL, Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", QueueCapacity: b.N + 1},
+		bus.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := benchEvent()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := bs.Emit(ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+	b.StopTimer()
+	_ = bs.Close(ctx)
 }

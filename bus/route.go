@@ -326,7 +326,6 @@ func (r *route) build(e Endpoint) (*routeVersion, error) {
 		Transport:    b.opts.transport,
 		OnDelivered:  r.onDelivered,
 		OnAttempt:    onAttempt,
-		Logger:       b.wlog,
 	})
 	if err != nil {
 		return nil, err

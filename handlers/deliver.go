@@ -48,7 +48,7 @@ type DeliverConfig struct {
 	// attempt log. It must not block. Unset, response bodies are not
 	// kept at all.
 	OnAttempt func(msg *message.Message, r AttemptResult)
-	// Logger is not used: Deliver sends each attempt with its
+	// Deprecated: Logger is not used: Deliver sends each attempt with its
 	// RoundTripper itself, without watermill-http's publisher (whose
 	// only lines were at TRACE). Kept so that configurations still
 	// compile.
@@ -64,9 +64,6 @@ func (c *DeliverConfig) setDefaults() {
 	}
 	if c.MaxResponseBytes == 0 {
 		c.MaxResponseBytes = 64 << 10
-	}
-	if c.Logger == nil {
-		c.Logger = watermill.NopLogger{}
 	}
 }
 
