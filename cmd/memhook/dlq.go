@@ -16,6 +16,7 @@ import (
 
 	"github.com/memhook/memhook/admin"
 	"github.com/memhook/memhook/bus"
+	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/transports"
 )
 
@@ -117,10 +118,14 @@ func dlq(args []string, stdout, stderr io.Writer, lookup func(string) (string, b
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			for _, e := range entries {
-				_ = enc.Encode(map[string]any{
+				line := map[string]any{
 					"entry_id": e.ID, "time": e.Time, "endpoint": e.Endpoint, "id": e.UUID, "event": e.EventType, "status": e.Status,
 					"attempts": e.Attempts, "reason": e.Reason, "undecodable": e.Undecodable, "payload": string(e.Payload),
-				})
+				}
+				if ob := e.Metadata.Get(middleware.OrderBrokenKey); ob != "" {
+					line["order_broken"] = ob
+				}
+				_ = enc.Encode(line)
 			}
 			return exitOK
 		}
@@ -226,10 +231,14 @@ func dlqAPI(c *config, lookup func(string) (string, bool), sub string, a dlqArgs
 		}
 		if a.asJSON {
 			for _, e := range ans.DeadLetters {
-				jsonLine(stdout, map[string]any{
+				line := map[string]any{
 					"entry_id": e.ID, "time": e.PoisonedAt, "endpoint": e.Endpoint, "id": e.EventID, "event": e.EventType, "status": e.Status,
 					"attempts": e.Attempts, "reason": e.Reason, "payload": string(e.Payload),
-				})
+				}
+				if e.OrderBroken != "" {
+					line["order_broken"] = e.OrderBroken
+				}
+				jsonLine(stdout, line)
 			}
 			return exitOK
 		}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -517,6 +519,21 @@ func TestOrderingPoisonedEventPassesTheTurn(t *testing.T) {
 		}
 		if broken := e.Metadata.Get(middleware.OrderBrokenKey); !strings.Contains(broken, env.UserID) {
 			t.Errorf("poison entry %s (%s seq %d): %s = %q, want it naming the user", e.ID, env.UserID, env.Data.Seq, middleware.OrderBrokenKey, broken)
+		}
+	}
+	// memhook dlq list --json says so too.
+	cmd := exec.Command(binary, "dlq", "list", "--json")
+	cmd.Env = append(os.Environ(), "MEMHOOK_REDIS_URL="+srv.URL())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("memhook dlq list --json: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var e struct {
+			OrderBroken string `json:"order_broken"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil || !strings.Contains(e.OrderBroken, "user") {
+			t.Errorf("memhook dlq list --json line %s: no order_broken (%v)", line, err)
 		}
 	}
 }
