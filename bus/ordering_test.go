@@ -328,3 +328,41 @@ func TestOrderingRemovedEndpointKeepsParkedOnRedis(t *testing.T) {
 		t.Errorf("left in Redis: turns %v, parked %v", turns, parked)
 	}
 }
+
+// A router started with ordering off, where an ordered one parked events,
+// passes the turns on: every parked event arrives.
+func TestOrderingOffAfterOnSendsWhatWasParkedOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	var mu sync.Mutex
+	failing := true
+	seqs := newSequences()
+	rcv := startReceiver(t, seqs.respond(func(string, int) bool { mu.Lock(); defer mu.Unlock(); return failing }))
+	cfg := bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL(), WebhookURL: rcv.URL + "/hook", PauseAfter: bus.Disabled,
+		Ordering: bus.OrderingUser, RetrySchedule: []time.Duration{500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond, 500 * time.Millisecond}}
+	first, err := bus.New(cfg, bus.WithDelivery(), bus.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, 15*time.Second, first)
+	const perUser = 5
+	emitUsers(t, first, 1, perUser)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	eventually(t, "four events parked behind the first", func() bool {
+		parked, _ := c.Keys(context.Background(), bus.Topic+":parked:*").Result()
+		return len(parked) == perUser-1
+	})
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	cfg.Ordering = bus.OrderingNone
+	second, logs := newBus(t, cfg, bus.WithDelivery())
+	waitReady(t, 15*time.Second, second)
+	eventually(t, "every parked event delivered", func() bool { return seqs.count() == perUser })
+	if !strings.Contains(logs.String(), "events parked while it was on remain") {
+		t.Error("no WARN line about the parked events")
+	}
+}

@@ -163,8 +163,21 @@ func (t *RedisTransport) Order(topic, group, metaKey, retryTopic string) error {
 	}
 	t.orders[group][topic] = orderSpec{metaKey: metaKey, eventsTopic: topic, retryTopic: retryTopic}
 	t.orders[group][retryTopic] = orderSpec{metaKey: metaKey, eventsTopic: topic, retryTopic: retryTopic, drainOnly: true}
+	if !t.consumes {
+		return nil
+	}
+	// Marked, so that a router started later with ordering off looks for
+	// the turns left (HasTurns) only where there may be some.
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.publishTimeout())
+	defer cancel()
+	if err := t.pub.client.Set(ctx, orderedKey(topic, group), "1", 0).Err(); err != nil {
+		return fmt.Errorf("redis transport: marking group %s ordered: %w", group, err)
+	}
 	return nil
 }
+
+// orderedKey marks group as ordered on topic, once: turns may be left.
+func orderedKey(topic, group string) string { return topic + ":ordered:" + group }
 
 // DrainTurns makes Next pass on the turns group left on topic when it was
 // ordered (HasTurns), while its subscriptions read as usual: the parked
@@ -328,6 +341,13 @@ func (sub *subscription) readOrderedEntries(n int) ([]redis.XMessage, error) {
 // ordering off now. Such a group's deliveries must still pass turns on
 // (Next) until the parked entries are out, or they would wait for ever.
 func (t *RedisTransport) HasTurns(ctx context.Context, topic, group string) (bool, error) {
+	n, err := t.pub.client.Exists(ctx, orderedKey(topic, group)).Result()
+	if err != nil {
+		return false, fmt.Errorf("redis transport: looking for turns of group %s: %w", group, err)
+	}
+	if n == 0 {
+		return false, nil // never ordered: no SCAN of the whole keyspace
+	}
 	var cursor uint64
 	for {
 		keys, next, err := t.pub.client.Scan(ctx, cursor, turnsPrefix(topic, group)+"*", 1000).Result()
@@ -338,7 +358,7 @@ func (t *RedisTransport) HasTurns(ctx context.Context, topic, group string) (boo
 			return true, nil
 		}
 		if next == 0 {
-			return false, nil
+			return false, nil // the mark stays: another router may order the group still
 		}
 		cursor = next
 	}
