@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -21,6 +22,7 @@ import (
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/redistest"
 	"github.com/memhook/memhook/middleware"
+	"github.com/memhook/memhook/transports"
 )
 
 // sequences records, per user, the sequence numbers of the webhooks a
@@ -365,4 +367,47 @@ func TestOrderingOffAfterOnSendsWhatWasParkedOnRedis(t *testing.T) {
 	if !strings.Contains(logs.String(), "events parked while it was on remain") {
 		t.Error("no WARN line about the parked events")
 	}
+}
+
+// Parked events are bounded on Redis: behind a user whose event keeps
+// failing, at most the backlog bound (half of MEMHOOK_REDIS_MAXLEN) are
+// parked; then the endpoint reads no more, its backlog stays in the
+// stream, and with one endpoint the stream refuses appends at MaxLen: no
+// growth without end, nothing lost.
+func TestOrderingParkedBoundedOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	rcv := startReceiver(t, func(w http.ResponseWriter, r *http.Request, n int) int { return http.StatusServiceUnavailable })
+	const maxLen = 40
+	b, logs := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL(), RedisMaxLen: maxLen, WebhookURL: rcv.URL + "/hook",
+		PauseAfter: bus.Disabled, Ordering: bus.OrderingUser, RetrySchedule: []time.Duration{time.Hour}}, bus.WithDelivery())
+	waitReady(t, 15*time.Second, b)
+	ctx := context.Background()
+	accepted := 0
+	var refused error
+	// The publisher looks at the stream's length about once a second:
+	// emit for up to 10 s.
+	for i, deadline := 0, time.Now().Add(10*time.Second); time.Now().Before(deadline); i++ {
+		err := b.Emit(ctx, event.Event{Type: event.MemoryAdded, UserID: "stuck", Data: map[string]int{"seq": i}})
+		if err != nil {
+			refused = err
+			break
+		}
+		accepted++
+		time.Sleep(5 * time.Millisecond) // lets the router read and park as it goes
+	}
+	if refused == nil || !errors.Is(refused, transports.ErrStreamFull) {
+		t.Fatalf("%d emits behind a stuck user all accepted (%v): parked events are not bounded", accepted, refused)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	parked, _ := c.Keys(ctx, bus.Topic+":parked:*").Result()
+	n, _ := c.XLen(ctx, bus.Topic).Result()
+	t.Logf("%d accepted, then refused: %v; %d parked, %d in the stream", accepted, refused, len(parked), n)
+	if len(parked) > maxLen/2 {
+		t.Errorf("%d parked, over the bound %d", len(parked), maxLen/2)
+	}
+	if 1+len(parked)+int(n) < accepted { // the head waits as a retry
+		t.Errorf("%d accepted, but only %d parked and %d in the stream", accepted, len(parked), n)
+	}
+	eventually(t, "a WARN about the bound", func() bool { return strings.Contains(logs.String(), "as many events parked") })
 }

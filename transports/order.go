@@ -49,6 +49,23 @@ func (t *MemoryTransport) Next(_ context.Context, topic, group, key, uuid string
 	return t.m.Next(topic, group, key, uuid)
 }
 
+// parkedFullWait is how long an ordered subscription waits before it looks
+// again at a parked count at its bound.
+const parkedFullWait = time.Second
+
+// parkedFull logs, at most once a minute, that reading waits for parked
+// entries to go, and waits parkedFullWait.
+func (sub *subscription) parkedFull() {
+	s := sub.s
+	if now := time.Now(); now.Sub(sub.lastFullLog) >= time.Minute {
+		sub.lastFullLog = now
+		if s.cfg.OnParkedFull != nil {
+			s.cfg.OnParkedFull(s.cfg.ConsumerGroup, DefaultBacklogBound(s.cfg.MaxLen))
+		}
+	}
+	sleepCtx(sub.intake, parkedFullWait)
+}
+
 // orderSpec is how a Redis subscription of an ordered group reads and
 // passes turns on.
 type orderSpec struct {
@@ -96,7 +113,8 @@ func (sub *subscription) ackPassing(ctx context.Context, ids []string, passes []
 		for _, p := range passes[:np] {
 			args = append(args, p.key, p.uuid)
 		}
-		if err := ackPass.Run(ctx, sub.s.client, []string{sub.topic, spec.retryTopic}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		keys := []string{sub.topic, spec.retryTopic, parkedCountKey(spec.eventsTopic, sub.s.cfg.ConsumerGroup)}
+		if err := ackPass.Run(ctx, sub.s.client, keys, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
 		ids, passes = ids[ni:], passes[np:]
@@ -104,7 +122,8 @@ func (sub *subscription) ackPassing(ctx context.Context, ids []string, passes []
 	return nil
 }
 
-// ackPass: KEYS[1] the stream acked, KEYS[2] the retry stream; ARGV[1]
+// ackPass: KEYS[1] the stream acked, KEYS[2] the retry stream, KEYS[3] the
+// parked count; ARGV[1]
 // the group, ARGV[2] the prefix of its turn lists, ARGV[3] that of its
 // parked hashes, ARGV[4] how many ids follow, then the ids, then pairs of
 // key and UUID whose turn ends. It acks the ids and, for each pair whose
@@ -126,6 +145,7 @@ for i = 5 + n, #ARGV, 2 do
         redis.call('XADD', KEYS[2], '*', unpack(f))
       end
       redis.call('DEL', h)
+      redis.call('DECR', KEYS[3])
     end
   end
 end
@@ -146,6 +166,12 @@ func turnsPrefix(topic, group string) string { return topic + ":turns:" + group 
 // parkedPrefix prefixes the hashes of the entries parked for group on
 // topic.
 func parkedPrefix(topic, group string) string { return topic + ":parked:" + group + ":" }
+
+// parkedCountKey counts the entries parked for group on topic: reading
+// stops at the bound (DefaultBacklogBound of MaxLen), so that parked
+// entries, acknowledged in the stream and so out of MaxLen's reach, cannot
+// grow Redis without end behind a user whose event keeps failing.
+func parkedCountKey(topic, group string) string { return topic + ":parked-count:" + group }
 
 // Order implements Orderer: the subscriptions of group on topic made from
 // then on read with readOrdered.
@@ -206,7 +232,7 @@ func (t *RedisTransport) Next(ctx context.Context, topic, group, key, uuid strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.publishTimeout())
 	defer cancel()
-	err := nextTurn.Run(ctx, t.pub.client, []string{turnsPrefix(topic, group) + key, spec.retryTopic},
+	err := nextTurn.Run(ctx, t.pub.client, []string{turnsPrefix(topic, group) + key, spec.retryTopic, parkedCountKey(topic, group)},
 		uuid, parkedPrefix(topic, group)).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("redis transport: passing on the turn of %s: %w", uuid, err)
@@ -214,7 +240,8 @@ func (t *RedisTransport) Next(ctx context.Context, topic, group, key, uuid strin
 	return nil
 }
 
-// nextTurn: KEYS[1] the key's turn list, KEYS[2] the retry stream;
+// nextTurn: KEYS[1] the key's turn list, KEYS[2] the retry stream, KEYS[3]
+// the parked count;
 // ARGV[1] the UUID ending its turn, ARGV[2] the prefix of the parked
 // entries' hashes. It returns 0 when ARGV[1] did not have the turn, 1
 // otherwise.
@@ -229,6 +256,7 @@ if nxt then
     redis.call('XADD', KEYS[2], '*', unpack(f))
   end
   redis.call('DEL', h)
+  redis.call('DECR', KEYS[3])
 end
 return 1
 `)
@@ -241,9 +269,15 @@ return 1
 // writes) has no turn taken takes it and is returned, pending for the
 // consumer as XREADGROUP left it; each whose key's turn is taken is
 // parked (its fields in a hash, its UUID at the end of the key's list)
-// and acknowledged. Entries without a key are returned. It returns the
-// entries and, when it read none, the group's last delivered id.
+// and acknowledged, counted in KEYS[2]. Entries without a key are
+// returned. It returns the entries and, when it read none, the group's
+// last delivered id — or, without reading, {{}, 'full'} while ARGV[7]
+// (above 0) entries are parked.
 var readOrdered = redis.NewScript(`
+local bound = tonumber(ARGV[7])
+if bound > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= bound then
+  return {{}, 'full'}
+end
 local res = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]), 'STREAMS', KEYS[1], '>')
 local out = {}
 if res and res[1] then
@@ -264,6 +298,7 @@ if res and res[1] then
       else
         redis.call('HSET', ARGV[6] .. uuid, unpack(f))
         redis.call('XACK', KEYS[1], ARGV[1], e[1])
+        redis.call('INCR', KEYS[2])
       end
     else
       out[#out+1] = e
@@ -288,9 +323,10 @@ return {out, last}
 // returns none: the caller reads again.
 func (sub *subscription) readOrderedEntries(n int) ([]redis.XMessage, error) {
 	s := sub.s
-	res, err := readOrdered.Run(sub.intake, s.client, []string{sub.topic},
+	res, err := readOrdered.Run(sub.intake, s.client, []string{sub.topic, parkedCountKey(sub.topic, s.cfg.ConsumerGroup)},
 		s.cfg.ConsumerGroup, s.cfg.Consumer, n, sub.order.metaKey,
-		turnsPrefix(sub.topic, s.cfg.ConsumerGroup), parkedPrefix(sub.topic, s.cfg.ConsumerGroup)).Slice()
+		turnsPrefix(sub.topic, s.cfg.ConsumerGroup), parkedPrefix(sub.topic, s.cfg.ConsumerGroup),
+		max(DefaultBacklogBound(s.cfg.MaxLen), 0)).Slice()
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +352,12 @@ func (sub *subscription) readOrderedEntries(n int) ([]redis.XMessage, error) {
 	if len(entries) > 0 {
 		return msgs, nil
 	}
-	if last, _ := res[1].(string); last != "" {
+	last, _ := res[1].(string)
+	if last == "full" {
+		sub.parkedFull()
+		return nil, nil
+	}
+	if last != "" {
 		sub.lastSeen = last
 	}
 	if sub.lastSeen == "" {
@@ -409,7 +450,7 @@ func (t *RedisTransport) dissolveTurns(ctx context.Context, topic, group string)
 			}
 		}
 		if next == 0 {
-			return nil
+			return t.pub.client.Del(ctx, parkedCountKey(topic, group)).Err()
 		}
 		cursor = next
 	}

@@ -167,6 +167,11 @@ type RedisConfig struct {
 	// how many; for counting and logging (unset, the transport logs them at
 	// WARN). It must not block.
 	OnShed func(endpoint string, shed int)
+	// OnParkedFull, if set, is called, at most once a minute per
+	// subscription, while an ordered group (RedisTransport.Order) stops
+	// reading because as many entries as its bound (DefaultBacklogBound
+	// of MaxLen) are parked behind their users' turns.
+	OnParkedFull func(group string, bound int64)
 	// NackDelay is how long a nacked message waits before it is handed out
 	// again. 0 means DefaultNackDelay, 1s.
 	NackDelay time.Duration

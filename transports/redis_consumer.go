@@ -62,9 +62,10 @@ type subscription struct {
 	joinMu   sync.Mutex
 	joinErr  error // why the last try to join failed
 
-	order    *orderSpec // set: the group is ordered (RedisTransport.Order); read with readOrdered
-	pass     *orderSpec // set: turns of the group pass on with acks (PassTurnKey); on its events and retry topics
-	lastSeen string     // ordered: the last entry id seen, to wait for newer ones
+	order       *orderSpec // set: the group is ordered (RedisTransport.Order); read with readOrdered
+	pass        *orderSpec // set: turns of the group pass on with acks (PassTurnKey); on its events and retry topics
+	lastSeen    string     // ordered: the last entry id seen, to wait for newer ones
+	lastFullLog time.Time  // ordered: when parkedFull last logged
 }
 
 // join creates the consumer group (and the stream) until it exists or the

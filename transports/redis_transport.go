@@ -136,6 +136,12 @@ func (t *RedisTransport) SubscriberFrom(group string, start GroupStart) (message
 				"group", group, "consumer", cfg.Consumer, "claim_after", cfg.MaxIdleTime)
 		}
 	}
+	if cfg.OnParkedFull == nil {
+		cfg.OnParkedFull = func(group string, bound int64) {
+			t.log.Warn("memhook: an ordered endpoint has as many events parked behind their users' turns as its bound: it reads no more until some are delivered (its backlog then grows in the stream, bounded as usual)",
+				"stream", t.cfg.EventsTopic, "group", group, "bound", bound)
+		}
+	}
 	if cfg.OnTakeOver == nil {
 		cfg.OnTakeOver = func(topic, consumer string, entries int) {
 			what := "memhook: took over the entries of a router whose heartbeat is gone"
