@@ -123,11 +123,12 @@ func (sub *subscription) ackPassing(ctx context.Context, ids []string, passes []
 }
 
 // ackPass: KEYS[1] the stream acked, KEYS[2] the retry stream, KEYS[3] the
-// parked count; ARGV[1]
-// the group, ARGV[2] the prefix of its turn lists, ARGV[3] that of its
+// parked count; ARGV[1] the group, ARGV[2] the prefix of its turn lists, ARGV[3] that of its
 // parked hashes, ARGV[4] how many ids follow, then the ids, then pairs of
 // key and UUID whose turn ends. It acks the ids and, for each pair whose
-// UUID has its key's turn, passes the turn on (as nextTurn).
+// UUID has its key's turn, passes the turn on: the UUID leaves the key's
+// list, and the entry of the next one, if any, goes from its hash to the
+// retry stream.
 var ackPass = redis.NewScript(`
 local n = tonumber(ARGV[4])
 if n > 0 then
@@ -152,13 +153,13 @@ end
 return n
 `)
 
-// On Redis a group's turns live in one list per key, KEYS of the form
-// turnsKey: the UUIDs of the key's messages, oldest first, the first one
-// having the turn; a parked message's stream entry waits in the hash
-// parkedKey until its turn comes. Reading and taking the turn is one
+// On Redis a group's turns live in one list per key (named by
+// turnsPrefix): the UUIDs of the key's messages, oldest first, the first
+// one having the turn; a parked message's stream entry waits in a hash
+// (named by parkedPrefix) until its turn comes. Reading and taking the turn is one
 // script (readOrdered) that reads the group's new entries with
 // XREADGROUP itself, so that every router takes turns in the stream's
-// order; passing the turn on is another (nextTurn).
+// order; passing the turn on is another (ackPass).
 
 // turnsPrefix prefixes the turn lists of group on topic.
 func turnsPrefix(topic, group string) string { return topic + ":turns:" + group + ":" }
@@ -179,16 +180,7 @@ func (t *RedisTransport) Order(topic, group, metaKey, retryTopic string) error {
 	if metaKey == "" || retryTopic == "" {
 		return errors.New("redis transport: Order needs a metadata key and a retry topic")
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.orders == nil {
-		t.orders = map[string]map[string]orderSpec{}
-	}
-	if t.orders[group] == nil {
-		t.orders[group] = map[string]orderSpec{}
-	}
-	t.orders[group][topic] = orderSpec{metaKey: metaKey, eventsTopic: topic, retryTopic: retryTopic}
-	t.orders[group][retryTopic] = orderSpec{metaKey: metaKey, eventsTopic: topic, retryTopic: retryTopic, drainOnly: true}
+	t.setOrder(group, orderSpec{metaKey: metaKey, eventsTopic: topic, retryTopic: retryTopic})
 	if !t.consumes {
 		return nil
 	}
@@ -209,6 +201,12 @@ func orderedKey(topic, group string) string { return topic + ":ordered:" + group
 // ordered (HasTurns), while its subscriptions read as usual: the parked
 // entries go out one by one as their predecessors are delivered.
 func (t *RedisTransport) DrainTurns(topic, group, retryTopic string) {
+	t.setOrder(group, orderSpec{eventsTopic: topic, retryTopic: retryTopic, drainOnly: true})
+}
+
+// setOrder keeps spec for group's subscriptions of its events topic and,
+// passing turns on only, of its retry topic.
+func (t *RedisTransport) setOrder(group string, spec orderSpec) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.orders == nil {
@@ -217,12 +215,14 @@ func (t *RedisTransport) DrainTurns(topic, group, retryTopic string) {
 	if t.orders[group] == nil {
 		t.orders[group] = map[string]orderSpec{}
 	}
-	t.orders[group][topic] = orderSpec{eventsTopic: topic, retryTopic: retryTopic, drainOnly: true}
-	t.orders[group][retryTopic] = orderSpec{eventsTopic: topic, retryTopic: retryTopic, drainOnly: true}
+	t.orders[group][spec.eventsTopic] = spec
+	retry := spec
+	retry.drainOnly = true
+	t.orders[group][spec.retryTopic] = retry
 }
 
-// Next implements Orderer: one script checks the turn, passes it on and
-// appends the next entry to the retry stream.
+// Next implements Orderer: ackPass without an id to acknowledge checks the
+// turn, passes it on and appends the next entry to the retry stream.
 func (t *RedisTransport) Next(ctx context.Context, topic, group, key, uuid string) error {
 	t.mu.Lock()
 	spec, ok := t.orders[group][topic]
@@ -232,34 +232,13 @@ func (t *RedisTransport) Next(ctx context.Context, topic, group, key, uuid strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.publishTimeout())
 	defer cancel()
-	err := nextTurn.Run(ctx, t.pub.client, []string{turnsPrefix(topic, group) + key, spec.retryTopic, parkedCountKey(topic, group)},
-		uuid, parkedPrefix(topic, group)).Err()
+	err := ackPass.Run(ctx, t.pub.client, []string{topic, spec.retryTopic, parkedCountKey(topic, group)},
+		group, turnsPrefix(topic, group), parkedPrefix(topic, group), 0, key, uuid).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("redis transport: passing on the turn of %s: %w", uuid, err)
 	}
 	return nil
 }
-
-// nextTurn: KEYS[1] the key's turn list, KEYS[2] the retry stream, KEYS[3]
-// the parked count;
-// ARGV[1] the UUID ending its turn, ARGV[2] the prefix of the parked
-// entries' hashes. It returns 0 when ARGV[1] did not have the turn, 1
-// otherwise.
-var nextTurn = redis.NewScript(`
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 0 end
-redis.call('LPOP', KEYS[1])
-local nxt = redis.call('LINDEX', KEYS[1], 0)
-if nxt then
-  local h = ARGV[2] .. nxt
-  local f = redis.call('HGETALL', h)
-  if #f > 0 then
-    redis.call('XADD', KEYS[2], '*', unpack(f))
-  end
-  redis.call('DEL', h)
-  redis.call('DECR', KEYS[3])
-end
-return 1
-`)
 
 // readOrdered: KEYS[1] the stream; ARGV[1] the group, ARGV[2] the
 // consumer, ARGV[3] the count, ARGV[4] the metadata key, ARGV[5] the
