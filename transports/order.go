@@ -53,8 +53,9 @@ func (t *MemoryTransport) Next(_ context.Context, topic, group, key, uuid string
 // again at a parked count at its bound.
 const parkedFullWait = time.Second
 
-// parkedFull logs, at most once a minute, that reading waits for parked
-// entries to go, and waits parkedFullWait.
+// parkedFull tells OnParkedFull (the transport logs it at WARN), at most
+// once a minute, that reading waits for parked entries to go, and waits
+// parkedFullWait.
 func (sub *subscription) parkedFull() {
 	s := sub.s
 	if now := time.Now(); now.Sub(sub.lastFullLog) >= time.Minute {
