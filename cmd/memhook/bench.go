@@ -862,10 +862,15 @@ func median(runs []benchResult) benchResult {
 // closes b: the measuring part every memhook run shares. pids are child
 // processes whose CPU and memory count too.
 func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, w, rate int, pids ...int) benchResult {
+	return runEmitting(rcv, b, name, n, func() error { return emitAll(b, e, n, w, rate) }, pids...)
+}
+
+// runEmitting is runBus with emit sending the n events.
+func runEmitting(rcv *benchReceiver, b *bus.Bus, name string, n int, emit func() error, pids ...int) benchResult {
 	ctx := context.Background()
 	cpu0, _ := cpuAndRSS(pids...)
 	start := time.Now()
-	if err := emitAll(b, e, n, w, rate); err != nil {
+	if err := emit(); err != nil {
 		_ = b.Close(ctx)
 		return benchResult{Name: name, Error: err.Error()}
 	}
@@ -888,6 +893,11 @@ func runBus(rcv *benchReceiver, b *bus.Bus, e event.Event, name string, n, w, ra
 // returns the first error of Emit (the goroutine that met it stops). The
 // goroutines carry the CPU profile label emit=1.
 func emitAll(b *bus.Bus, e event.Event, n, w, rate int) error {
+	return emitEach(b, n, w, rate, func(int) event.Event { return e })
+}
+
+// emitEach is emitAll with the i-th event eventAt(i).
+func emitEach(b *bus.Bus, n, w, rate int, eventAt func(i int) event.Event) error {
 	ctx := context.Background()
 	pace := newPacer(rate)
 	var next atomic.Int64
@@ -900,7 +910,7 @@ func emitAll(b *bus.Bus, e event.Event, n, w, rate int) error {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
 				pace.wait(i)
-				if err := b.Emit(ctx, e); err != nil {
+				if err := b.Emit(ctx, eventAt(i)); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}

@@ -8,10 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
@@ -154,53 +151,13 @@ func orderingPhase(rcv *benchReceiver, e event.Event, n, w, rate int, users []st
 
 // runUsers is runBus with the i-th event's user id users[i % len(users)].
 func runUsers(rcv *benchReceiver, b *bus.Bus, e event.Event, n, w, rate int, users []string, pids ...int) benchResult {
-	ctx := context.Background()
-	cpu0, _ := cpuAndRSS(pids...)
-	start := time.Now()
-	if err := emitUsers(b, e, n, w, rate, users); err != nil {
-		_ = b.Close(ctx)
-		return benchResult{Error: err.Error()}
-	}
-	res := rcv.finish("", n, 0, 5*time.Minute)
-	took := time.Since(start)
-	res.Seconds = took.Seconds()
-	res.EventsPerSec = float64(res.Received) / took.Seconds()
-	cpu1, rss := cpuAndRSS(pids...)
-	res.CPUPer1000 = (cpu1 - cpu0) / float64(n) * 1000
-	res.PeakRSSMiB = rss
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := b.Close(cctx); err != nil {
-		res.Error = err.Error()
-	}
-	return res
-}
-
-// emitUsers is emitAll with the i-th event's user id users[i % len(users)].
-func emitUsers(b *bus.Bus, e event.Event, n, w, rate int, users []string) error {
-	ctx := context.Background()
-	pace := newPacer(rate)
-	var next atomic.Int64
-	var errOnce sync.Once
-	var firstErr error
-	var wg sync.WaitGroup
-	for range w {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				pace.wait(i)
-				ev := e
-				ev.UserID = users[i%len(users)]
-				if err := b.Emit(ctx, ev); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return firstErr
+	return runEmitting(rcv, b, "", n, func() error {
+		return emitEach(b, n, w, rate, func(i int) event.Event {
+			ev := e
+			ev.UserID = users[i%len(users)]
+			return ev
+		})
+	}, pids...)
 }
 
 // orderingSummary gives the row of an ordering run (median, the run median
