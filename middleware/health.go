@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -137,6 +138,7 @@ type Breaker struct {
 	pending   []stateChange
 	flushing  bool          // a goroutine is calling OnChange with pending
 	changed   chan struct{} // closed (and replaced) when Wait's answer may change; nil until Wait needs it
+	active    atomic.Bool   // state == StateActive, for Wait's fast path (every message a worker takes)
 }
 
 type stateChange struct {
@@ -172,7 +174,9 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Breaker{cfg: cfg, state: StateActive, since: cfg.Now()}, nil
+	b := &Breaker{cfg: cfg, state: StateActive, since: cfg.Now()}
+	b.active.Store(true)
+	return b, nil
 }
 
 // State returns the endpoint's state.
@@ -231,6 +235,7 @@ func (b *Breaker) set(to State, manual bool, reason string) {
 	from := b.state
 	now := b.cfg.Now()
 	b.state, b.manual, b.since, b.reason = to, manual, now, reason
+	b.active.Store(to == StateActive)
 	if to == StatePaused && !manual {
 		b.interval = b.cfg.MinProbe
 		b.nextProbe = now.Add(b.interval)
@@ -265,6 +270,9 @@ const waitRecheck = time.Second
 // probe is due, every waiter returns; the first message Health sees is
 // the probe, the few others taken at that moment are held as before.
 func (b *Breaker) Wait(ctx context.Context) error {
+	if b.active.Load() {
+		return nil // no lock on the path of every message
+	}
 	for {
 		b.mu.Lock()
 		if b.state == StateActive {
