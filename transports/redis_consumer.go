@@ -225,34 +225,10 @@ func (sub *subscription) readLoop() {
 		if n == 0 {
 			return
 		}
-		if sub.order != nil {
-			msgs, err := sub.readOrderedEntries(n)
-			if err == nil {
-				failures = 0
-				sub.enqueue(msgs, false)
-				continue
-			}
-			if sub.intake.Err() != nil {
-				return
-			}
-			failures++
-			if !sub.recover(err, "reading in order", failures) {
-				return
-			}
-			continue
-		}
-		streams, err := s.client.XReadGroup(sub.intake, &redis.XReadGroupArgs{
-			Group:    s.cfg.ConsumerGroup,
-			Consumer: s.cfg.Consumer,
-			Streams:  []string{sub.topic, ">"},
-			Count:    int64(n),
-			Block:    blockTime,
-		}).Result()
-		if err == nil || errors.Is(err, redis.Nil) {
+		msgs, err := sub.readNew(n)
+		if err == nil {
 			failures = 0
-			for _, st := range streams {
-				sub.enqueue(st.Messages, false)
-			}
+			sub.enqueue(msgs, false)
 			continue
 		}
 		if sub.intake.Err() != nil {
@@ -263,6 +239,34 @@ func (sub *subscription) readLoop() {
 			return
 		}
 	}
+}
+
+// readNew reads up to n new entries for the group: with XREADGROUP,
+// blocking up to blockTime, or, ordered, with readOrdered (which takes
+// the turns as it reads).
+func (sub *subscription) readNew(n int) ([]redis.XMessage, error) {
+	if sub.order != nil {
+		return sub.readOrderedEntries(n)
+	}
+	s := sub.s
+	streams, err := s.client.XReadGroup(sub.intake, &redis.XReadGroupArgs{
+		Group:    s.cfg.ConsumerGroup,
+		Consumer: s.cfg.Consumer,
+		Streams:  []string{sub.topic, ">"},
+		Count:    int64(n),
+		Block:    blockTime,
+	}).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	if len(streams) == 1 {
+		return streams[0].Messages, nil
+	}
+	var msgs []redis.XMessage
+	for _, st := range streams {
+		msgs = append(msgs, st.Messages...)
+	}
+	return msgs, nil
 }
 
 // waitReadSlots waits until at least want read slots are free, or fewer
