@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -565,13 +564,7 @@ func TestCloseReportsUndelivered(t *testing.T) {
 // Emit against a dead receiver returns at once; a full queue refuses at
 // once with ErrQueueFull and counts the drop.
 func TestEmitNeverBlocksOnDeadReceiver(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String() + "/hook"
-	_ = ln.Close()
-	f := start(t, bus.Config{WebhookURL: dead, QueueCapacity: 100, Concurrency: 4, RetryDelay: time.Hour}, nil)
+	f := start(t, bus.Config{WebhookURL: deadURL(t), QueueCapacity: 100, Concurrency: 4, RetryDelay: time.Hour}, nil)
 	var slowest time.Duration
 	full := 0
 	for i := range 1000 {

@@ -3,10 +3,8 @@ package bus_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,7 +28,7 @@ func TestEndpointsOnRedisTwoRouters(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		return http.StatusOK
 	})
-	deadAddr := strings.TrimSuffix(strings.TrimPrefix(deadURL(t), "http://"), "/hook")
+	dead := deadPort(t)
 	cfg := bus.Config{
 		Transport:     bus.TransportRedis,
 		RedisURL:      srv.URL(),
@@ -38,7 +36,7 @@ func TestEndpointsOnRedisTwoRouters(t *testing.T) {
 		RetrySchedule: []time.Duration{time.Second, time.Second, time.Second},
 		PauseAfter:    5,
 		Endpoints: []bus.Endpoint{
-			{Name: "dead", URL: "http://" + deadAddr + "/hook"},
+			{Name: "dead", URL: dead.URL("/hook")},
 			{Name: "slow", URL: slow.URL + "/hook"},
 		},
 	}
@@ -74,9 +72,9 @@ func TestEndpointsOnRedisTwoRouters(t *testing.T) {
 		return false
 	})
 	// It comes back.
-	ln, err := net.Listen("tcp", deadAddr)
+	ln, err := dead.Listen()
 	if err != nil {
-		t.Skipf("the dead endpoint's port was taken meanwhile: %v", err)
+		t.Fatal(err)
 	}
 	back := receiver.NewOn(ln, nil, true)
 	t.Cleanup(func() { _ = back.Close() })

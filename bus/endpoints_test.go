@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/internal/deadport"
 	"github.com/memhook/memhook/internal/receiver"
 	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/transports"
@@ -24,14 +24,19 @@ import (
 // deadURL is a loopback URL where nothing listens: connections are
 // refused.
 func deadURL(t *testing.T) string {
+	return deadPort(t).URL("/hook")
+}
+
+// deadPort reserves a loopback port that refuses connections until its
+// Listen, held for the test (no other server can take it meanwhile).
+func deadPort(t *testing.T) *deadport.Port {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := deadport.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := "http://" + ln.Addr().String() + "/hook"
-	_ = ln.Close()
-	return url
+	t.Cleanup(func() { _ = p.Close() })
+	return p
 }
 
 func startReceiver(t *testing.T, respond receiver.Respond) *receiver.Receiver {

@@ -127,12 +127,8 @@ func TestHTTPTransportSignsForTheRouter(t *testing.T) {
 
 // The router is down when the app emits; the app retries until it is up.
 func TestHTTPTransportWaitsForTheRouter(t *testing.T) {
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := probe.Addr().String()
-	_ = probe.Close()
+	down := deadPort(t)
+	addr := down.Addr()
 	app, err := bus.New(bus.Config{Transport: bus.TransportHTTP, RouterURL: "http://" + addr, RetryDelay: 50 * time.Millisecond},
 		bus.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -142,9 +138,9 @@ func TestHTTPTransportWaitsForTheRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // a few failed hand-overs
-	ln, err := net.Listen("tcp", addr)
+	ln, err := down.Listen()
 	if err != nil {
-		t.Fatalf("port %s was taken meanwhile: %v", addr, err)
+		t.Fatal(err)
 	}
 	_, rcv := startRouter(t, ln, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -16,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/internal/deadport"
 	"github.com/memhook/memhook/middleware"
 )
 
@@ -99,12 +100,12 @@ func TestDeliverStatusesAndConnectionReuse(t *testing.T) {
 
 // A transport error never shows the URL's credentials.
 func TestDeliverRedactsTheURLInErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	closed, err := deadport.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	defer closed.Close()
+	addr := closed.Addr()
 	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: "http://user:hunter2@" + addr + "/h?token=s3cr3t", Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -435,12 +435,7 @@ func TestGiveUpError(t *testing.T) {
 // nothing listens on.
 func dialClosedPort(t *testing.T) error {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	addr := closedAddr(t)
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err == nil {
 		_ = conn.Close()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/memhook/memhook/internal/deadport"
 	"github.com/memhook/memhook/middleware"
 )
 
@@ -153,13 +154,12 @@ func TestRetryableCanceledHTTPRequest(t *testing.T) {
 // closedAddr returns a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := deadport.Reserve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	t.Cleanup(func() { _ = p.Close() })
+	return p.Addr()
 }
 
 // readTimeout returns the real error of a read that passes its deadline.

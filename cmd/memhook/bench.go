@@ -31,6 +31,7 @@ import (
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/internal/deadport"
 )
 
 // benchResult is one row of the bench table.
@@ -112,6 +113,12 @@ func startBenchReceiverAt(role, addr string, delay time.Duration) (*benchReceive
 	if err != nil {
 		return nil, err
 	}
+	return startBenchReceiverOn(role, ln, delay), nil
+}
+
+// startBenchReceiverOn is startBenchReceiverAt on a listener of the
+// caller's.
+func startBenchReceiverOn(role string, ln net.Listener, delay time.Duration) *benchReceiver {
 	r := &benchReceiver{url: "http://" + ln.Addr().String() + "/hook"}
 	var h http.Handler = r
 	if delay > 0 {
@@ -126,7 +133,7 @@ func startBenchReceiverAt(role, addr string, delay time.Duration) (*benchReceive
 		}
 	}}
 	go pprof.Do(context.Background(), pprof.Labels("receiver", role), func(context.Context) { _ = r.srv.Serve(ln) })
-	return r, nil
+	return r
 }
 
 func (r *benchReceiver) reset(want int) { r.resetFailing(want, 0) }
@@ -798,12 +805,12 @@ func benchRedis(rcv *benchReceiver, e event.Event, n, w, rate, routers int, targ
 // must stay bounded by the queue and the process must not spin.
 func benchOutage(e event.Event, w int) benchResult {
 	const name = "outage (1M emits, receiver down)"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	down, err := deadport.Reserve()
 	if err != nil {
 		return benchResult{Name: name, Error: err.Error()}
 	}
-	dead := "http://" + ln.Addr().String() + "/hook"
-	_ = ln.Close()
+	defer down.Close()
+	dead := down.URL("/hook")
 	b, err := bus.New(bus.Config{WebhookURL: dead, Concurrency: w}, bus.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		return benchResult{Name: name, Error: err.Error()}

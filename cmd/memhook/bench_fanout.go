@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
+	"github.com/memhook/memhook/internal/deadport"
 )
 
 // The fan-out runs (issue #12): every event goes to several endpoints,
@@ -408,17 +408,6 @@ func (r *benchReceiver) waitArrivals(deadline time.Time, stall time.Duration) ti
 	}
 }
 
-// freeAddr returns a loopback address nothing listens on (connections to
-// it are refused) that a receiver can listen on later.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := ln.Addr().String()
-	return addr, ln.Close()
-}
-
 // benchIsolation is one round of an isolation run: the healthy endpoint
 // alone, then with a dead and a slow one; see the comment at the top of
 // this file. The endpoints have the defaults of `memhook serve`: the seed's
@@ -466,11 +455,12 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	alonePerSec := float64(alone.Received) / aloneTook.Seconds()
 
 	// The three.
-	deadAddr, err := freeAddr()
+	deadPort, err := deadport.Reserve() // refuses connections; no other server can take it
 	if err != nil {
 		return fail("%v", err)
 	}
-	dead := benchEndpoint("dead", "http://"+deadAddr+"/hook")
+	defer deadPort.Close()
+	dead := benchEndpoint("dead", deadPort.URL("/hook"))
 	slowEp := benchEndpoint("slow", slow.url)
 	rcv.reset(n)
 	slow.reset(n)
@@ -523,10 +513,11 @@ func benchIsolation(rig *fanoutRig, rcv *benchReceiver, e event.Event, n, w, rat
 	// router.
 	var problems []string
 	var deadOut *endpointOutcome
-	back, err := startBenchReceiverAt("dead", deadAddr, 0)
-	if err != nil {
-		problems = append(problems, fmt.Sprintf("the dead endpoint's receiver could not listen on %s after the run: %v", deadAddr, err))
+	var back *benchReceiver
+	if ln, err := deadPort.Listen(); err != nil {
+		problems = append(problems, fmt.Sprintf("the dead endpoint's receiver could not listen after the run: %v", err))
 	} else {
+		back = startBenchReceiverOn("dead", ln, 0)
 		defer back.srv.Close()
 		back.reset(n)
 	}
