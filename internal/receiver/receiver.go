@@ -26,8 +26,9 @@ type Request struct {
 }
 
 // Respond decides the answer to the n-th request (1-based). It may read the
-// body, write headers and sleep; it returns the status code to send. Nil
-// answers 200.
+// body, write headers and sleep; it returns the status code to send (and
+// records), which is sent unless it wrote the header or a body itself.
+// Nil answers 200.
 type Respond func(w http.ResponseWriter, r *http.Request, n int) int
 
 // Receiver records every request and answers with Respond.
@@ -76,10 +77,13 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 	req.Body = io.NopCloser(bytes.NewReader(body)) // Respond may read it again
 	status := http.StatusOK
+	hw := &headerWatch{ResponseWriter: w}
 	if r.respond != nil {
-		status = r.respond(w, req, n)
+		status = r.respond(hw, req, n)
 	}
-	w.WriteHeader(status)
+	if !hw.wrote { // a Respond that wrote a body has sent its header already
+		w.WriteHeader(status)
+	}
 	r.mu.Lock()
 	if r.record {
 		r.requests = append(r.requests, Request{
@@ -172,3 +176,22 @@ func (r *Receiver) Close() error {
 	}
 	return nil
 }
+
+// headerWatch notes whether a Respond sent the header (WriteHeader or a
+// body), so that the receiver does not send a second one.
+type headerWatch struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (h *headerWatch) WriteHeader(code int) {
+	h.wrote = true
+	h.ResponseWriter.WriteHeader(code)
+}
+
+func (h *headerWatch) Write(b []byte) (int, error) {
+	h.wrote = true
+	return h.ResponseWriter.Write(b)
+}
+
+func (h *headerWatch) Unwrap() http.ResponseWriter { return h.ResponseWriter }
