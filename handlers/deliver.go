@@ -139,7 +139,6 @@ func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConns = cfg.MaxIdleConns
 		t.MaxIdleConnsPerHost = cfg.MaxIdleConns
-		t.ResponseHeaderTimeout = cfg.Timeout
 		base = t
 	}
 	// The attempt timeout is the attempt context's deadline (attemptCtx,
