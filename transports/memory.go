@@ -743,6 +743,8 @@ func (m *Memory) work(ctx context.Context, topic string, q *queue, out chan<- *m
 	// workers do not contend for one lock. Shutdown still cancels them all.
 	wctx, cancel := context.WithCancel(m.ctx)
 	defer cancel()
+	wait := time.NewTimer(handOffWait) // reused by every hand-out that waits (no stale tick since Go 1.23)
+	wait.Stop()
 	for {
 		if gate != nil && gate(gctx) != nil {
 			return
@@ -756,7 +758,7 @@ func (m *Memory) work(ctx context.Context, topic string, q *queue, out chan<- *m
 			m.mu.Lock()
 			q.held[msg] = struct{}{}
 			m.mu.Unlock()
-			if !m.handOut(ctx, wctx, q, msg, out) {
+			if !m.handOut(ctx, wctx, q, msg, out, wait) {
 				m.putBack(topic, q, msg)
 				return
 			}
@@ -771,8 +773,9 @@ func (m *Memory) work(ctx context.Context, topic string, q *queue, out chan<- *m
 const handOffWait = 100 * time.Millisecond
 
 // handOut sends msg until it is acked; false means the subscription ended
-// first and msg is still to be delivered (the caller puts it back).
-func (m *Memory) handOut(ctx, parent context.Context, q *queue, msg *message.Message, out chan<- *message.Message) bool {
+// first and msg is still to be delivered (the caller puts it back). t is
+// the worker's timer, stopped.
+func (m *Memory) handOut(ctx, parent context.Context, q *queue, msg *message.Message, out chan<- *message.Message, t *time.Timer) bool {
 	delay := m.cfg.NackDelay
 	for {
 		c := msg.Copy()
@@ -781,7 +784,7 @@ func (m *Memory) handOut(ctx, parent context.Context, q *queue, msg *message.Mes
 		select {
 		case out <- c:
 		default:
-			t := time.NewTimer(handOffWait)
+			t.Reset(handOffWait)
 			select {
 			case out <- c:
 				t.Stop()
@@ -815,7 +818,7 @@ func (m *Memory) handOut(ctx, parent context.Context, q *queue, msg *message.Mes
 			return false // shut down while the handler held it
 		}
 		// Nacked: wait before handing it out again, never spin.
-		t := time.NewTimer(delay)
+		t.Reset(delay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
