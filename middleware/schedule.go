@@ -19,7 +19,11 @@ const AttemptKey = "memhook_attempt"
 // AttemptOf returns msg's attempt number from its metadata, 1 when absent
 // or unreadable.
 func AttemptOf(msg *message.Message) int {
-	if n, err := strconv.Atoi(msg.Metadata.Get(AttemptKey)); err == nil && n > 0 {
+	v := msg.Metadata.Get(AttemptKey)
+	if v == "" {
+		return 1 // a first attempt: no Atoi error to allocate
+	}
+	if n, err := strconv.Atoi(v); err == nil && n > 0 {
 		return n
 	}
 	return 1
