@@ -121,7 +121,8 @@ type Config struct {
 	// unbounded.
 	RedisMaxLen int64
 	// PauseAfter is how many failed attempts in a row pause an endpoint
-	// (MEMHOOK_PAUSE_AFTER): its events then wait, none poisoned, while a
+	// (MEMHOOK_PAUSE_AFTER), at least middleware.DefaultBreakerGrace (1 s)
+	// after its last success: its events then wait, none poisoned, while a
 	// probe goes out now and then (5 s, doubling up to 5 min); the first
 	// success resumes it. 0 means 10, Disabled never pauses.
 	PauseAfter int

@@ -36,6 +36,10 @@ const (
 	// DefaultBreakerThreshold is how many attempts must fail in a row to
 	// pause an endpoint.
 	DefaultBreakerThreshold = 10
+	// DefaultBreakerGrace is how long a success keeps an endpoint from
+	// being paused, however many attempts failed since: an endpoint that
+	// answers some of its events is not down.
+	DefaultBreakerGrace = time.Second
 	// DefaultMinProbe is the wait before the first probe of a paused
 	// endpoint; each failed probe doubles it.
 	DefaultMinProbe = 5 * time.Second
@@ -53,6 +57,10 @@ const (
 // endpoint (a 410 still disables it, an operator may still pause it).
 const NoBreakerThreshold = -1
 
+// NoBreakerGrace as BreakerConfig.Grace: Threshold failures in a row pause
+// the endpoint however recently an attempt succeeded.
+const NoBreakerGrace time.Duration = -1
+
 // BreakerConfig configures a Breaker. Zero values mean the default each
 // field names.
 type BreakerConfig struct {
@@ -60,6 +68,16 @@ type BreakerConfig struct {
 	// endpoint; 0 means DefaultBreakerThreshold, 10. NoBreakerThreshold
 	// disables pausing on failures.
 	Threshold int
+	// Grace is how long after a successful attempt the endpoint is not
+	// paused, whatever fails meanwhile: the Threshold failures in a row
+	// must also come at least Grace after the last success (an endpoint
+	// that never succeeded is paused at Threshold). With deliveries side
+	// by side, an endpoint that fails half of its events (one of two
+	// servers behind it broken) fails ten in a row every thousand or so
+	// attempts; without it, it would be paused each time, and each probe
+	// that met a failing event would double the wait. 0 means
+	// DefaultBreakerGrace, 1s; NoBreakerGrace pauses on Threshold alone.
+	Grace time.Duration
 	// MinProbe is the wait before the first probe of a paused endpoint;
 	// 0 means DefaultMinProbe, 5s.
 	MinProbe time.Duration
@@ -83,6 +101,9 @@ func (c *BreakerConfig) setDefaults() {
 	if c.Threshold == 0 {
 		c.Threshold = DefaultBreakerThreshold
 	}
+	if c.Grace == 0 {
+		c.Grace = DefaultBreakerGrace
+	}
 	if c.MinProbe == 0 {
 		c.MinProbe = DefaultMinProbe
 	}
@@ -101,6 +122,9 @@ func (c BreakerConfig) Validate() error {
 	var errs []error
 	if c.Threshold < 1 && c.Threshold != NoBreakerThreshold {
 		errs = append(errs, fmt.Errorf("breaker: Threshold must be positive (or NoBreakerThreshold), got %d", c.Threshold))
+	}
+	if c.Grace < 0 && c.Grace != NoBreakerGrace {
+		errs = append(errs, fmt.Errorf("breaker: Grace must not be negative (or NoBreakerGrace), got %s", c.Grace))
 	}
 	if c.MinProbe < 0 {
 		errs = append(errs, fmt.Errorf("breaker: MinProbe must not be negative, got %s", c.MinProbe))
@@ -130,6 +154,7 @@ type Breaker struct {
 	state     State
 	manual    bool // paused by an operator
 	failures  int
+	alive     time.Time // when an attempt last succeeded (zero: never)
 	since     time.Time
 	reason    string
 	interval  time.Duration // wait before the next probe, paused automatically
@@ -433,6 +458,7 @@ func (b *Breaker) record(o outcome, probe bool, err error, hold time.Duration) (
 	switch o {
 	case outcomeAlive:
 		b.failures = 0
+		b.alive = b.cfg.Now()
 		if auto {
 			reason := "an attempt succeeded"
 			switch {
@@ -453,7 +479,7 @@ func (b *Breaker) record(o outcome, probe bool, err error, hold time.Duration) (
 		b.failures++
 		now := b.cfg.Now()
 		switch {
-		case b.state == StateActive && b.cfg.Threshold > 0 && b.failures >= b.cfg.Threshold:
+		case b.state == StateActive && b.cfg.Threshold > 0 && b.failures >= b.cfg.Threshold && b.graceOverLocked(now):
 			b.set(StatePaused, false, fmt.Sprintf("%d attempt(s) failed in a row, the last: %v", b.failures, err))
 		case probe && auto:
 			b.interval = min(b.interval, b.cfg.MaxProbe/2) * 2 // no overflow
@@ -464,6 +490,12 @@ func (b *Breaker) record(o outcome, probe bool, err error, hold time.Duration) (
 		}
 	}
 	return false, wait{}
+}
+
+// graceOverLocked reports whether the last success is Grace or more ago
+// (or there was none). The caller holds b.mu.
+func (b *Breaker) graceOverLocked(now time.Time) bool {
+	return b.cfg.Grace == NoBreakerGrace || b.alive.IsZero() || now.Sub(b.alive) >= b.cfg.Grace
 }
 
 // endProbe frees the probe slot of an attempt that ended without an

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
@@ -138,6 +139,7 @@ func (r *healthRig) handle(t *testing.T, msg *message.Message) (attempted bool, 
 // pause makes the rig's breaker pause on Threshold failures.
 func (r *healthRig) pause(t *testing.T, threshold int) {
 	t.Helper()
+	r.clock.Advance(middleware.DefaultBreakerGrace) // past the grace of any earlier success
 	r.answerWith(&middleware.StatusError{Code: 503})
 	for range threshold {
 		r.handle(t, newMessage())
@@ -157,6 +159,8 @@ func TestBreakerConfigValidate(t *testing.T) {
 		{"no threshold", func(c *middleware.BreakerConfig) { c.Threshold = middleware.NoBreakerThreshold }, ""},
 		{"negative threshold", func(c *middleware.BreakerConfig) { c.Threshold = -2 }, "Threshold"},
 		{"negative MinProbe", func(c *middleware.BreakerConfig) { c.MinProbe = -time.Second }, "MinProbe"},
+		{"no grace", func(c *middleware.BreakerConfig) { c.Grace = middleware.NoBreakerGrace }, ""},
+		{"negative grace", func(c *middleware.BreakerConfig) { c.Grace = -2 * time.Second }, "Grace"},
 		{"negative MaxProbe", func(c *middleware.BreakerConfig) { c.MaxProbe = -time.Second }, "MaxProbe"},
 		{"MinProbe above the default MaxProbe", func(c *middleware.BreakerConfig) { c.MinProbe, c.MaxProbe = 10*time.Minute, 0 }, "above MaxProbe"},
 	}
@@ -259,6 +263,20 @@ func TestHealthPausesAfterThreshold(t *testing.T) {
 	if s := r.breaker.State(); s != middleware.StateActive {
 		t.Fatalf("2 failures after a success: %s, want active", s)
 	}
+
+	// Within a second of the success, the third in a row does not pause:
+	// the endpoint answered lately.
+	r.handle(t, newMessage())
+	if s := r.breaker.State(); s != middleware.StateActive {
+		t.Fatalf("3 failures within the grace of a success: %s, want active", s)
+	}
+	r.clock.Advance(middleware.DefaultBreakerGrace)
+	r.answerWith(nil)
+	r.handle(t, newMessage())
+	r.answerWith(unavailable)
+	r.handle(t, newMessage())
+	r.handle(t, newMessage())
+	r.clock.Advance(middleware.DefaultBreakerGrace) // the grace of that success is over
 
 	// The third in a row pauses; that message is held, its attempt not
 	// spent.
@@ -574,6 +592,53 @@ func TestHealthGoneDisablesUntilResume(t *testing.T) {
 	}
 	if got := r.changes.transitions(); !slices.Equal(got, []string{"active>disabled", "disabled>active"}) {
 		t.Errorf("changes %q", r.changes.get())
+	}
+}
+
+// An endpoint that fails half of its events, 1 000 attempts a second, has
+// ten failures in a row every thousand or so attempts: it is never
+// paused, since it answered within the grace each time. With
+// NoBreakerGrace the same attempts pause it; an endpoint that never
+// answered is paused at the threshold at once.
+func TestBreakerGraceKeepsAHalfFailingEndpointActive(t *testing.T) {
+	run := func(cfg middleware.BreakerConfig) (*healthRig, int) {
+		r := newHealthRig(t, cfg, middleware.Health{})
+		rnd := rand.New(rand.NewPCG(1, 2))
+		longest, streak := 0, 0
+		for range 20000 {
+			r.clock.Advance(time.Millisecond)
+			if rnd.IntN(2) == 0 {
+				r.answerWith(&middleware.StatusError{Code: 503})
+				streak++
+				longest = max(longest, streak)
+			} else {
+				r.answerWith(nil)
+				streak = 0
+			}
+			if attempted, _ := r.handle(t, newMessage()); !attempted || r.breaker.State() != middleware.StateActive {
+				return r, longest
+			}
+		}
+		return r, longest
+	}
+	r, longest := run(middleware.BreakerConfig{})
+	if longest < middleware.DefaultBreakerThreshold {
+		t.Fatalf("the longest run of failures was %d: the test shows nothing", longest)
+	}
+	if s := r.breaker.State(); s != middleware.StateActive {
+		t.Errorf("half failing, %d failures in a row at most: %s, want active (changes %q)", longest, s, r.changes.get())
+	}
+	if r, _ := run(middleware.BreakerConfig{Grace: middleware.NoBreakerGrace}); r.breaker.State() != middleware.StatePaused {
+		t.Errorf("half failing without grace: %s, want paused", r.breaker.State())
+	}
+
+	dead := newHealthRig(t, middleware.BreakerConfig{}, middleware.Health{})
+	dead.answerWith(&middleware.StatusError{Code: 503})
+	for range middleware.DefaultBreakerThreshold {
+		dead.handle(t, newMessage())
+	}
+	if s := dead.breaker.State(); s != middleware.StatePaused {
+		t.Errorf("never answered, %d failures: %s, want paused at once", middleware.DefaultBreakerThreshold, s)
 	}
 }
 

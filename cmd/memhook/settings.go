@@ -41,7 +41,7 @@ func settings() []setting {
 		{"MEM0_WEBHOOK_EVENTS", "", "all", "all, none, or a comma list of event names"},
 		{"MEMHOOK_ENDPOINTS_FILE", "endpoints", "(unset: MEM0_WEBHOOK_URL only)", "YAML file of more endpoints, each with its own URL, filter, secret, schedule; serve reloads it on SIGHUP"},
 		{"MEMHOOK_ORDERING", "ordering", bus.OrderingNone, "user: the default endpoint's events of one user_id go one at a time, in the order accepted (transports memory, redis); none: side by side"},
-		{"MEMHOOK_PAUSE_AFTER", "pause-after", strconv.Itoa(bus.DefaultPauseAfter), "failed attempts in a row that pause an endpoint (its events wait, probes go out); 0 = never"},
+		{"MEMHOOK_PAUSE_AFTER", "pause-after", strconv.Itoa(bus.DefaultPauseAfter), "failed attempts in a row, a second or more after the last success, that pause an endpoint (its events wait, probes go out); 0 = never"},
 		{"MEMHOOK_ATTEMPT_LOG_MAX", "attempt-log-max", fmt.Sprintf("(unset: %d, on redis %d)", bus.DefaultAttemptLogMax, bus.DefaultRedisAttemptLogMax), "delivery attempts kept for operators (transport redis: the stream " + attemptlog.DefaultStream + ", shared by every router; else in memory); 0 = none"},
 		{"MEMHOOK_DLQ_MAX", "dlq-max", strconv.Itoa(bus.DefaultDeadLetterMax), "transports memory, http, pub/sub: poisoned events kept for listing and replay, the oldest leaving first; 0 = none (redis: its poison stream)"},
 		{"BOT_VERSION", "", bus.DefaultBotVersion, "the envelope's bot_version"},
