@@ -18,6 +18,7 @@ import (
 func TestRedisOrder(t *testing.T) {
 	url := redistest.URL(t)
 	cfg := redisConfig(t, url)
+	cfg.TrimInterval = 20 * time.Millisecond // Backlog's look
 	tr, err := transports.NewRedisTransport(cfg, true, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +45,21 @@ func TestRedisOrder(t *testing.T) {
 		t.Fatalf("handed out %v, want a1 and n1 (a2 and a3 parked behind a1)", got)
 	}
 	nothing(t, events, 200*time.Millisecond)
+	// The backlog counts the parked ones: a1 and n1 are acknowledged
+	// (receiveAll; a's turn not passed), a2 and a3 acknowledged in the
+	// stream too but parked, still to deliver.
+	tr.Bound("ordered", "ordered-ep", 1000)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, ok := tr.Backlog("ordered")
+		if ok && n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog %d (known %v), want 2: the parked a2 and a3", n, ok)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	ctx := context.Background()
 	if err := tr.Next(ctx, cfg.EventsTopic, "ordered", "a", "a2"); err != nil { // not its turn: nothing
 		t.Fatal(err)

@@ -251,8 +251,9 @@ func (t *RedisTransport) Unbound(group string) {
 
 // Backlog returns the backlog of a bound group (see Bound) on the events
 // stream when this transport last looked, every TrimInterval: the entries
-// not yet delivered to it plus those delivered and not acknowledged (0
-// for a group not created yet). ok is false for a group not bound, before
+// not yet delivered to it plus those delivered and not acknowledged, plus
+// for an ordered group those parked behind their user's turn (0 for a
+// group not created yet). ok is false for a group not bound, before
 // the first look, or where Redis does not report it (ErrBacklogUnknown).
 func (t *RedisTransport) Backlog(group string) (n int64, ok bool) {
 	t.bounds.mu.Lock()
@@ -284,6 +285,14 @@ func (t *RedisTransport) shedAll() {
 			} else {
 				t.log.Warn("memhook: endpoint backlog over its bound: its oldest events moved to the dead-letter queue",
 					"endpoint", j.endpoint, "group", j.group, "bound", j.max, "shed", shed, "stream", t.cfg.EventsTopic)
+			}
+		}
+		if err == nil {
+			// An ordered group's parked entries are acknowledged in the
+			// stream (so not in its lag or pending), and still to deliver.
+			parked, perr := t.pub.client.Get(t.ctx, parkedCountKey(t.cfg.EventsTopic, j.group)).Int64()
+			if perr == nil && parked > 0 {
+				backlog += parked
 			}
 		}
 		unknown := errors.Is(err, ErrBacklogUnknown)
