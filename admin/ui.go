@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/memhook/memhook/bus"
+	"github.com/memhook/memhook/internal/redact"
 )
 
 // UIPath is where `memhook serve` mounts the dashboard: every path
@@ -177,36 +178,14 @@ func parsePages() (map[string]*template.Template, error) {
 }
 
 // scrubber replaces every token and secret of cfg, and the admin token,
-// in text from elsewhere (a receiver's answer may echo a request header).
+// with REDACTED.
 func scrubber(cfg bus.Config, adminToken string) *strings.Replacer {
-	var olds []string
-	add := func(v string) {
-		if len(v) >= 6 {
-			olds = append(olds, v)
-		}
-	}
-	secrets := func(v string) {
-		add(v)
-		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' }) {
-			add(f)
-			add(strings.TrimPrefix(f, "whsec_"))
-		}
-	}
-	add(adminToken)
-	add(cfg.Token)
-	add(cfg.IngestToken)
-	secrets(cfg.Secret)
-	secrets(cfg.IngestSecret)
+	tokens := []string{adminToken, cfg.Token, cfg.IngestToken}
+	secrets := []string{cfg.Secret, cfg.IngestSecret}
 	for _, e := range cfg.Endpoints {
-		add(e.Token)
-		secrets(e.Secret)
+		tokens, secrets = append(tokens, e.Token), append(secrets, e.Secret)
 	}
-	sort.Slice(olds, func(i, j int) bool { return len(olds[i]) > len(olds[j]) }) // longest first
-	args := make([]string, 0, 2*len(olds))
-	for _, o := range olds {
-		args = append(args, o, "REDACTED")
-	}
-	return strings.NewReplacer(args...)
+	return redact.Credentials(tokens, secrets)
 }
 
 func (u *ui) routes() http.Handler {

@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"sort"
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -10,6 +9,7 @@ import (
 	"github.com/memhook/memhook/attemptlog"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/internal/redact"
 	"github.com/memhook/memhook/transports"
 )
 
@@ -75,27 +75,9 @@ func (r *route) onAttempt(msg *message.Message, res handlers.AttemptResult, scru
 }
 
 // credentialScrubber replaces token and each secret (also without its
-// whsec_ prefix) with REDACTED; values under 6 bytes are left (they would
-// match ordinary text).
+// whsec_ prefix) with REDACTED.
 func credentialScrubber(token, secret string) *strings.Replacer {
-	var olds []string
-	add := func(v string) {
-		if len(v) >= 6 {
-			olds = append(olds, v)
-		}
-	}
-	add(token)
-	add(secret)
-	for _, f := range strings.FieldsFunc(secret, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' }) {
-		add(f)
-		add(strings.TrimPrefix(f, "whsec_"))
-	}
-	sort.Slice(olds, func(i, j int) bool { return len(olds[i]) > len(olds[j]) }) // longest first
-	args := make([]string, 0, 2*len(olds))
-	for _, o := range olds {
-		args = append(args, o, "REDACTED")
-	}
-	return strings.NewReplacer(args...)
+	return redact.Credentials([]string{token}, []string{secret})
 }
 
 // Attempts returns the delivery attempts f selects, newest first, one
