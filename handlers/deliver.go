@@ -139,6 +139,10 @@ func NewDeliver(cfg DeliverConfig) (*Deliver, error) {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConns = cfg.MaxIdleConns
 		t.MaxIdleConnsPerHost = cfg.MaxIdleConns
+		// No Accept-Encoding: gzip on every webhook: an answer is read
+		// for its status and the attempt log's first KiB only, and one
+		// header less is one less for every receiver to parse.
+		t.DisableCompression = true
 		base = t
 	}
 	// The attempt timeout is the attempt context's deadline (attemptCtx,

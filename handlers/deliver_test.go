@@ -366,3 +366,25 @@ func TestDeliverCloseWaitsForTheAttemptRunning(t *testing.T) {
 		t.Errorf("Handle after Close: %v, want ErrDeliverClosed", err)
 	}
 }
+
+// A webhook asks for no compression (no Accept-Encoding: gzip, which the
+// default transport would add): the answer is read for its status and
+// the attempt log's excerpt only.
+func TestDeliverAsksForNoCompression(t *testing.T) {
+	var got atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Header.Values("Accept-Encoding"))
+	}))
+	defer srv.Close()
+	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: srv.URL, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Handle(message.NewMessage("x", []byte(`{}`))); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := got.Load().([]string); len(v) != 0 {
+		t.Errorf("Accept-Encoding %q sent, want none", v)
+	}
+}
