@@ -14,7 +14,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/memhook/memhook/internal/proc"
 	"github.com/memhook/memhook/internal/redistest"
 )
 
@@ -102,10 +101,7 @@ func TestBenchRedisURL(t *testing.T) {
 	c := redis.NewClient(opts)
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
-	dead, err := proc.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dead := deadAddr(t)
 	const password = "bench-redis-pw-5e1a"
 
 	cases := []struct {

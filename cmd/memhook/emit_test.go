@@ -46,10 +46,7 @@ func TestEmitHTTPThroughServe(t *testing.T) {
 }
 
 func TestEmitHTTPRouterDown(t *testing.T) {
-	addr, err := proc.FreeAddr() // nothing listens there
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := deadAddr(t) // nothing listens there
 	start := time.Now()
 	code, stdout, stderr := run(t, httpEmitEnv("http://"+addr), 30*time.Second, append(emitArgs, "--wait", "2s")...)
 	took := time.Since(start)

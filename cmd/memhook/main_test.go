@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/memhook/memhook/bus"
+	"github.com/memhook/memhook/internal/deadport"
 	"github.com/memhook/memhook/internal/proc"
 	"github.com/memhook/memhook/internal/receiver"
 )
@@ -549,4 +550,17 @@ func refusedInOneLine(t *testing.T, code int, stdout, stderr string, want, notWa
 		}
 	}
 	return line
+}
+
+// deadAddr returns a loopback address that refuses connections for the
+// whole test: its port is held (bound, not listening), so no server
+// started meanwhile can take it.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	p, err := deadport.Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p.Addr()
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 
-	"github.com/memhook/memhook/internal/proc"
 	"github.com/memhook/memhook/internal/receiver"
 	"github.com/memhook/memhook/internal/redistest"
 	"github.com/memhook/memhook/middleware"
@@ -258,10 +257,7 @@ func TestRetriesList(t *testing.T) {
 // Where retries are not in Redis, or the command is used wrong, it says so
 // and exits 2; with Redis unreachable, 1, never showing its password.
 func TestRetriesListRefuses(t *testing.T) {
-	dead, err := proc.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
+	dead := deadAddr(t)
 	const password = "redis-pw-5e1b77"
 	tests := []struct {
 		name string
