@@ -59,7 +59,7 @@ func Start(respond Respond, record bool) (*Receiver, error) {
 	return NewOn(ln, respond, record), nil
 }
 
-// NewOn serves on ln (a port a test had closed, to bring a dead receiver
+// NewOn serves on ln (a deadport.Port's Listen, to bring a dead receiver
 // back).
 func NewOn(ln net.Listener, respond Respond, record bool) *Receiver {
 	r := &Receiver{URL: "http://" + ln.Addr().String(), respond: respond, ln: ln, record: record, changed: make(chan struct{}), ids: map[string]bool{}}
