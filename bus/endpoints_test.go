@@ -31,12 +31,7 @@ func deadURL(t *testing.T) string {
 // Listen, held for the test (no other server can take it meanwhile).
 func deadPort(t *testing.T) *deadport.Port {
 	t.Helper()
-	p, err := deadport.Reserve()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p
+	return deadport.Held(t)
 }
 
 func startReceiver(t *testing.T, respond receiver.Respond) *receiver.Receiver {

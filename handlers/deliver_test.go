@@ -100,12 +100,7 @@ func TestDeliverStatusesAndConnectionReuse(t *testing.T) {
 
 // A transport error never shows the URL's credentials.
 func TestDeliverRedactsTheURLInErrors(t *testing.T) {
-	closed, err := deadport.Reserve()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closed.Close()
-	addr := closed.Addr()
+	addr := deadport.Held(t).Addr()
 	d, err := handlers.NewDeliver(handlers.DeliverConfig{URL: "http://user:hunter2@" + addr + "/h?token=s3cr3t", Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)

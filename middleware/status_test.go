@@ -154,12 +154,7 @@ func TestRetryableCanceledHTTPRequest(t *testing.T) {
 // closedAddr returns a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	p, err := deadport.Reserve()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p.Addr()
+	return deadport.Held(t).Addr()
 }
 
 // readTimeout returns the real error of a read that passes its deadline.

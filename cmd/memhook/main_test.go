@@ -557,10 +557,5 @@ func refusedInOneLine(t *testing.T, code int, stdout, stderr string, want, notWa
 // started meanwhile can take it.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	p, err := deadport.Reserve()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	return p.Addr()
+	return deadport.Held(t).Addr()
 }

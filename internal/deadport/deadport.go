@@ -22,3 +22,23 @@ func (p *Port) Addr() string { return p.addr }
 
 // URL is "http://" + Addr() + path.
 func (p *Port) URL(path string) string { return "http://" + p.addr + path }
+
+// TB is the part of testing.TB that Held uses (so that the memhook
+// binary, whose bench uses this package, does not link package testing).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Cleanup(func())
+}
+
+// Held is Reserve for a test: the port is released when the test ends,
+// and a failure to reserve ends the test.
+func Held(t TB) *Port {
+	t.Helper()
+	p, err := Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
