@@ -229,13 +229,7 @@ func TestAttemptsOnRedisTwoRouters(t *testing.T) {
 	_, url := startFlaky(t, 1)
 	cfg := bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL(), WebhookURL: url,
 		RetrySchedule: []time.Duration{10 * time.Millisecond}, PauseAfter: bus.Disabled}
-	var routers []*bus.Bus
-	for _, name := range []string{"r1", "r2"} {
-		c := cfg
-		c.RedisConsumer = name
-		b, _ := newBus(t, c, bus.WithDelivery())
-		routers = append(routers, b)
-	}
+	routers := twoRouters(t, cfg)
 	if got := routers[0].Config().AttemptLogMax; got != bus.DefaultRedisAttemptLogMax {
 		t.Errorf("AttemptLogMax on redis = %d, want %d", got, bus.DefaultRedisAttemptLogMax)
 	}

@@ -442,13 +442,7 @@ func TestDeadLettersOnRedisTwoRouters(t *testing.T) {
 	e := startTwoEndpoints(t)
 	cfg := e.config()
 	cfg.Transport, cfg.RedisURL = bus.TransportRedis, srv.URL()
-	var routers []*bus.Bus
-	for _, name := range []string{"r1", "r2"} {
-		c := cfg
-		c.RedisConsumer = name
-		b, _ := newBus(t, c, bus.WithDelivery())
-		routers = append(routers, b)
-	}
+	routers := twoRouters(t, cfg)
 	r1, r2 := routers[0], routers[1]
 	app, _ := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL()})
 	waitReady(t, 30*time.Second, append(routers, app)...)

@@ -40,13 +40,7 @@ func TestEndpointsOnRedisTwoRouters(t *testing.T) {
 			{Name: "slow", URL: slow.URL + "/hook"},
 		},
 	}
-	var routers []*bus.Bus
-	for _, name := range []string{"r1", "r2"} {
-		c := cfg
-		c.RedisConsumer = name
-		b, _ := newBus(t, c, bus.WithDelivery())
-		routers = append(routers, b)
-	}
+	routers := twoRouters(t, cfg)
 	app, _ := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL()})
 	waitReady(t, 15*time.Second, append(routers, app)...)
 	const n = 300
@@ -143,6 +137,19 @@ func TestSetEndpointsOnRedisReturnsOnceTheAddedGroupExists(t *testing.T) {
 			t.Errorf("round %d: the event emitted right after SetEndpoints returned: %v", i+1, err)
 		}
 	}
+}
+
+// twoRouters starts two delivering buses on cfg, consumers r1 and r2.
+func twoRouters(t *testing.T, cfg bus.Config) []*bus.Bus {
+	t.Helper()
+	var routers []*bus.Bus
+	for _, name := range []string{"r1", "r2"} {
+		c := cfg
+		c.RedisConsumer = name
+		b, _ := newBus(t, c, bus.WithDelivery())
+		routers = append(routers, b)
+	}
+	return routers
 }
 
 // waitReady waits until every bus is ready (Redis joined), failing the

@@ -225,13 +225,7 @@ func TestOrderingUserOnRedisTwoRouters(t *testing.T) {
 		RetrySchedule: []time.Duration{20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond, 20 * time.Millisecond},
 		PauseAfter:    bus.Disabled,
 	}
-	var routers []*bus.Bus
-	for _, name := range []string{"r1", "r2"} {
-		c := cfg
-		c.RedisConsumer = name
-		b, _ := newBus(t, c, bus.WithDelivery())
-		routers = append(routers, b)
-	}
+	routers := twoRouters(t, cfg)
 	app, _ := newBus(t, bus.Config{Transport: bus.TransportRedis, RedisURL: srv.URL()})
 	waitReady(t, 15*time.Second, append(routers, app)...)
 	emitUsers(t, app, users, perUser)

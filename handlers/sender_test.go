@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/memhook/memhook/handlers"
+	"github.com/memhook/memhook/internal/deadport"
 	"github.com/memhook/memhook/internal/ingesttest"
 	"github.com/memhook/memhook/internal/redistest"
 	"github.com/memhook/memhook/transports"
@@ -88,12 +89,7 @@ func TestDuplicateGuardSharedOnRedis(t *testing.T) {
 // A guard whose Redis does not answer refuses events (503 with
 // Retry-After, nothing processed) rather than risking a duplicate.
 func TestDuplicateGuardFailsClosed(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := "redis://" + l.Addr().String() + "/0"
-	_ = l.Close()
+	down := "redis://" + deadport.Held(t).Addr() + "/0"
 	secs, _ := verify.ParseSecrets(incomingSecret)
 	f := startAPI(t, &handlers.API{IncomingSecrets: secs, Seen: redisSeen(t, down, "events")})
 	for _, r := range []struct {

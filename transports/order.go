@@ -222,6 +222,15 @@ func (t *RedisTransport) setOrder(group string, spec orderSpec) {
 	t.orders[group][spec.retryTopic] = retry
 }
 
+// hasOrder reports whether group's events topic is ordered here, or has
+// its turns drained (DrainTurns): whether it may have parked entries.
+func (t *RedisTransport) hasOrder(group string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.orders[group][t.cfg.EventsTopic]
+	return ok
+}
+
 // Next implements Orderer: ackPass without an id to acknowledge checks the
 // turn, passes it on and appends the next entry to the retry stream.
 func (t *RedisTransport) Next(ctx context.Context, topic, group, key, uuid string) error {

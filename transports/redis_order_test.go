@@ -49,17 +49,10 @@ func TestRedisOrder(t *testing.T) {
 	// (receiveAll; a's turn not passed), a2 and a3 acknowledged in the
 	// stream too but parked, still to deliver.
 	tr.Bound("ordered", "ordered-ep", 1000)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, 10*time.Second, "a backlog of 2, the parked a2 and a3", func() bool {
 		n, ok := tr.Backlog("ordered")
-		if ok && n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backlog %d (known %v), want 2: the parked a2 and a3", n, ok)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return ok && n == 2
+	})
 	ctx := context.Background()
 	if err := tr.Next(ctx, cfg.EventsTopic, "ordered", "a", "a2"); err != nil { // not its turn: nothing
 		t.Fatal(err)

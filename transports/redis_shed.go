@@ -287,7 +287,7 @@ func (t *RedisTransport) shedAll() {
 					"endpoint", j.endpoint, "group", j.group, "bound", j.max, "shed", shed, "stream", t.cfg.EventsTopic)
 			}
 		}
-		if err == nil {
+		if err == nil && t.hasOrder(j.group) {
 			// An ordered group's parked entries are acknowledged in the
 			// stream (so not in its lag or pending), and still to deliver.
 			parked, perr := t.pub.client.Get(t.ctx, parkedCountKey(t.cfg.EventsTopic, j.group)).Int64()

@@ -3,7 +3,6 @@ package transports_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/memhook/memhook/internal/deadport"
 	"github.com/memhook/memhook/internal/redistest"
 	"github.com/memhook/memhook/middleware"
 	"github.com/memhook/memhook/transports"
@@ -131,13 +131,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 func closedPort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	return addr
+	return deadport.Held(t).Addr()
 }
 
 func TestRedisPubSubSuite(t *testing.T) {
