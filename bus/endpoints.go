@@ -260,8 +260,10 @@ func (b *Bus) PauseEndpoint(ctx context.Context, name string) error {
 }
 
 // ResumeEndpoint ends a pause (an operator's, the breaker's, or a 410
-// Gone's): attempts go out again. Events that waited come back within
-// the hold of a paused endpoint (30 s, plus up to a fifth), not at once.
+// Gone's): attempts go out again, and the events that waited go out at
+// once — those unread in the endpoint's queue or stream, and those held
+// in the delay store (taken before the pause; they would otherwise wait
+// out their 30 s hold). Retries waiting out their schedule keep it.
 func (b *Bus) ResumeEndpoint(ctx context.Context, name string) error {
 	return b.setPaused(ctx, name, false)
 }

@@ -483,6 +483,35 @@ func (s *sink) onLimiterError(msg *message.Message, err error) {
 func (r *route) onStateChange(from, to middleware.State, reason string) {
 	r.b.log.Warn("memhook: endpoint "+string(to), "endpoint", r.displayName(), "from", string(from), "to", string(to),
 		"reason", reason, "url", *r.url.Load())
+	if to == middleware.StateActive && from != middleware.StateActive {
+		r.expedite()
+	}
+}
+
+// expediteTimeout bounds bringing an endpoint's held events forward.
+const expediteTimeout = 5 * time.Second
+
+// expedite makes the events Health held for the endpoint — taken before it
+// was paused or disabled, or while its probe was out — due now, once it is
+// active again: they would otherwise wait out their hold (30 s after an
+// operator's resume). Retries waiting out their schedule keep it. On
+// Redis every router that sees the endpoint active does it; once is
+// enough, and the others change nothing.
+func (r *route) expedite() {
+	ex, ok := r.b.transport.(transports.Expediter)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), expediteTimeout)
+	defer cancel()
+	n, err := ex.Expedite(ctx, r.retryTopic)
+	if err != nil {
+		r.b.log.Warn("memhook: held events of the endpoint wait out their hold", "endpoint", r.displayName(), "error", err.Error())
+		return
+	}
+	if n > 0 {
+		r.b.log.Info("memhook: held events of the endpoint sent now", "endpoint", r.displayName(), "events", n)
+	}
 }
 
 // delay hands msg to the transport's delay store, due on the endpoint's

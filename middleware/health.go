@@ -242,9 +242,10 @@ func (b *Breaker) Pause(reason string) {
 
 // Resume makes a paused or disabled endpoint active again, its failures
 // forgotten. Events that wait come back at the due time Health gave
-// them: within its Hold (plus jitter) for a disabled or operator-paused
-// endpoint, by the next probe time for one the breaker paused. On an
-// active endpoint it does nothing.
+// them — within its Hold (plus jitter) for a disabled or operator-paused
+// endpoint, by the next probe time for one the breaker paused — unless
+// its Store brings them forward (HeldKey; the bus's does). On an active
+// endpoint it does nothing.
 func (b *Breaker) Resume() {
 	b.mu.Lock()
 	if b.state != StateActive {
@@ -550,8 +551,10 @@ func (b *Breaker) endProbe() {
 // A Store that fails returns a *NotScheduledError: PoisonQueue lets it
 // through, and the message is nacked and comes back from its transport.
 //
-// On an operator's Resume, held messages come back at the due time they
-// were given: within Hold plus its jitter.
+// Each held copy carries HeldKey. On an operator's Resume, held messages
+// come back at the due time they were given (within Hold plus its
+// jitter) unless the Store brings them forward: the bus's does, as soon as
+// the endpoint is active again.
 //
 // Health belongs only in chains whose messages come from a transport: a
 // held message returns nil, which is no delivery, so a caller that waits
@@ -575,6 +578,14 @@ type Health struct {
 	OnWait func(msg *message.Message, state State, due time.Time)
 }
 
+// HeldKey marks the copy of a message Health hands to its Store: a store
+// that can bring held messages forward (the bus's transports do, once an
+// endpoint is active again: transports.Expediter) tells them by it from
+// retries waiting out their schedule, which it leaves as they are. Health
+// takes it off every message it handles, so that a retry of a message
+// once held is not taken for one.
+const HeldKey = "memhook_held"
+
 // Middleware implements message.HandlerMiddleware.
 func (hl Health) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	if hl.Breaker == nil {
@@ -593,6 +604,7 @@ func (hl Health) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	}
 	b := hl.Breaker
 	return func(msg *message.Message) ([]*message.Message, error) {
+		delete(msg.Metadata, HeldKey) // before Schedule, around it, copies them for a retry
 		a, w := b.admit(hold)
 		if a == admitWait {
 			return nil, hl.hold(msg, w, jitter, nil)
@@ -631,6 +643,7 @@ func (hl Health) hold(msg *message.Message, w wait, jitter float64, cause error)
 	// at once when it comes back, above the limit.
 	delete(c.Metadata, RateSlotKey)
 	delete(c.Metadata, RateLimitedKey)
+	c.Metadata[HeldKey] = string(w.state)
 	if err := hl.Store.Delay(c, due); err != nil {
 		return &NotScheduledError{Attempt: AttemptOf(msg), Err: errors.Join(err, cause)}
 	}

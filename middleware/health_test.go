@@ -308,7 +308,7 @@ func TestHealthPausesAfterThreshold(t *testing.T) {
 	}
 	for i, want := range []*message.Message{tripping, next} {
 		got := msgs[i]
-		if got.UUID != want.UUID || string(got.Payload) != string(want.Payload) || len(got.Metadata) != len(want.Metadata) {
+		if got.UUID != want.UUID || string(got.Payload) != string(want.Payload) || len(got.Metadata) != len(want.Metadata)+1 { // + HeldKey
 			t.Errorf("held %s %q %v, want a copy of %s", got.UUID, got.Payload, got.Metadata, want.UUID)
 		}
 		for k, v := range want.Metadata {
@@ -1258,5 +1258,41 @@ func TestBreakerWait(t *testing.T) {
 		}
 	case <-time.After(time.Second):
 		t.Fatal("Wait did not end with its context")
+	}
+}
+
+// Each copy Health holds carries HeldKey, naming the state that held it,
+// so that a store can bring held messages forward; a message handled
+// again loses it, so that a retry scheduled around it is not taken for a
+// held one.
+func TestHealthMarksHeldCopies(t *testing.T) {
+	r := newHealthRig(t, middleware.BreakerConfig{}, middleware.Health{})
+	r.answerWith(&middleware.StatusError{Code: http.StatusGone})
+	if _, err := r.handle(t, newMessage()); err == nil {
+		t.Fatal("410 returned nil")
+	}
+	msg := newMessage()
+	if attempted, err := r.handle(t, msg); attempted || err != nil {
+		t.Fatalf("disabled: attempted=%v err=%v, want held", attempted, err)
+	}
+	msgs, _ := held(r.store)
+	if len(msgs) != 1 {
+		t.Fatalf("%d held, want 1", len(msgs))
+	}
+	if got := msgs[0].Metadata.Get(middleware.HeldKey); got != string(middleware.StateDisabled) {
+		t.Errorf("held copy's %s = %q, want %q", middleware.HeldKey, got, middleware.StateDisabled)
+	}
+	if msg.Metadata.Get(middleware.HeldKey) != "" {
+		t.Error("the handled message itself got the mark: only the copy handed to the store carries it")
+	}
+
+	r.breaker.Resume()
+	r.answerWith(errors.New("refused"))
+	back := msgs[0] // as the store hands it back
+	if attempted, _ := r.handle(t, back); !attempted {
+		t.Fatal("after Resume the held message was not attempted")
+	}
+	if got := back.Metadata.Get(middleware.HeldKey); got != "" {
+		t.Errorf("the message handled again keeps %s = %q: a retry scheduled from it would be taken for a held one", middleware.HeldKey, got)
 	}
 }

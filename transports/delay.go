@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/memhook/memhook/middleware"
 )
 
 // redeliverRetry is how long a due message whose publish failed (its
@@ -105,6 +107,32 @@ func (h *timerHeap) oldestOf(topic string) time.Time {
 		}
 	}
 	return oldest
+}
+
+// expedite makes every message of topic that Health held
+// (middleware.HeldKey) and is not yet due, due now, and returns how many.
+func (h *timerHeap) expedite(topic string) int {
+	now := time.Now()
+	h.mu.Lock()
+	n := 0
+	for i := range h.items {
+		it := &h.items[i]
+		if it.topic == topic && it.due.After(now) && it.msg.Metadata.Get(middleware.HeldKey) != "" {
+			it.due = now
+			n++
+		}
+	}
+	if n > 0 {
+		heap.Init(&h.items)
+	}
+	h.mu.Unlock()
+	if n > 0 {
+		select {
+		case h.kick <- struct{}{}:
+		default:
+		}
+	}
+	return n
 }
 
 // removeTopic takes every message of topic out and returns them, soonest

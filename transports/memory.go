@@ -317,6 +317,11 @@ func (m *Memory) publishAtLocked(topic string, due time.Time, msg *message.Messa
 	return nil
 }
 
+// Expedite implements Expediter: what Health held for topic is due now.
+func (m *Memory) Expedite(_ context.Context, topic string) (int, error) {
+	return m.delays.expedite(topic), nil
+}
+
 // Waiting returns how many messages PublishAt holds and the earliest due
 // time (zero when none).
 func (m *Memory) Waiting() (int, time.Time) {

@@ -18,6 +18,7 @@ var (
 	_ Transport = (*MemoryTransport)(nil)
 	_ Depth     = (*MemoryTransport)(nil)
 	_ Delayer   = (*MemoryTransport)(nil)
+	_ Expediter = (*MemoryTransport)(nil)
 )
 
 // NewMemoryTransport returns a transport over a new Memory.
@@ -56,6 +57,11 @@ func (t *MemoryTransport) PublishAt(topic string, due time.Time, msg *message.Me
 
 // Waiting implements Delayer.
 func (t *MemoryTransport) Waiting() (int, time.Time) { return t.m.Waiting() }
+
+// Expedite implements Expediter.
+func (t *MemoryTransport) Expedite(ctx context.Context, topic string) (int, error) {
+	return t.m.Expedite(ctx, topic)
+}
 
 // Queued implements Depth.
 func (t *MemoryTransport) Queued(topic string) int { return t.m.Queued(topic) }

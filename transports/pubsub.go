@@ -36,6 +36,7 @@ type PubSub struct {
 var (
 	_ Transport = (*PubSub)(nil)
 	_ Delayer   = (*PubSub)(nil)
+	_ Expediter = (*PubSub)(nil)
 )
 
 // NewPubSub returns the transport over pub and subscribe; subscribe nil
@@ -59,6 +60,11 @@ func (p *PubSub) PublishAt(topic string, due time.Time, msg *message.Message) er
 
 // Waiting implements Delayer.
 func (p *PubSub) Waiting() (int, time.Time) { return p.delays.Len(), p.delays.Oldest() }
+
+// Expedite implements Expediter.
+func (p *PubSub) Expedite(_ context.Context, topic string) (int, error) {
+	return p.delays.expedite(topic), nil
+}
 
 // Publisher returns pub.
 func (p *PubSub) Publisher() message.Publisher { return p.pub }

@@ -78,6 +78,9 @@ func (t *RedisTransport) PublishAt(topic string, due time.Time, msg *message.Mes
 		return err
 	}
 	id := msg.UUID + ":" + msg.Metadata.Get(middleware.AttemptKey)
+	if msg.Metadata.Get(middleware.HeldKey) != "" {
+		id += heldSuffix // for Expedite's ZSCAN MATCH
+	}
 	ctx, cancel := context.WithTimeout(msg.Context(), t.cfg.publishTimeout())
 	defer cancel()
 	args := make([]any, 0, 3+2*len(values))
@@ -93,6 +96,50 @@ func (t *RedisTransport) PublishAt(topic string, due time.Time, msg *message.Mes
 		return fmt.Errorf("redis transport: delaying %s: %w", msg.UUID, ErrStreamFull)
 	}
 	return nil
+}
+
+// heldSuffix ends the member of a message Health held
+// (middleware.HeldKey): uuid:attempt:held.
+const heldSuffix = ":held"
+
+// expediteBatch is how many members one ZSCAN of Expedite asks for.
+const expediteBatch = 1000
+
+// Expedite implements Expediter: the members of topic's sorted set that
+// Health held (heldSuffix) and are not yet due are scored now, and the
+// mover of any router moves them within delayMoveInterval. It scans the
+// set (ZSCAN, not one long script) and lowers a score only if the member
+// is still there (ZADD XX LT): one the mover took meanwhile is not added
+// back, and every router may call it at once.
+func (t *RedisTransport) Expedite(ctx context.Context, topic string) (int, error) {
+	client := t.pub.client
+	key := delayedKey(topic)
+	now := float64(time.Now().UnixMilli())
+	n := 0
+	var cursor uint64
+	for {
+		kv, next, err := client.ZScan(ctx, key, cursor, "*"+heldSuffix, expediteBatch).Result()
+		if err != nil {
+			return n, fmt.Errorf("redis transport: bringing held events forward: %w", err)
+		}
+		var due []redis.Z
+		for i := 0; i+1 < len(kv); i += 2 {
+			if score, err := strconv.ParseFloat(kv[i+1], 64); err == nil && score > now {
+				due = append(due, redis.Z{Score: now, Member: kv[i]})
+			}
+		}
+		if len(due) > 0 {
+			changed, err := client.ZAddArgs(ctx, key, redis.ZAddArgs{XX: true, LT: true, Ch: true, Members: due}).Result()
+			if err != nil {
+				return n, fmt.Errorf("redis transport: bringing held events forward: %w", err)
+			}
+			n += int(changed)
+		}
+		if next == 0 {
+			return n, nil
+		}
+		cursor = next
+	}
 }
 
 // keepDelayed: KEYS[1] the sorted set, KEYS[2] the entry's hash; ARGV[1]

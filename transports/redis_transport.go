@@ -64,6 +64,7 @@ type RedisTransport struct {
 var (
 	_ Transport = (*RedisTransport)(nil)
 	_ Delayer   = (*RedisTransport)(nil)
+	_ Expediter = (*RedisTransport)(nil)
 )
 
 // NewRedisTransport returns a transport on the Redis cfg names. With

@@ -72,6 +72,17 @@ type Delayer interface {
 	Waiting() (int, time.Time)
 }
 
+// Expediter is implemented by the Delayers that can bring forward what
+// middleware.Health held: Expedite makes every message waiting for topic
+// that carries middleware.HeldKey due now, and returns how many it
+// changed. Retries waiting out their schedule (no HeldKey) keep their due
+// time. The bus calls it for an endpoint's retry topic once the endpoint
+// is active again, so that the events taken before it was paused or
+// disabled go out at once, not at the end of their hold.
+type Expediter interface {
+	Expedite(ctx context.Context, topic string) (int, error)
+}
+
 // Gate is called by a subscription before it takes messages: it blocks
 // while the subscription should take none — its endpoint is paused — and
 // returns nil once it may, or ctx's error when the subscription ends
