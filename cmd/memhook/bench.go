@@ -750,29 +750,68 @@ func countLines(path, s string) (int, error) {
 // startRouter starts `memhook serve` as a child process with env and waits
 // until it is healthy.
 // profile, when set, is where the child writes its CPU profile.
+// Its port is found by listening and closing: another process may bind
+// it before the child does, so a child that cannot listen on it is
+// started again on another port, three times at most.
 func startRouter(profile string, env ...string) (*exec.Cmd, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", err
+	for try := 1; ; try++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, "", err
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		cmd, err := startRouterOn(exe, addr, profile, env...)
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			return cmd, addr, err
+		}
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+}
+
+// errPortTaken: the child could not listen on the port it was given.
+var errPortTaken = errors.New("its port was taken before it could listen")
+
+// startRouterOn starts exe serve on addr: one try of startRouter.
+func startRouterOn(exe, addr, profile string, env ...string) (*exec.Cmd, error) {
 	cmd := exec.Command(exe, "serve")
 	cmd.Env = append(os.Environ(), append([]string{"MEMHOOK_ADDR=" + addr, "MEMHOOK_LOG_LEVEL=error", "MEMHOOK_CPU_PROFILE=" + profile}, env...)...)
-	cmd.Stderr = os.Stderr
+	var out lockedBuffer // what it says, to tell a taken port from other failures
+	cmd.Stderr = io.MultiWriter(os.Stderr, &out)
 	if err := cmd.Start(); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	if err := waitHealthy("http://"+addr+"/readyz", 15*time.Second); err != nil {
+	cannotListen := func() bool { return strings.Contains(out.String(), "memhook serve: cannot listen on") }
+	if err := waitHealthy("http://"+addr+"/readyz", 15*time.Second, cannotListen); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return nil, "", err
+		if cannotListen() {
+			err = fmt.Errorf("memhook serve on %s: %w", addr, errPortTaken)
+		}
+		return nil, err
 	}
-	return cmd, addr, nil
+	return cmd, nil
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // benchRedis appends n events to Redis Streams from this process and has
@@ -982,10 +1021,12 @@ func (p pacer) wait(i int) {
 	}
 }
 
-func waitHealthy(url string, timeout time.Duration) error {
+// waitHealthy polls url until it answers 200, for at most timeout; it
+// gives up at once when failed reports true.
+func waitHealthy(url string, timeout time.Duration, failed func() bool) error {
 	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) {
+	for time.Now().Before(deadline) && !failed() {
 		if resp, err := client.Get(url); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -39,6 +39,8 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(dir)
 		os.Exit(1)
 	}
+	// For the tests of package main itself, which cannot see memhookBin.
+	_ = os.Setenv("MEMHOOK_TEST_BINARY", memhookBin)
 	code := m.Run()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)

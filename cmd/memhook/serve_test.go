@@ -27,16 +27,30 @@ type server struct {
 }
 
 // startServe starts `memhook serve` with e (on a free loopback port unless
-// e sets MEMHOOK_ADDR) and returns once GET /healthz answers 200.
+// e sets MEMHOOK_ADDR) and returns once GET /healthz answers 200. A free
+// port is found by listening and closing, so another process may take it
+// first: a serve that cannot listen on it is started again on another.
 func startServe(t *testing.T, e env, args ...string) *server {
 	t.Helper()
-	if e["MEMHOOK_ADDR"] == "" {
+	if e["MEMHOOK_ADDR"] != "" {
+		return startServeOn(t, e, false, args...)
+	}
+	for try := 1; ; try++ {
 		addr, err := proc.FreeAddr()
 		if err != nil {
 			t.Fatal(err)
 		}
-		e = e.with("MEMHOOK_ADDR", addr)
+		if s := startServeOn(t, e.with("MEMHOOK_ADDR", addr), try < 3, args...); s != nil {
+			return s
+		}
+		t.Logf("memhook serve: %s was taken before it could listen; trying another port", addr)
 	}
+}
+
+// startServeOn is startServe on e's MEMHOOK_ADDR; with retry it returns
+// nil when serve exits because it cannot listen there.
+func startServeOn(t *testing.T, e env, retry bool, args ...string) *server {
+	t.Helper()
 	s := &server{
 		memhook: startMemhook(t, e, append([]string{"serve"}, args...)...),
 		URL:     "http://" + e["MEMHOOK_ADDR"],
@@ -53,6 +67,9 @@ func startServe(t *testing.T, e env, args ...string) *server {
 		}
 		select {
 		case <-s.Done():
+			if retry && strings.Contains(s.Stderr(), "memhook serve: cannot listen on") {
+				return nil
+			}
 			t.Fatalf("memhook serve exited before answering /healthz:\n%s", s.Stderr())
 		case <-deadline.C:
 			t.Fatalf("memhook serve did not answer /healthz in 30s:\n%s", s.Stderr())

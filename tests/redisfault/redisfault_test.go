@@ -71,10 +71,25 @@ func freeAddr(t *testing.T) string {
 }
 
 // serve starts a router process with env on top of the test's environment
-// and waits until /healthz answers.
+// and waits until /healthz answers. Its port is found by listening and
+// closing, so another process may take it first: a router that cannot
+// listen on it is started again on another, three times at most.
 func serve(t *testing.T, env ...string) *proc {
 	t.Helper()
-	p := &proc{addr: freeAddr(t), done: make(chan error, 1)}
+	for try := 1; ; try++ {
+		addr := freeAddr(t)
+		if p := serveOn(t, addr, try < 3, env...); p != nil {
+			return p
+		}
+		t.Logf("serve: %s was taken before it could listen; trying another port", addr)
+	}
+}
+
+// serveOn is serve on addr; with retry it returns nil when the router
+// cannot listen there.
+func serveOn(t *testing.T, addr string, retry bool, env ...string) *proc {
+	t.Helper()
+	p := &proc{addr: addr, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, "serve")
 	p.cmd.Env = append(os.Environ(), append([]string{"MEMHOOK_ADDR=" + p.addr}, env...)...)
 	stderr, err := p.cmd.StderrPipe()
@@ -112,6 +127,9 @@ func serve(t *testing.T, env ...string) *proc {
 			if resp.StatusCode == 200 {
 				return p
 			}
+		}
+		if retry && strings.Contains(p.log(), "memhook serve: cannot listen on") {
+			return nil
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("serve on %s not healthy:\n%s", p.addr, p.log())
