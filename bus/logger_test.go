@@ -85,3 +85,42 @@ func TestDefaultLoggerIsBufferedAndFlushedAtClose(t *testing.T) {
 		t.Errorf("%d delivered lines through the application's slog default, want %d", got, n)
 	}
 }
+
+// The delivered line, which the bus hands to the handler itself, carries
+// the source a Logger would give it: a handler with AddSource shows
+// bus/stats.go and a line, for the default endpoint and a named one.
+func TestDeliveredLineHasItsSource(t *testing.T) {
+	rcv, err := receiver.Start(nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Close()
+	out := &lockedBuffer{}
+	b, err := bus.New(bus.Config{WebhookURL: rcv.URL, Endpoints: []bus.Endpoint{{Name: "crm", URL: rcv.URL}}},
+		bus.WithLogger(slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{AddSource: true}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Emit(context.Background(), event.NewMemoryAdded("u1", event.Memory{ID: "m", Content: "x"})); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.Contains(l, "memhook: webhook delivered") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d delivered lines, want 2 (default and crm):\n%s", len(lines), out.String())
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "source=") || !strings.Contains(l, "bus/stats.go:") {
+			t.Errorf("delivered line without its source in bus/stats.go:\n%s", l)
+		}
+	}
+}
