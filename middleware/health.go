@@ -604,7 +604,9 @@ func (hl Health) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	}
 	b := hl.Breaker
 	return func(msg *message.Message) ([]*message.Message, error) {
-		delete(msg.Metadata, HeldKey) // before Schedule, around it, copies them for a retry
+		// Schedule, around Health, copies msg's metadata into a retry
+		// once this returns: the mark must not go with it.
+		delete(msg.Metadata, HeldKey)
 		a, w := b.admit(hold)
 		if a == admitWait {
 			return nil, hl.hold(msg, w, jitter, nil)
