@@ -32,6 +32,7 @@ import (
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/deadport"
+	"github.com/memhook/memhook/internal/syncbuf"
 )
 
 // benchResult is one row of the bench table.
@@ -779,7 +780,7 @@ var errPortTaken = errors.New("its port was taken before it could listen")
 func startRouterOn(exe, addr, profile string, env ...string) (*exec.Cmd, error) {
 	cmd := exec.Command(exe, "serve")
 	cmd.Env = append(os.Environ(), append([]string{"MEMHOOK_ADDR=" + addr, "MEMHOOK_LOG_LEVEL=error", "MEMHOOK_CPU_PROFILE=" + profile}, env...)...)
-	var out lockedBuffer // what it says, to tell a taken port from other failures
+	var out syncbuf.Buffer // what it says, to tell a taken port from other failures
 	cmd.Stderr = io.MultiWriter(os.Stderr, &out)
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -794,24 +795,6 @@ func startRouterOn(exe, addr, profile string, env ...string) (*exec.Cmd, error) 
 		return nil, err
 	}
 	return cmd, nil
-}
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // benchRedis appends n events to Redis Streams from this process and has

@@ -6,7 +6,6 @@ package redisserver
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/memhook/memhook/internal/syncbuf"
 )
 
 // StartTimeout bounds how long a redis-server may take to answer PING
@@ -59,8 +60,8 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	log  *syncWriter   // the server's output, for failure reports
+	done chan struct{}   // closed when cmd has exited
+	log  *syncbuf.Buffer // the server's output, for failure reports
 }
 
 // Start starts redis-server on a free loopback port and returns once it
@@ -123,7 +124,7 @@ func (s *Server) run() error {
 		args = append(args, "--appendonly", "no")
 	}
 	cmd := exec.Command(s.bin, args...)
-	log := &syncWriter{}
+	log := &syncbuf.Buffer{}
 	cmd.Stdout = log
 	cmd.Stderr = log
 	cmd.Dir = s.dir
@@ -161,9 +162,7 @@ func (s *Server) Output() string {
 	if log == nil {
 		return ""
 	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	return log.buf.String()
+	return log.String()
 }
 
 // Stop shuts the server down (SIGTERM: Redis flushes its append-only file
@@ -240,17 +239,4 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
 	}
 	return nil
-}
-
-// syncWriter collects the server's output; exec writes it from its own
-// goroutine.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
 }
