@@ -32,6 +32,7 @@ import (
 	"github.com/memhook/memhook/bus"
 	"github.com/memhook/memhook/bus/event"
 	"github.com/memhook/memhook/internal/deadport"
+	"github.com/memhook/memhook/internal/proc"
 	"github.com/memhook/memhook/internal/syncbuf"
 )
 
@@ -760,12 +761,10 @@ func startRouter(profile string, env ...string) (*exec.Cmd, string, error) {
 		return nil, "", err
 	}
 	for try := 1; ; try++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := proc.FreeAddr()
 		if err != nil {
 			return nil, "", err
 		}
-		addr := ln.Addr().String()
-		_ = ln.Close()
 		cmd, err := startRouterOn(exe, addr, profile, env...)
 		if !errors.Is(err, errPortTaken) || try == 3 {
 			return cmd, addr, err
